@@ -1,0 +1,101 @@
+"""``python -m backend --home DIR``: build the services and serve until stopped."""
+
+from __future__ import annotations
+
+import argparse
+import logging
+import os
+import secrets
+import signal
+import sys
+from pathlib import Path
+
+from backend.bus import EventBus
+from backend.config import load_config
+from backend.home import Home, default_home
+from backend.runtime import Runtime
+from backend.server import Server
+from shared_api.connection import CONNECTION_FILE, ConnectionInfo, write_connection_file
+from shared_api.errors import ConfigInvalidError, EntropicError, ImageError, UnavailableError
+
+log = logging.getLogger("backend")
+
+EXIT_CONFIG, EXIT_RUNNING, EXIT_IMAGE = 2, 3, 4
+
+
+def serve(home_dir: Path) -> int:
+    """Run the backend in the foreground. Returns the process exit code."""
+    home = Home(home_dir).ensure()
+    try:
+        config = load_config(home.config_path).backend
+        home.acquire_lock()
+    except ConfigInvalidError as exc:
+        log.error("%s", exc.message)
+        return EXIT_CONFIG
+    except UnavailableError as exc:
+        log.error("%s", exc.message)
+        return EXIT_RUNNING
+    connection_path = home.root / CONNECTION_FILE
+    try:
+        bus = EventBus()
+        runtime = Runtime(home, config, bus)
+        key = secrets.token_bytes(32)
+        server = Server(runtime, config, bus, key, home.root)
+        runtime.start()
+    except ImageError as exc:
+        log.error("%s", exc.message)
+        home.release_lock()
+        return EXIT_IMAGE
+    except EntropicError as exc:
+        log.error("%s", exc.message)
+        home.release_lock()
+        return EXIT_CONFIG
+    info = ConnectionInfo(
+        request_endpoint=server.endpoints["requests"],
+        event_endpoint=server.endpoints["events"],
+        key=key.hex(),
+        pid=os.getpid(),
+        home=str(home.root),
+    )
+    write_connection_file(home.root, info)
+    for sig in (signal.SIGTERM, signal.SIGINT):
+        signal.signal(sig, lambda *_: server.request_stop(True))
+    log.info(
+        "backend pid %d serving %s on %s (events %s)",
+        os.getpid(),
+        home.root,
+        info.request_endpoint,
+        info.event_endpoint,
+    )
+    try:
+        server.serve_forever()
+    finally:
+        try:
+            runtime.close(save=server.save_on_exit)
+        finally:
+            connection_path.unlink(missing_ok=True)
+            server.close()
+            home.release_lock()
+            log.info("backend stopped")
+    return 0
+
+
+def configure_logging(level: str = "INFO") -> None:
+    logging.basicConfig(
+        level=level,
+        stream=sys.stderr,
+        format="%(asctime)s %(levelname)-7s %(name)s: %(message)s",
+    )
+
+
+def main(argv: list[str] | None = None) -> int:
+    parser = argparse.ArgumentParser(prog="python -m backend", description=__doc__)
+    parser.add_argument("--home", type=Path, default=default_home())
+    parser.add_argument("--log-level", default="INFO")
+    args = parser.parse_args(argv)
+    configure_logging(args.log_level)
+    return serve(args.home)
+
+
+if __name__ == "__main__":
+    sys.exit(main())

@@ -1,0 +1,204 @@
+"""The dispatch table: one handler per command kind, each returning a typed reply.
+
+A handler raises ``EntropicError`` for a typed failure; the server turns that (or any other
+exception) into an ``ErrorReply``. ``blocking`` handlers run on the worker pool so a slow
+method or an image save never holds up other requests.
+"""
+
+from __future__ import annotations
+
+import os
+import time
+from collections.abc import Callable
+from dataclasses import dataclass, field
+from typing import Any
+
+from backend import __version__, ops
+from backend.runtime import Runtime
+from backend.state_tree import copy_tree, get_path
+from shared_api import commands as c
+from shared_api.errors import AlreadyExistsError
+from shared_api.replies import (
+    EchoReply,
+    Pong,
+    ProtoDescription,
+    ProtoList,
+    ProtoSummary,
+    ProtoUpdated,
+    Reply,
+    ShuttingDown,
+    StateReply,
+    StatusReply,
+)
+from shared_api.version import PROTOCOL_VERSION
+
+
+@dataclass
+class Context:
+    runtime: Runtime
+    endpoints: dict[str, str]
+    request_stop: Callable[[bool], None]
+    started: float = field(default_factory=time.monotonic)
+    stats: dict[str, Any] = field(default_factory=dict)
+
+
+Handler = Callable[[Context, Any], Reply]
+
+
+@dataclass(frozen=True)
+class Route:
+    handler: Handler
+    blocking: bool
+
+
+ROUTES: dict[str, Route] = {}
+
+
+def route(kind: str, *, blocking: bool = False) -> Callable[[Handler], Handler]:
+    def register(fn: Handler) -> Handler:
+        ROUTES[kind] = Route(fn, blocking)
+        return fn
+
+    return register
+
+
+def _updated(proto_name: str, version: int, change: str) -> ProtoUpdated:
+    return ProtoUpdated(proto=proto_name, version=version, change=change)
+
+
+@route("ping")
+def ping(ctx: Context, cmd: c.Ping) -> Reply:
+    return Pong(protocol=PROTOCOL_VERSION, pid=os.getpid())
+
+
+@route("echo")
+def echo(ctx: Context, cmd: c.Echo) -> Reply:
+    return EchoReply(data=cmd.data)
+
+
+@route("status")
+def status(ctx: Context, cmd: c.Status) -> Reply:
+    rt = ctx.runtime
+    return StatusReply(
+        protocol=PROTOCOL_VERSION,
+        package_version=__version__,
+        pid=os.getpid(),
+        uptime_s=time.monotonic() - ctx.started,
+        home=str(rt.home.root),
+        protos=rt.manager.names(),
+        image=rt.image_info,
+        endpoints=ctx.endpoints,
+        services={
+            "journal": {"seq": rt.journal.seq, "dirty": rt.dirty},
+            "autosave_interval_s": rt.config.autosave_interval_s,
+            "dropped_frames": dict(ctx.stats.get("dropped", {})),
+            "requests": ctx.stats.get("requests", 0),
+        },
+    )
+
+
+@route("list_protos")
+def list_protos(ctx: Context, cmd: c.ListProtos) -> Reply:
+    return ProtoList(
+        protos=[
+            ProtoSummary(
+                name=p.name, role=p.codex.role, version=p.version, methods=sorted(p.methods)
+            )
+            for p in ctx.runtime.manager.list()
+        ]
+    )
+
+
+@route("describe_proto")
+def describe_proto(ctx: Context, cmd: c.DescribeProto) -> Reply:
+    manager = ctx.runtime.manager
+    with manager.lock:  # a consistent view of one version
+        p = manager.get(cmd.proto)
+        return ProtoDescription(
+            name=p.name,
+            version=p.version,
+            codex=p.codex.model_dump(mode="json"),
+            state=copy_tree(p.state),
+            methods={n: m.source for n, m in p.methods.items()},
+            description=p.get_self_description(),
+        )
+
+
+@route("get_state")
+def get_state(ctx: Context, cmd: c.GetState) -> Reply:
+    manager = ctx.runtime.manager
+    with manager.lock:
+        p = manager.get(cmd.proto)
+        value = get_path(p.state, cmd.path)
+        return StateReply(proto=p.name, path=cmd.path, value=value, version=p.version)
+
+
+@route("set_state")
+def set_state(ctx: Context, cmd: c.SetState) -> Reply:
+    p = ctx.runtime.commit(
+        {"op": "set_state", "proto": cmd.proto, "path": cmd.path, "value": cmd.value}
+    )
+    return _updated(p.name, p.version, "set_state")
+
+
+@route("define_method")
+def define_method(ctx: Context, cmd: c.DefineMethod) -> Reply:
+    p = ctx.runtime.commit(
+        {"op": "define_method", "proto": cmd.proto, "name": cmd.name, "source": cmd.source}
+    )
+    return _updated(p.name, p.version, "define_method")
+
+
+@route("remove_method")
+def remove_method(ctx: Context, cmd: c.RemoveMethod) -> Reply:
+    p = ctx.runtime.commit({"op": "remove_method", "proto": cmd.proto, "name": cmd.name})
+    return _updated(p.name, p.version, "remove_method")
+
+
+@route("invoke", blocking=True)
+def invoke(ctx: Context, cmd: c.Invoke) -> Reply:
+    return ctx.runtime.invoke(cmd.proto, cmd.method, dict(cmd.args))
+
+
+@route("clone_proto")
+def clone_proto(ctx: Context, cmd: c.CloneProto) -> Reply:
+    manager = ctx.runtime.manager
+    with manager.lock:
+        manager.get(cmd.proto)
+        new_name = cmd.new_name or ops.free_clone_name(manager, cmd.proto)
+        if new_name in manager.names():
+            raise AlreadyExistsError(
+                f"A Proto named {new_name!r} already exists; pick another name."
+            )
+        p = ctx.runtime.commit({"op": "clone", "proto": cmd.proto, "new_name": new_name})
+    return _updated(p.name, p.version, "clone")
+
+
+@route("swap_proto")
+def swap_proto(ctx: Context, cmd: c.SwapProto) -> Reply:
+    p = ctx.runtime.commit(
+        {
+            "op": "swap",
+            "proto": cmd.proto,
+            "base_version": cmd.base_version,
+            "state": cmd.state,
+            "methods": dict(cmd.methods),
+            "remove_methods": list(cmd.remove_methods),
+        }
+    )
+    return _updated(p.name, p.version, "swap")
+
+
+@route("save_image", blocking=True)
+def save_image(ctx: Context, cmd: c.SaveImage) -> Reply:
+    return ctx.runtime.save_image()
+
+
+@route("shutdown", blocking=True)
+def shutdown(ctx: Context, cmd: c.Shutdown) -> Reply:
+    saved = False
+    if cmd.save:
+        ctx.runtime.save_image()
+        saved = True
+    ctx.request_stop(cmd.save)
+    return ShuttingDown(saved=saved)

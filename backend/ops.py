@@ -1,0 +1,65 @@
+"""The changes a user can make to the object graph, as plain-data operations.
+
+The same ``apply`` runs a live edit and its journal replay, so replay reproduces exactly what
+was acknowledged. Each op is all-or-nothing: it raises before it changes anything.
+"""
+
+from __future__ import annotations
+
+from typing import Any
+
+from backend.protos import Proto, ProtoManager
+from backend.state_tree import copy_tree, set_path
+from shared_api.errors import AlreadyExistsError, InvalidValueError
+
+Op = dict[str, Any]
+
+
+def apply(manager: ProtoManager, op: Op) -> Proto:
+    """Apply ``op`` and announce it through the manager; returns the Proto it produced.
+
+    Call with ``manager.lock`` held.
+    """
+    kind = op["op"]
+    proto = manager.get(op["proto"])
+    if kind == "set_state":
+        set_path(proto.state, op["path"], op["value"])
+        detail: dict[str, Any] = {"path": op["path"]}
+    elif kind == "replace_state":
+        proto.state = op["state"]
+        detail = {}
+    elif kind == "define_method":
+        proto.define_method(op["name"], op["source"])
+        detail = {"method": op["name"]}
+    elif kind == "remove_method":
+        proto.remove_method(op["name"])
+        detail = {"method": op["name"]}
+    elif kind == "clone":
+        twin = proto.clone(op["new_name"])
+        twin.version = 0
+        twin.history = []
+        return manager.register(twin)
+    elif kind == "swap":
+        clone = proto.clone()
+        if op.get("state") is not None:
+            clone.state = copy_tree(op["state"])
+        for name, source in op.get("methods", {}).items():
+            clone.define_method(name, source)
+        for name in op.get("remove_methods", []):
+            clone.remove_method(name)
+        clone.version = op["base_version"]
+        return manager.atomic_swap(clone)
+    else:
+        raise InvalidValueError(f"unknown operation {kind!r}")
+    proto.version += 1
+    manager.notify(proto, kind, detail)
+    return proto
+
+
+def free_clone_name(manager: ProtoManager, base: str) -> str:
+    names: set[str] = set(manager.names())
+    for n in range(2, 10_000):
+        candidate = f"{base}-{n}"
+        if candidate not in names:
+            return candidate
+    raise AlreadyExistsError(f"Too many clones of {base}; remove some first.")

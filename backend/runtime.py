@@ -1,0 +1,241 @@
+"""The living image: live Protos + change journal + signed image generations.
+
+Every change is applied and journaled (fsynced) under the manager lock before it is
+acknowledged, so ``kill -9`` loses nothing acknowledged. Saving snapshots the graph under the
+lock and serializes outside it, so the live system never stalls for a save.
+"""
+
+from __future__ import annotations
+
+import logging
+import os
+import shutil
+import threading
+import time
+from typing import Any
+
+from pydantic import ValidationError
+
+from backend import ops
+from backend.bus import EventBus
+from backend.codex import Codex, load_personas
+from backend.config import BackendConfig
+from backend.home import Home
+from backend.image import ImageStore
+from backend.journal import Journal
+from backend.protos import DoesNotUnderstand, Proto, ProtoManager
+from shared_api.envelope import new_msg_id
+from shared_api.errors import EntropicError, MethodFailedError
+from shared_api.events import BackendLog, CognitiveDissonance, ProtoChanged
+from shared_api.events import Progress as ProgressEvent
+from shared_api.replies import DoesNotUnderstand as DoesNotUnderstandReply
+from shared_api.replies import ImageInfo, ImageSaved, InvokeResult
+from shared_api.wire import pack, unpack
+
+log = logging.getLogger(__name__)
+
+DNU_SCORE = 0.5  # an unmet expectation: moderate dissonance
+
+
+class Runtime:
+    def __init__(
+        self,
+        home: Home,
+        config: BackendConfig,
+        bus: EventBus,
+        codices: dict[str, Codex] | None = None,
+    ) -> None:
+        self.home = home
+        self.config = config
+        self.bus = bus
+        self.codices = codices if codices is not None else load_personas()
+        self.manager = ProtoManager()
+        key = home.image_key()
+        self.journal = Journal(home.journal_dir, key)
+        self.images = ImageStore(home.image_dir, key, config.image_generations)
+        self.image_info = ImageInfo()
+        self._save_lock = threading.Lock()
+        self._stop = threading.Event()
+        self._autosaver: threading.Thread | None = None
+        self.manager.subscribe(self._announce)
+
+    # -- startup ----------------------------------------------------------------------------
+    def start(self) -> None:
+        """Load the newest good image (or seed from the codex files), then replay the journal."""
+        loaded = self.images.load_latest()
+        info = self.image_info
+        info.warnings.extend(loaded.warnings)
+        if loaded.payload is not None:
+            for proto in loaded.payload["protos"]:
+                self.manager.register(proto)
+            info.path, info.generation = str(loaded.path), loaded.generation
+            info.journal_seq = loaded.journal_seq
+            info.loaded_from = str(loaded.path)
+            info.fallback_used = bool(loaded.warnings)
+        elif loaded.warnings:
+            info.warnings.append("no image generation could be verified: starting from codex")
+        for name, codex in self.codices.items():
+            if name not in self.manager.names():
+                self.manager.register(Proto(name, codex))
+        needs_save = self._replay(loaded.journal_seq) or loaded.payload is None
+        for warning in info.warnings:
+            log.warning(warning)
+            self.bus.publish(BackendLog(level="warning", message=warning))
+        if needs_save:
+            self.save_image()
+        if self.config.autosave_interval_s > 0:
+            self._autosaver = threading.Thread(target=self._autosave, name="autosave", daemon=True)
+            self._autosaver.start()
+
+    def _replay(self, after_seq: int) -> bool:
+        """Replay journal records after ``after_seq``. Returns True when an image must be
+        saved now (the journal had an untrusted record and was set aside)."""
+        report = self.journal.replay(after_seq)
+        with self.manager.lock:
+            for seq, op in report.records:
+                try:
+                    ops.apply(self.manager, op)
+                except EntropicError as exc:
+                    report.warnings.append(f"journal record {seq} ({op.get('op')}) failed: {exc}")
+        self.image_info.replayed_records = len(report.records)
+        self.image_info.warnings.extend(report.warnings)
+        untrusted = any("failed verification" in w for w in report.warnings)
+        if untrusted:
+            quarantine = self.home.journal_dir / "quarantine" / time.strftime("%Y%m%dT%H%M%S")
+            quarantine.mkdir(parents=True, exist_ok=True)
+            for segment in self.home.journal_dir.glob("*.log"):
+                shutil.move(segment, quarantine / segment.name)
+            self.image_info.warnings.append(f"untrusted journal moved to {quarantine}")
+        self.journal.open(max(report.last_seq, after_seq) if not untrusted else after_seq)
+        if report.records:
+            log.info("replayed %d journal records", len(report.records))
+        return untrusted
+
+    # -- changes ----------------------------------------------------------------------------
+    def commit(self, op: ops.Op) -> Proto:
+        """Apply and journal one change atomically; durable when this returns."""
+        with self.manager.lock:
+            proto = ops.apply(self.manager, op)
+            self.journal.append(op)
+        return proto
+
+    def _announce(self, proto: Proto, change: str, detail: dict[str, Any]) -> None:
+        self.bus.publish(
+            ProtoChanged(proto=proto.name, version=proto.version, change=change, detail=detail)
+        )
+
+    def invoke(
+        self, name: str, method: str, args: dict[str, Any]
+    ) -> InvokeResult | DoesNotUnderstandReply:
+        proto = self.manager.get(name)
+        if not proto.has_method(method):
+            return self.does_not_understand(proto, method, args)
+        before = pack(proto.state)
+        try:
+            result = proto.invoke(method, args)
+        except DoesNotUnderstand as exc:  # the method sent an unknown message onward
+            dnu = self.manager.get(exc.proto) if exc.proto in self.manager.names() else proto
+            return self.does_not_understand(dnu, exc.message, {})
+        finally:
+            self._persist_state(proto, before)
+        try:
+            return InvokeResult(proto=name, method=method, result=result, version=proto.version)
+        except ValidationError:
+            raise MethodFailedError(
+                f"{name}.{method} returned a {type(result).__name__}, which is not JSON. "
+                "Return dicts, lists, strings, numbers, booleans or None.",
+                method=method,
+            ) from None
+
+    def _persist_state(self, proto: Proto, before: bytes) -> None:
+        """Journal the state a method left behind, if it changed it."""
+        with self.manager.lock:
+            if self.manager.get(proto.name) is not proto:
+                return  # swapped out meanwhile: its edits went to the old object
+            try:
+                after = pack(proto.state)
+            except TypeError:
+                proto.state = unpack(before)
+                raise MethodFailedError(
+                    f"A method of {proto.name} stored a non-JSON value in its state; the state "
+                    "was rolled back. Store only dicts, lists, strings, numbers, booleans, None."
+                ) from None
+            if after != before:
+                self.commit({"op": "replace_state", "proto": proto.name, "state": unpack(after)})
+
+    def does_not_understand(
+        self, proto: Proto, message: str, args: dict[str, Any]
+    ) -> DoesNotUnderstandReply:
+        known = sorted(proto.methods)
+        self.bus.publish(
+            CognitiveDissonance(
+                proto=proto.name,
+                source="does_not_understand",
+                score=DNU_SCORE,
+                views=[
+                    f"{proto.name} was asked to {message!r}",
+                    f"{proto.name} knows only: {', '.join(known) or 'no methods'}",
+                ],
+                detail={"message": message, "args": args},
+            )
+        )
+        return DoesNotUnderstandReply(
+            proto=proto.name, message=message, args=args, known_methods=known
+        )
+
+    # -- image ------------------------------------------------------------------------------
+    def save_image(self) -> ImageSaved:
+        """Snapshot under the lock, serialize and write outside it."""
+        with self._save_lock:
+            op_id = new_msg_id()
+            started = time.perf_counter()
+            self._progress(op_id, 0.0, "snapshot")
+            with self.manager.lock:
+                seq = self.journal.rotate()
+                protos = [p.clone() for p in self.manager.list()]
+            payload = {"format": 1, "saved_at": time.time(), "journal_seq": seq, "protos": protos}
+            path, generation, nbytes = self.images.save(
+                payload, seq, lambda f, m: self._progress(op_id, f, m)
+            )
+            self.journal.prune(self.images.oldest_journal_seq())
+            seconds = time.perf_counter() - started
+            info = self.image_info
+            info.path, info.generation, info.journal_seq = str(path), generation, seq
+            self._progress(op_id, 1.0, f"saved generation {generation} ({nbytes} bytes)", done=True)
+            log.info("image generation %d saved: %d bytes in %.3fs", generation, nbytes, seconds)
+            return ImageSaved(
+                path=str(path),
+                generation=generation,
+                bytes=nbytes,
+                seconds=seconds,
+                journal_seq=seq,
+            )
+
+    def _progress(self, op_id: str, fraction: float, message: str, done: bool = False) -> None:
+        self.bus.publish(
+            ProgressEvent(
+                op="image_save", op_id=op_id, fraction=fraction, message=message, done=done
+            )
+        )
+
+    @property
+    def dirty(self) -> bool:
+        return self.journal.seq > self.image_info.journal_seq
+
+    def _autosave(self) -> None:
+        while not self._stop.wait(self.config.autosave_interval_s):
+            if self.dirty:
+                try:
+                    self.save_image()
+                except Exception as exc:
+                    log.exception("autosave failed")
+                    self.bus.publish(BackendLog(level="error", message=f"autosave failed: {exc}"))
+
+    def close(self, save: bool = True) -> None:
+        self._stop.set()
+        if self._autosaver is not None:
+            self._autosaver.join(timeout=60)
+        if save and self.dirty:
+            self.save_image()
+        self.journal.close()
+        log.info("runtime closed (pid %d)", os.getpid())

@@ -1,0 +1,215 @@
+"""The request loop: ROUTER in, dispatch table, replies out; events out on PUB; heartbeat.
+
+One thread owns the sockets. Quick handlers run inline; blocking ones run on a worker pool and
+hand their replies back through an outbox that wakes the loop. Frames that are unsigned, badly
+signed, replayed or malformed are dropped and logged; a signed request that is wrong in any
+other way gets a typed ``ErrorReply``, and the loop carries on.
+"""
+
+from __future__ import annotations
+
+import logging
+import os
+import queue
+import threading
+import time
+import traceback
+from concurrent.futures import ThreadPoolExecutor
+from typing import Any
+
+from pydantic import BaseModel, ValidationError
+
+from backend.bus import EventBus, current_request
+from backend.config import BackendConfig
+from backend.handlers import ROUTES, Context, Route
+from backend.runtime import Runtime
+from shared_api.commands import COMMAND_ADAPTER
+from shared_api.envelope import Header
+from shared_api.errors import EntropicError, ErrorCode, ErrorReply
+from shared_api.events import BackendStopping, Event, Heartbeat
+from shared_api.transport import ServerSockets
+from shared_api.version import PROTOCOL_VERSION, compatible
+from shared_api.wire import Codec, WireError
+
+log = logging.getLogger(__name__)
+
+
+class Server:
+    def __init__(
+        self, runtime: Runtime, config: BackendConfig, bus: EventBus, key: bytes, run_dir: Any
+    ) -> None:
+        self.config = config
+        self.codec = Codec(key, replay_window=config.replay_window_s)
+        request_spec, event_spec = config.endpoint_specs(run_dir)
+        self.sockets = ServerSockets(
+            request_spec, event_spec, max_message_bytes=config.max_message_bytes
+        )
+        self.endpoints = {
+            "requests": self.sockets.request_endpoint,
+            "events": self.sockets.event_endpoint,
+        }
+        self.ctx = Context(
+            runtime=runtime, endpoints=self.endpoints, request_stop=self.request_stop
+        )
+        self.ctx.stats.update(requests=0, dropped={})
+        self.save_on_exit = True
+        self._outbox: queue.SimpleQueue[tuple[str, list[bytes]]] = queue.SimpleQueue()
+        self._pool = ThreadPoolExecutor(config.workers, thread_name_prefix="handler")
+        self._stopping = threading.Event()
+        self._loop_thread: int | None = None
+        bus.subscribe(self._publish)
+
+    # -- lifecycle --------------------------------------------------------------------------
+    def request_stop(self, save: bool = True) -> None:
+        """Thread-safe (also from a signal handler): finish in-flight work, then return."""
+        self.save_on_exit = save
+        self._stopping.set()
+        self.sockets.wake()
+
+    def serve_forever(self) -> None:
+        self._loop_thread = threading.get_ident()
+        started = time.monotonic()
+        interval = self.config.heartbeat_interval_s
+        next_beat = started
+        while not self._stopping.is_set():
+            now = time.monotonic()
+            if now >= next_beat:
+                self._publish(
+                    Heartbeat(pid=os.getpid(), uptime_s=now - started, interval_s=interval), None
+                )
+                next_beat = now + interval
+            self.sockets.wait(max(1, int((next_beat - now) * 1000)))
+            for _ in range(1000):  # bounded, so heartbeats and the outbox keep flowing
+                frames = self.sockets.recv_request()
+                if frames is None:
+                    break
+                self._handle(frames)
+            self._flush()
+        self._pool.shutdown(wait=True)
+        self._publish(BackendStopping(reason="shutdown requested"), None)
+        self._flush()
+
+    def close(self) -> None:
+        self.sockets.close()
+
+    # -- requests ---------------------------------------------------------------------------
+    def _handle(self, frames: list[bytes]) -> None:
+        self.ctx.stats["requests"] += 1
+        try:
+            identities, envelope = self.codec.decode(frames)
+        except WireError as exc:
+            self._drop(exc.reason, str(exc))
+            return
+        header = envelope.header
+        if not identities:
+            self._drop("no_identity", header.kind)
+            return
+        if not compatible(header.protocol):
+            self._reply_error(
+                identities,
+                header,
+                ErrorCode.PROTOCOL_MISMATCH,
+                f"This backend speaks protocol {PROTOCOL_VERSION}, the client "
+                f"{header.protocol}. Update the client and backend together.",
+            )
+            return
+        route = ROUTES.get(header.kind)
+        if route is None:
+            self._reply_error(
+                identities,
+                header,
+                ErrorCode.UNKNOWN_KIND,
+                f"Unknown command {header.kind!r}. Known: {', '.join(sorted(ROUTES))}.",
+            )
+            return
+        try:
+            command = COMMAND_ADAPTER.validate_python({**envelope.body, "kind": header.kind})
+        except ValidationError as exc:
+            problems = [
+                {"field": ".".join(str(p) for p in e["loc"][1:]) or "(body)", "problem": e["msg"]}
+                for e in exc.errors()
+            ]
+            summary = "; ".join(f"{p['field']}: {p['problem']}" for p in problems[:5])
+            self._reply_error(
+                identities,
+                header,
+                ErrorCode.INVALID_BODY,
+                f"Invalid body for {header.kind}: {summary}. "
+                f"See `main.py call --help` for the body of each command.",
+                detail={"errors": problems[:20]},
+            )
+            return
+        if route.blocking:
+            self._pool.submit(self._run_blocking, route, command, identities, header.msg_id)
+        else:
+            self._send_reply(
+                identities, header.msg_id, self._execute(route, command, header.msg_id)
+            )
+
+    def _execute(self, route: Route, command: Any, msg_id: str) -> BaseModel:
+        token = current_request.set(msg_id)
+        try:
+            return route.handler(self.ctx, command)
+        except EntropicError as exc:
+            tb = exc.detail.pop("traceback", None)
+            return exc.to_reply(traceback=tb if isinstance(tb, str) else None)
+        except Exception as exc:
+            log.exception("handler for %s failed", command.kind)
+            return ErrorReply(
+                code=ErrorCode.INTERNAL,
+                message=f"Internal error in {command.kind}: {exc.__class__.__name__}: {exc}. "
+                "The backend is still running; please report this with the traceback.",
+                traceback=traceback.format_exc(),
+            )
+        finally:
+            current_request.reset(token)
+
+    def _run_blocking(
+        self, route: Route, command: Any, identities: list[bytes], msg_id: str
+    ) -> None:
+        reply = self._execute(route, command, msg_id)
+        header = Header.make(reply.kind, msg_id)  # type: ignore[attr-defined]
+        self._outbox.put(("reply", identities + self.codec.encode_with(header, reply)))
+        self.sockets.wake()
+
+    def _reply_error(
+        self,
+        identities: list[bytes],
+        header: Header,
+        code: ErrorCode,
+        message: str,
+        detail: dict[str, Any] | None = None,
+    ) -> None:
+        log.info("error reply to %s: %s", header.kind, message)
+        reply = ErrorReply(code=code, message=message, detail=detail or {})
+        self._send_reply(identities, header.msg_id, reply)
+
+    def _send_reply(self, identities: list[bytes], parent_id: str, reply: BaseModel) -> None:
+        header = Header.make(reply.kind, parent_id)  # type: ignore[attr-defined]
+        self.sockets.send_reply(identities + self.codec.encode_with(header, reply))
+
+    def _drop(self, reason: str, detail: str) -> None:
+        dropped: dict[str, int] = self.ctx.stats["dropped"]
+        count = dropped[reason] = dropped.get(reason, 0) + 1
+        if count & (count - 1) == 0:  # log the 1st, 2nd, 4th, 8th, ... of each reason
+            log.warning("dropped frame (%s, %d so far): %s", reason, count, detail[:200])
+
+    # -- events -----------------------------------------------------------------------------
+    def _publish(self, event: Event, parent_id: str | None) -> None:
+        frames = self.codec.encode_with(Header.make(event.kind, parent_id), event)
+        if threading.get_ident() == self._loop_thread:
+            self.sockets.publish(frames)
+        else:
+            self._outbox.put(("event", frames))
+            self.sockets.wake()
+
+    def _flush(self) -> None:
+        while True:
+            try:
+                kind, frames = self._outbox.get_nowait()
+            except queue.Empty:
+                return
+            if kind == "reply":
+                self.sockets.send_reply(frames)
+            else:
+                self.sockets.publish(frames)

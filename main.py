@@ -1,0 +1,130 @@
+"""Entropic OS launcher and command-line console.
+
+  python main.py [--home DIR]                 start the workbench (for now: the backend)
+  python main.py backend [--home DIR]         run the backend in the foreground
+  python main.py call [--home DIR] KIND [JSON] send one command, print the reply as JSON
+
+The home directory defaults to $ENTROPIC_HOME or ~/.local/share/entropic.
+"""
+
+from __future__ import annotations
+
+import argparse
+import json
+import sys
+from pathlib import Path
+from typing import Any
+
+from backend.home import default_home
+
+EXIT_ERROR_REPLY, EXIT_USAGE, EXIT_UNREACHABLE = 1, 2, 3
+
+CALL_EPILOG = """\
+commands and their JSON bodies (every body that names a persona calls it "proto"):
+  ping           {}
+  status         {}
+  echo           {"data": "..."}
+  list_protos    {}
+  describe_proto {"proto": "BRICK"}
+  get_state      {"proto": "BRICK", "path": "mood"}          (path optional, dotted)
+  set_state      {"proto": "BRICK", "path": "mood.level", "value": 3}
+  define_method  {"proto": "BRICK", "name": "greet", "source": "def greet(self, who): ..."}
+  remove_method  {"proto": "BRICK", "name": "greet"}
+  invoke         {"proto": "BRICK", "method": "greet", "args": {"who": "ROBIN"}}
+  clone_proto    {"proto": "BRICK", "new_name": "BRICK-2"}   (new_name optional)
+  swap_proto     {"proto": "BRICK", "base_version": 3, "state": {...}, "methods": {...},
+                  "remove_methods": [...]}
+  save_image     {}
+  shutdown       {"save": true}
+
+exit status: 0 success, 1 error reply (printed as JSON), 2 bad usage, 3 backend unreachable
+"""
+
+
+def _home_arg(parser: argparse.ArgumentParser) -> None:
+    parser.add_argument(
+        "--home",
+        type=Path,
+        default=None,
+        help="home directory (default: $ENTROPIC_HOME or ~/.local/share/entropic)",
+    )
+
+
+def cmd_backend(args: argparse.Namespace) -> int:
+    from backend.__main__ import configure_logging, serve
+
+    configure_logging(args.log_level)
+    return serve(args.home or default_home())
+
+
+def cmd_call(args: argparse.Namespace) -> int:
+    from shared_api.connection import read_connection_file
+    from shared_api.errors import ErrorReply, RequestTimeout, UnavailableError
+    from shared_api.transport import Client
+
+    try:
+        body: Any = json.loads(args.body) if args.body else {}
+    except json.JSONDecodeError as exc:
+        print(f"error: JSON_BODY is not valid JSON: {exc}", file=sys.stderr)
+        return EXIT_USAGE
+    if not isinstance(body, dict):
+        print(
+            'error: JSON_BODY must be a JSON object, e.g. \'{"proto": "BRICK"}\'', file=sys.stderr
+        )
+        return EXIT_USAGE
+    try:
+        info = read_connection_file((args.home or default_home()).expanduser().resolve())
+        with Client(info, timeout=args.timeout) as client:
+            reply = client.call_raw(args.kind, body)
+    except (UnavailableError, RequestTimeout) as exc:
+        print(f"error: {exc.message}", file=sys.stderr)
+        return EXIT_UNREACHABLE
+    print(reply.model_dump_json(indent=2))
+    return EXIT_ERROR_REPLY if isinstance(reply, ErrorReply) else 0
+
+
+def build_parser() -> argparse.ArgumentParser:
+    parser = argparse.ArgumentParser(
+        prog="main.py", description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter
+    )
+    _home_arg(parser)
+    parser.add_argument("--log-level", default="INFO", help="logging level (default INFO)")
+    sub = parser.add_subparsers(dest="command", metavar="COMMAND")
+
+    backend = sub.add_parser(
+        "backend",
+        help="run the backend in the foreground",
+        description="Run the backend in the foreground. Writes HOME/connection.json (endpoints "
+        "and HMAC key, mode 0600) once it is ready; stop it with Ctrl-C or SIGTERM (it saves "
+        "the image first).",
+    )
+    _home_arg(backend)
+    backend.add_argument("--log-level", default="INFO", help="logging level (default INFO)")
+    backend.set_defaults(func=cmd_backend)
+
+    call = sub.add_parser(
+        "call",
+        help="send one command to the running backend and print the reply",
+        description="Send one command to the backend running for HOME and print its reply as JSON.",
+        epilog=CALL_EPILOG,
+        formatter_class=argparse.RawDescriptionHelpFormatter,
+    )
+    _home_arg(call)
+    call.add_argument("--timeout", type=float, default=30.0, help="seconds to wait (default 30)")
+    call.add_argument("kind", metavar="KIND", help="command kind, e.g. ping, set_state")
+    call.add_argument("body", metavar="JSON_BODY", nargs="?", help="command body as a JSON object")
+    call.set_defaults(func=cmd_call)
+    return parser
+
+
+def main(argv: list[str] | None = None) -> int:
+    parser = build_parser()
+    args = parser.parse_args(argv)
+    if args.command is None:
+        # Until the workbench UI lands, `main.py` runs the backend in the foreground.
+        args.func = cmd_backend
+    return int(args.func(args))
+
+
+if __name__ == "__main__":
+    sys.exit(main())

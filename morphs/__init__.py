@@ -1,0 +1,1 @@
+"""Morphs: widgets that render state and announce intent as typed commands."""

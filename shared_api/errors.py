@@ -1,0 +1,129 @@
+"""Every error that can cross the wire: one ``ErrorCode`` enum, one ``ErrorReply`` model,
+and the exception hierarchy the backend raises internally.
+
+Messages say what happened *and what to do about it*.
+"""
+
+from __future__ import annotations
+
+from enum import StrEnum
+from typing import Any, Literal
+
+from pydantic import BaseModel
+
+
+class ErrorCode(StrEnum):
+    UNKNOWN_KIND = "unknown_kind"
+    INVALID_BODY = "invalid_body"
+    MALFORMED = "malformed"
+    PROTOCOL_MISMATCH = "protocol_mismatch"
+    NOT_FOUND = "not_found"
+    ALREADY_EXISTS = "already_exists"
+    COMPILE_ERROR = "compile_error"
+    CODEX_IMMUTABLE = "codex_immutable"
+    STALE_VERSION = "stale_version"
+    INVALID_PATH = "invalid_path"
+    INVALID_VALUE = "invalid_value"
+    METHOD_FAILED = "method_failed"
+    IMAGE_ERROR = "image_error"
+    IMAGE_TAMPERED = "image_tampered"
+    CODEX_INVALID = "codex_invalid"
+    CONFIG_INVALID = "config_invalid"
+    TIMEOUT = "timeout"
+    UNAVAILABLE = "unavailable"
+    INTERNAL = "internal"
+
+
+class ErrorReply(BaseModel):
+    """The reply to any request that failed. ``message`` tells the user what to do."""
+
+    kind: Literal["error"] = "error"
+    code: ErrorCode
+    message: str
+    detail: dict[str, Any] = {}
+    traceback: str | None = None
+
+
+class EntropicError(Exception):
+    """Base of all typed errors. ``to_reply()`` turns one into an ``ErrorReply``."""
+
+    code: ErrorCode = ErrorCode.INTERNAL
+
+    def __init__(self, message: str, **detail: Any) -> None:
+        super().__init__(message)
+        self.message = message
+        self.detail = detail
+
+    def to_reply(self, traceback: str | None = None) -> ErrorReply:
+        return ErrorReply(
+            code=self.code, message=self.message, detail=self.detail, traceback=traceback
+        )
+
+
+class NotFoundError(EntropicError):
+    code = ErrorCode.NOT_FOUND
+
+
+class AlreadyExistsError(EntropicError):
+    code = ErrorCode.ALREADY_EXISTS
+
+
+class CompileError(EntropicError):
+    """Method source that does not compile. ``detail`` holds ``line`` and ``column``."""
+
+    code = ErrorCode.COMPILE_ERROR
+
+
+class CodexImmutableError(EntropicError):
+    code = ErrorCode.CODEX_IMMUTABLE
+
+
+class StaleVersionError(EntropicError):
+    code = ErrorCode.STALE_VERSION
+
+
+class InvalidPathError(EntropicError):
+    code = ErrorCode.INVALID_PATH
+
+
+class InvalidValueError(EntropicError):
+    code = ErrorCode.INVALID_VALUE
+
+
+class MethodFailedError(EntropicError):
+    code = ErrorCode.METHOD_FAILED
+
+
+class ImageError(EntropicError):
+    code = ErrorCode.IMAGE_ERROR
+
+
+class ImageTamperedError(ImageError):
+    code = ErrorCode.IMAGE_TAMPERED
+
+
+class CodexInvalidError(EntropicError):
+    code = ErrorCode.CODEX_INVALID
+
+
+class ConfigInvalidError(EntropicError):
+    code = ErrorCode.CONFIG_INVALID
+
+
+class UnavailableError(EntropicError):
+    code = ErrorCode.UNAVAILABLE
+
+
+class RemoteError(EntropicError):
+    """Raised by a client when the backend answered with an ``ErrorReply``."""
+
+    def __init__(self, reply: ErrorReply) -> None:
+        super().__init__(f"[{reply.code}] {reply.message}", **reply.detail)
+        self.code = reply.code
+        self.reply = reply
+
+
+class RequestTimeout(EntropicError, TimeoutError):
+    """No reply arrived before the deadline."""
+
+    code = ErrorCode.TIMEOUT

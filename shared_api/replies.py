@@ -1,0 +1,137 @@
+"""Backend -> UI replies to requests: one model per reply kind, one tagged union ``Reply``."""
+
+from __future__ import annotations
+
+from typing import Annotated, Any, Literal
+
+from pydantic import BaseModel, ConfigDict, Field, TypeAdapter
+
+from shared_api.errors import ErrorReply
+from shared_api.types import Json, JsonObject
+
+
+class _Reply(BaseModel):
+    model_config = ConfigDict(frozen=True)
+
+
+class Pong(_Reply):
+    kind: Literal["pong"] = "pong"
+    protocol: str
+    pid: int
+
+
+class EchoReply(_Reply):
+    kind: Literal["echo_reply"] = "echo_reply"
+    data: str | bytes
+
+
+class ImageInfo(BaseModel):
+    path: str | None = None
+    generation: int = 0
+    journal_seq: int = 0
+    loaded_from: str | None = None
+    fallback_used: bool = False
+    replayed_records: int = 0
+    warnings: list[str] = []
+
+
+class StatusReply(_Reply):
+    kind: Literal["status_reply"] = "status_reply"
+    protocol: str
+    package_version: str
+    pid: int
+    uptime_s: float
+    home: str
+    protos: list[str]
+    image: ImageInfo
+    endpoints: dict[str, str]
+    services: dict[str, Any] = {}
+
+
+class ProtoSummary(BaseModel):
+    name: str
+    role: str
+    version: int
+    methods: list[str]
+
+
+class ProtoList(_Reply):
+    kind: Literal["proto_list"] = "proto_list"
+    protos: list[ProtoSummary]
+
+
+class ProtoDescription(_Reply):
+    kind: Literal["proto_description"] = "proto_description"
+    name: str
+    version: int
+    codex: JsonObject
+    state: JsonObject
+    methods: dict[str, str]
+    description: JsonObject
+
+
+class StateReply(_Reply):
+    kind: Literal["state"] = "state"
+    proto: str
+    path: str
+    value: Json
+    version: int
+
+
+class ProtoUpdated(_Reply):
+    """Acknowledges a change; it is journaled (durable) before this reply is sent."""
+
+    kind: Literal["proto_updated"] = "proto_updated"
+    proto: str
+    version: int
+    change: str
+
+
+class InvokeResult(_Reply):
+    kind: Literal["invoke_result"] = "invoke_result"
+    proto: str
+    method: str
+    result: Json
+    version: int
+
+
+class DoesNotUnderstand(_Reply):
+    """The Proto has no such method. Not an error: the forge may answer it later."""
+
+    kind: Literal["does_not_understand"] = "does_not_understand"
+    proto: str
+    message: str
+    args: JsonObject
+    known_methods: list[str]
+
+
+class ImageSaved(_Reply):
+    kind: Literal["image_saved"] = "image_saved"
+    path: str
+    generation: int
+    bytes: int
+    seconds: float
+    journal_seq: int
+
+
+class ShuttingDown(_Reply):
+    kind: Literal["shutting_down"] = "shutting_down"
+    saved: bool
+
+
+Reply = Annotated[
+    Pong
+    | EchoReply
+    | StatusReply
+    | ProtoList
+    | ProtoDescription
+    | StateReply
+    | ProtoUpdated
+    | InvokeResult
+    | DoesNotUnderstand
+    | ImageSaved
+    | ShuttingDown
+    | ErrorReply,
+    Field(discriminator="kind"),
+]
+REPLY_ADAPTER: TypeAdapter[Reply] = TypeAdapter(Reply)

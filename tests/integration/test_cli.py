@@ -1,0 +1,76 @@
+"""The scriptable console: `main.py call` against a real backend subprocess."""
+
+from __future__ import annotations
+
+import json
+import stat
+import subprocess
+import sys
+from pathlib import Path
+
+from backend.launcher import MAIN, BackendProcess
+
+
+def call(home: Path, kind: str, body: str | None = None) -> tuple[int, dict[str, object] | str]:
+    argv = [sys.executable, str(MAIN), "call", "--home", str(home), kind]
+    if body is not None:
+        argv.append(body)
+    done = subprocess.run(argv, capture_output=True, text=True, timeout=60)
+    try:
+        return done.returncode, json.loads(done.stdout)
+    except json.JSONDecodeError:
+        return done.returncode, done.stderr
+
+
+def test_connection_file_is_private(backend: BackendProcess) -> None:
+    info = backend.home / "connection.json"
+    assert stat.S_IMODE(info.stat().st_mode) == 0o600
+    assert stat.S_IMODE((backend.home / "keys" / "image.key").stat().st_mode) == 0o600
+    data = json.loads(info.read_text())
+    assert data["request_endpoint"].startswith("tcp://127.0.0.1:")
+    assert len(bytes.fromhex(data["key"])) == 32
+
+
+def test_call_set_get_invoke(backend: BackendProcess) -> None:
+    home = backend.home
+    assert call(home, "ping") == (0, {"kind": "pong", "protocol": "1.0", "pid": backend.proc.pid})
+    rc, reply = call(home, "set_state", '{"proto": "BRICK", "path": "mood.level", "value": 3}')
+    assert rc == 0 and reply["kind"] == "proto_updated"
+    rc, reply = call(home, "get_state", '{"proto": "BRICK", "path": "mood"}')
+    assert (rc, reply["value"]) == (0, {"level": 3})
+    src = "def greet(self, who):\n    return 'hello ' + who\n"
+    rc, _ = call(
+        home, "define_method", json.dumps({"proto": "BRICK", "name": "greet", "source": src})
+    )
+    assert rc == 0
+    rc, reply = call(
+        home, "invoke", '{"proto": "BRICK", "method": "greet", "args": {"who": "ROBIN"}}'
+    )
+    assert (rc, reply["result"]) == (0, "hello ROBIN")
+
+
+def test_call_errors_exit_nonzero(backend: BackendProcess) -> None:
+    home = backend.home
+    rc, reply = call(home, "set_state", '{"proto": "BRICK"}')
+    assert rc == 1 and reply["code"] == "invalid_body"
+    rc, reply = call(home, "no_such_command")
+    assert rc == 1 and reply["code"] == "unknown_kind"
+    rc, reply = call(home, "get_state", '{"proto": "NOBODY"}')
+    assert rc == 1 and reply["code"] == "not_found"
+    rc, err = call(home, "get_state", "{not json")
+    assert rc == 2 and "not valid JSON" in err
+
+
+def test_call_without_backend_says_how_to_start(tmp_path: Path) -> None:
+    rc, err = call(tmp_path / "nohome", "ping")
+    assert rc == 3
+    assert "main.py backend --home" in err
+
+
+def test_every_subcommand_has_help() -> None:
+    for argv in ([], ["backend"], ["call"]):
+        done = subprocess.run(
+            [sys.executable, str(MAIN), *argv, "--help"], capture_output=True, text=True, timeout=60
+        )
+        assert done.returncode == 0, done.stderr
+        assert "--home" in done.stdout

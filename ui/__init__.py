@@ -1,0 +1,1 @@
+"""The Kivy workbench (arrives with the Morphic workbench issue)."""
