@@ -19,7 +19,12 @@ def test_issue_examples_decode() -> None:
     examples = [
         {"kind": "set_state", "proto": "BRICK", "path": "mood.level", "value": 3},
         {"kind": "get_state", "proto": "BRICK"},
-        {"kind": "define_method", "proto": "BRICK", "name": "greet", "source": "def greet(self, who): ..."},
+        {
+            "kind": "define_method",
+            "proto": "BRICK",
+            "name": "greet",
+            "source": "def greet(self, who): ...",
+        },
         {"kind": "invoke", "proto": "BRICK", "method": "greet", "args": {"who": "ROBIN"}},
     ]
     decoded = [COMMAND_ADAPTER.validate_python(e) for e in examples]
@@ -45,13 +50,22 @@ def test_invalid_bodies_are_refused(body: dict[str, object]) -> None:
 
 
 def test_replies_and_events_are_tagged_unions() -> None:
-    assert isinstance(REPLY_ADAPTER.validate_python({"kind": "proto_updated", "proto": "B", "version": 1, "change": "x"}), ProtoUpdated)
+    assert isinstance(
+        REPLY_ADAPTER.validate_python(
+            {"kind": "proto_updated", "proto": "B", "version": 1, "change": "x"}
+        ),
+        ProtoUpdated,
+    )
     err = REPLY_ADAPTER.validate_python({"kind": "error", "code": "not_found", "message": "m"})
     assert isinstance(err, ErrorReply) and err.code is ErrorCode.NOT_FOUND
-    ev = EVENT_ADAPTER.validate_python({"kind": "cognitive_dissonance", "proto": "B", "source": "s", "score": 0.4})
+    ev = EVENT_ADAPTER.validate_python(
+        {"kind": "cognitive_dissonance", "proto": "B", "source": "s", "score": 0.4}
+    )
     assert isinstance(ev, CognitiveDissonance)
     with pytest.raises(ValidationError):
-        EVENT_ADAPTER.validate_python({"kind": "cognitive_dissonance", "proto": "B", "source": "s", "score": 4})
+        EVENT_ADAPTER.validate_python(
+            {"kind": "cognitive_dissonance", "proto": "B", "source": "s", "score": 4}
+        )
 
 
 def test_typed_error_to_reply() -> None:

@@ -43,7 +43,14 @@ def test_fresh_home_seeds_personas_and_saves_generation_one(rt: Runtime) -> None
 def test_changes_survive_a_crash_without_save(tmp_path: Path) -> None:
     rt, _ = make(tmp_path)
     rt.commit({"op": "set_state", "proto": "BRICK", "path": "mood.level", "value": 3})
-    rt.commit({"op": "define_method", "proto": "ROBIN", "name": "hug", "source": "def hug(self):\n    return 'hug'\n"})
+    rt.commit(
+        {
+            "op": "define_method",
+            "proto": "ROBIN",
+            "name": "hug",
+            "source": "def hug(self):\n    return 'hug'\n",
+        }
+    )
     rt.commit({"op": "clone", "proto": "ROBIN", "new_name": "ROBIN-2"})
     rt.journal.close()  # simulate a crash: no save, no close
     again, _ = make(tmp_path)
@@ -77,7 +84,14 @@ def test_failed_change_is_not_journaled(rt: Runtime) -> None:
 
 def test_invoke_persists_state_changes(tmp_path: Path) -> None:
     rt, events = make(tmp_path)
-    rt.commit({"op": "define_method", "proto": "BRICK", "name": "count", "source": "def count(self):\n    self.state['n'] = self.state.get('n', 0) + 1\n    return self.state['n']\n"})
+    rt.commit(
+        {
+            "op": "define_method",
+            "proto": "BRICK",
+            "name": "count",
+            "source": "def count(self):\n    self.state['n'] = self.state.get('n', 0) + 1\n    return self.state['n']\n",
+        }
+    )
     assert [rt.invoke("BRICK", "count", {}).result for _ in range(3)] == [1, 2, 3]  # type: ignore[union-attr]
     assert any(getattr(e, "change", None) == "replace_state" for e in events)
     rt.journal.close()
@@ -88,8 +102,22 @@ def test_invoke_persists_state_changes(tmp_path: Path) -> None:
 
 def test_non_json_state_is_rolled_back_and_non_json_result_refused(rt: Runtime) -> None:
     rt.commit({"op": "set_state", "proto": "BRICK", "path": "ok", "value": 1})
-    rt.commit({"op": "define_method", "proto": "BRICK", "name": "bad", "source": "def bad(self):\n    self.state['obj'] = object()\n"})
-    rt.commit({"op": "define_method", "proto": "BRICK", "name": "ret", "source": "def ret(self):\n    return object()\n"})
+    rt.commit(
+        {
+            "op": "define_method",
+            "proto": "BRICK",
+            "name": "bad",
+            "source": "def bad(self):\n    self.state['obj'] = object()\n",
+        }
+    )
+    rt.commit(
+        {
+            "op": "define_method",
+            "proto": "BRICK",
+            "name": "ret",
+            "source": "def ret(self):\n    return object()\n",
+        }
+    )
     with pytest.raises(MethodFailedError, match="rolled back"):
         rt.invoke("BRICK", "bad", {})
     assert rt.manager.get("BRICK").state == {"ok": 1}
@@ -104,7 +132,14 @@ def test_does_not_understand_publishes_dissonance(tmp_path: Path) -> None:
     dissonance = [e for e in events if e.kind == "cognitive_dissonance"]
     assert dissonance and dissonance[0].proto == "BRICK"  # type: ignore[union-attr]
     # a method that sends an unknown message onward is answered the same way
-    rt.commit({"op": "define_method", "proto": "BRICK", "name": "relay", "source": "def relay(self):\n    return self.teleport()\n"})
+    rt.commit(
+        {
+            "op": "define_method",
+            "proto": "BRICK",
+            "name": "relay",
+            "source": "def relay(self):\n    return self.teleport()\n",
+        }
+    )
     assert isinstance(rt.invoke("BRICK", "relay", {}), DoesNotUnderstand)
     rt.close(save=False)
 

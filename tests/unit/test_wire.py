@@ -54,7 +54,12 @@ def test_structural_errors(frames: list[bytes], reason: str) -> None:
 
 def test_signed_garbage_is_malformed_not_a_crash() -> None:
     codec = Codec(KEY)
-    for header, body in [(b"\xc1", pack({})), (pack({"kind": "x"}), pack({})), (pack(Header.make("ping")), b"\xc1"), (pack(Header.make("ping")), pack([1]))]:
+    for header, body in [
+        (b"\xc1", pack({})),
+        (pack({"kind": "x"}), pack({})),
+        (pack(Header.make("ping")), b"\xc1"),
+        (pack(Header.make("ping")), pack([1])),
+    ]:
         with pytest.raises(WireError) as err:
             codec.decode([DELIMITER, codec.sign(header, body), header, body])
         assert err.value.reason == "malformed"
