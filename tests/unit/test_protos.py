@@ -68,7 +68,7 @@ def test_codex_is_immutable() -> None:
 
 
 def test_unknown_attributes_are_refused() -> None:
-    with pytest.raises(AttributeError, match="self.state"):
+    with pytest.raises(AttributeError, match=r"self\.state"):
         brick().mood = 3
 
 

@@ -14,7 +14,7 @@ from backend.home import Home
 from backend.runtime import Runtime
 from shared_api.errors import CompileError, ImageError, MethodFailedError, StaleVersionError
 from shared_api.events import Event
-from shared_api.replies import DoesNotUnderstand, InvokeResult
+from shared_api.replies import DoesNotUnderstand
 
 NO_AUTOSAVE = BackendConfig(autosave_interval_s=0)
 
@@ -174,7 +174,7 @@ def test_image_snapshot_excludes_later_edits_and_journal_has_them(tmp_path: Path
 
 
 def test_autosave(tmp_path: Path) -> None:
-    rt, events = make(tmp_path, BackendConfig(autosave_interval_s=0.2))
+    rt, _ = make(tmp_path, BackendConfig(autosave_interval_s=0.2))
     rt.commit({"op": "set_state", "proto": "BRICK", "path": "a", "value": 1})
     deadline = threading.Event()
     for _ in range(50):
