@@ -34,8 +34,15 @@ commands and their JSON bodies (every body that names a persona calls it "proto"
   clone_proto    {"proto": "BRICK", "new_name": "BRICK-2"}   (new_name optional)
   swap_proto     {"proto": "BRICK", "base_version": 3, "state": {...}, "methods": {...},
                   "remove_methods": [...]}
+  ask_persona    {"proto": "BRICK", "text": "...", "max_tokens": 128}   (streams the answer)
+  cancel         {"request_id": "..."}
+  list_models    {}
+  model_status   {}
   save_image     {}
   shutdown       {"save": true}
+
+ask_persona streams the answer's tokens to stderr as they arrive, then prints the final
+persona_reply event as JSON on stdout (so `... | jq -r .text` works).
 
 exit status: 0 success, 1 error reply (printed as JSON), 2 bad usage, 3 backend unreachable
 """
@@ -72,15 +79,37 @@ def cmd_call(args: argparse.Namespace) -> int:
             'error: JSON_BODY must be a JSON object, e.g. \'{"proto": "BRICK"}\'', file=sys.stderr
         )
         return EXIT_USAGE
+    streaming = args.kind in STREAMED
     try:
         info = read_connection_file((args.home or default_home()).expanduser().resolve())
-        with Client(info, timeout=args.timeout) as client:
-            reply = client.call_raw(args.kind, body)
+        with Client(info, timeout=args.timeout, events=streaming) as client:
+            if streaming:  # subscribe before asking, so no token is missed
+                client.wait_event(lambda e: e.kind == "heartbeat", timeout=args.timeout)
+            reply: Any = client.call_raw(args.kind, body)
+            if streaming and not isinstance(reply, ErrorReply):
+                reply = _stream(client, reply.request_id, args.timeout)
     except (UnavailableError, RequestTimeout) as exc:
         print(f"error: {exc.message}", file=sys.stderr)
         return EXIT_UNREACHABLE
     print(reply.model_dump_json(indent=2))
-    return EXIT_ERROR_REPLY if isinstance(reply, ErrorReply) else 0
+    failed = isinstance(reply, ErrorReply) or getattr(reply, "error", None) is not None
+    return EXIT_ERROR_REPLY if failed else 0
+
+
+STREAMED = frozenset({"ask_persona"})
+
+
+def _stream(client: Any, request_id: str, timeout: float) -> Any:
+    """Print a request's tokens to stderr as they arrive; return its final reply event."""
+    while True:
+        event = client.wait_event(
+            lambda e: getattr(e, "request_id", None) == request_id, timeout=timeout
+        )
+        if event.kind == "token":
+            print(event.text, end="", file=sys.stderr, flush=True)
+        elif event.kind == "persona_reply":
+            print(file=sys.stderr)
+            return event
 
 
 def build_parser() -> argparse.ArgumentParser:

@@ -13,6 +13,8 @@ from pathlib import Path
 from backend.bus import EventBus
 from backend.config import load_config
 from backend.home import Home, default_home
+from backend.llm.service import PersonaLLM
+from backend.protos import Proto
 from backend.runtime import Runtime
 from backend.server import Server
 from shared_api.connection import CONNECTION_FILE, ConnectionInfo, write_connection_file
@@ -27,7 +29,8 @@ def serve(home_dir: Path) -> int:
     """Run the backend in the foreground. Returns the process exit code."""
     home = Home(home_dir).ensure()
     try:
-        config = load_config(home.config_path).backend
+        full_config = load_config(home.config_path)
+        config = full_config.backend
         home.acquire_lock()
     except ConfigInvalidError as exc:
         log.error("%s", exc.message)
@@ -39,9 +42,12 @@ def serve(home_dir: Path) -> int:
     try:
         bus = EventBus()
         runtime = Runtime(home, config, bus)
+        llm = PersonaLLM(runtime, full_config.models, bus)
+        Proto.llm = llm
         key = secrets.token_bytes(32)
-        server = Server(runtime, config, bus, key, home.root)
+        server = Server(runtime, llm, config, bus, key, home.root)
         runtime.start()
+        llm.refresh_selections()
     except ImageError as exc:
         log.error("%s", exc.message)
         home.release_lock()
@@ -71,6 +77,7 @@ def serve(home_dir: Path) -> int:
         server.serve_forever()
     finally:
         try:
+            llm.close()
             runtime.close(save=server.save_on_exit)
         finally:
             connection_path.unlink(missing_ok=True)

@@ -31,7 +31,7 @@ class BackendConfig(BaseModel):
     image_generations: int = Field(default=5, ge=2, le=100)
     max_message_bytes: int = Field(default=16 * 1024 * 1024, ge=64 * 1024)
     workers: int = Field(default=8, ge=1, le=64)
-    replay_window_s: float = Field(default=120.0, ge=5)
+    replay_window_s: float = Field(default=30.0, ge=5)
 
     @model_validator(mode="after")
     def _loopback_only(self) -> BackendConfig:
@@ -57,10 +57,39 @@ class BackendConfig(BaseModel):
         return req, evt
 
 
+class PersonaModel(BaseModel):
+    model_config = ConfigDict(extra="forbid")
+
+    model: str = Field(min_length=1, description="Ollama model for this persona (overrides codex)")
+
+
+class ModelsConfig(BaseModel):
+    """``[models]``: which backend answers, and how."""
+
+    model_config = ConfigDict(extra="forbid")
+
+    backend: Literal["auto", "ollama", "embedded"] = Field(
+        default="auto",
+        description="auto: each persona's codex model on Ollama when reachable and installed, "
+        "else the embedded model.",
+    )
+    ollama_host: str = Field(default="", description="default: $OLLAMA_HOST or 127.0.0.1:11434")
+    ollama_timeout_s: float = Field(default=300.0, gt=0)
+    embedded_model: str = Field(default="", description="a GGUF path; default: SmolLM2-135M")
+    embedded_sha256: str = Field(default="", pattern=r"^([0-9a-f]{64})?$")
+    n_threads: int = Field(default=1, ge=1, le=64)
+    n_ctx: int = Field(default=2048, ge=256, le=131072)
+    max_tokens: int = Field(default=256, ge=1, le=32768)
+    temperature: float = Field(default=0.0, ge=0.0, le=2.0)
+    vram_budget_gb: float = Field(default=8.0, gt=0)
+    personas: dict[str, PersonaModel] = {}
+
+
 class Config(BaseModel):
     model_config = ConfigDict(extra="forbid")
 
     backend: BackendConfig = BackendConfig()
+    models: ModelsConfig = ModelsConfig()
 
 
 def load_config(path: Path) -> Config:

@@ -2,7 +2,8 @@
 
 A handler raises ``EntropicError`` for a typed failure; the server turns that (or any other
 exception) into an ``ErrorReply``. ``blocking`` handlers run on the worker pool so a slow
-method or an image save never holds up other requests.
+method, a journal fsync or an image save never holds up other requests; only handlers that
+neither wait on disk nor run user code run inline on the request loop.
 """
 
 from __future__ import annotations
@@ -10,16 +11,21 @@ from __future__ import annotations
 import os
 import time
 from collections.abc import Callable
-from dataclasses import dataclass, field
+from dataclasses import asdict, dataclass, field
 from typing import Any
 
 from backend import __version__, ops
+from backend.llm.service import PersonaLLM
 from backend.runtime import Runtime
 from backend.state_tree import copy_tree, get_path
 from shared_api import commands as c
-from shared_api.errors import AlreadyExistsError
+from shared_api.errors import AlreadyExistsError, ModelUnreachableError
 from shared_api.replies import (
+    CancelReply,
     EchoReply,
+    ModelEntry,
+    ModelListReply,
+    ModelStatusReply,
     Pong,
     ProtoDescription,
     ProtoList,
@@ -36,6 +42,7 @@ from shared_api.version import PROTOCOL_VERSION
 @dataclass
 class Context:
     runtime: Runtime
+    llm: PersonaLLM
     endpoints: dict[str, str]
     request_stop: Callable[[bool], None]
     started: float = field(default_factory=time.monotonic)
@@ -93,6 +100,10 @@ def status(ctx: Context, cmd: c.Status) -> Reply:
             "autosave_interval_s": rt.config.autosave_interval_s,
             "dropped_frames": dict(ctx.stats.get("dropped", {})),
             "requests": ctx.stats.get("requests", 0),
+            "models": {
+                "resident": _resident(ctx),
+                "selections": {n: s.model_dump() for n, s in ctx.llm.selections.items()},
+            },
         },
     )
 
@@ -133,7 +144,7 @@ def get_state(ctx: Context, cmd: c.GetState) -> Reply:
         return StateReply(proto=p.name, path=cmd.path, value=value, version=p.version)
 
 
-@route("set_state")
+@route("set_state", blocking=True)
 def set_state(ctx: Context, cmd: c.SetState) -> Reply:
     p = ctx.runtime.commit(
         {"op": "set_state", "proto": cmd.proto, "path": cmd.path, "value": cmd.value}
@@ -141,7 +152,7 @@ def set_state(ctx: Context, cmd: c.SetState) -> Reply:
     return _updated(p.name, p.version, "set_state")
 
 
-@route("define_method")
+@route("define_method", blocking=True)
 def define_method(ctx: Context, cmd: c.DefineMethod) -> Reply:
     p = ctx.runtime.commit(
         {"op": "define_method", "proto": cmd.proto, "name": cmd.name, "source": cmd.source}
@@ -149,7 +160,7 @@ def define_method(ctx: Context, cmd: c.DefineMethod) -> Reply:
     return _updated(p.name, p.version, "define_method")
 
 
-@route("remove_method")
+@route("remove_method", blocking=True)
 def remove_method(ctx: Context, cmd: c.RemoveMethod) -> Reply:
     p = ctx.runtime.commit({"op": "remove_method", "proto": cmd.proto, "name": cmd.name})
     return _updated(p.name, p.version, "remove_method")
@@ -160,7 +171,7 @@ def invoke(ctx: Context, cmd: c.Invoke) -> Reply:
     return ctx.runtime.invoke(cmd.proto, cmd.method, dict(cmd.args))
 
 
-@route("clone_proto")
+@route("clone_proto", blocking=True)
 def clone_proto(ctx: Context, cmd: c.CloneProto) -> Reply:
     manager = ctx.runtime.manager
     with manager.lock:
@@ -174,7 +185,7 @@ def clone_proto(ctx: Context, cmd: c.CloneProto) -> Reply:
     return _updated(p.name, p.version, "clone")
 
 
-@route("swap_proto")
+@route("swap_proto", blocking=True)
 def swap_proto(ctx: Context, cmd: c.SwapProto) -> Reply:
     p = ctx.runtime.commit(
         {
@@ -187,6 +198,57 @@ def swap_proto(ctx: Context, cmd: c.SwapProto) -> Reply:
         }
     )
     return _updated(p.name, p.version, "swap")
+
+
+@route("ask_persona", blocking=True)
+def ask_persona(ctx: Context, cmd: c.AskPersona) -> Reply:
+    return ctx.llm.submit(cmd.proto, cmd.text, cmd.max_tokens)
+
+
+@route("cancel")
+def cancel(ctx: Context, cmd: c.Cancel) -> Reply:
+    return CancelReply(request_id=cmd.request_id, cancelled=ctx.llm.cancel(cmd.request_id))
+
+
+@route("list_models", blocking=True)
+def list_models(ctx: Context, cmd: c.ListModels) -> Reply:
+    models = [
+        ModelEntry(name=m.name, backend=m.backend, size_bytes=m.size_bytes, detail=m.detail)
+        for m in ctx.llm.manager.backends["embedded"].list_models()
+    ]
+    error = None
+    try:
+        models += [
+            ModelEntry(name=m.name, backend=m.backend, size_bytes=m.size_bytes, detail=m.detail)
+            for m in ctx.llm.ollama.list_models()
+        ]
+    except ModelUnreachableError as exc:
+        error = exc.message
+    return ModelListReply(
+        models=models,
+        ollama_host=ctx.llm.ollama.host,
+        ollama_reachable=error is None,
+        ollama_error=error,
+    )
+
+
+@route("model_status", blocking=True)
+def model_status(ctx: Context, cmd: c.ModelStatus) -> Reply:
+    llm = ctx.llm
+    metrics = llm.manager.last_metrics
+    return ModelStatusReply(
+        resident=_resident(ctx),
+        queue=llm.manager.queue(),
+        selections=llm.refresh_selections(),
+        vram_budget_bytes=llm.manager.vram_budget_bytes,
+        in_flight=llm.in_flight(),
+        last_metrics=asdict(metrics) if metrics else None,
+    )
+
+
+def _resident(ctx: Context) -> str | None:
+    resident = ctx.llm.manager.resident
+    return f"{resident[0]}:{resident[1]}" if resident else None
 
 
 @route("save_image", blocking=True)

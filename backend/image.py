@@ -27,7 +27,7 @@ from shared_api.errors import ImageError, ImageTamperedError
 log = logging.getLogger(__name__)
 
 MAGIC = b"ENTROPIC-IMAGE/1\n"
-_NAME = re.compile(r"^(\d{8})-(\d{12})\.image$")
+_NAME = re.compile(r"^(\d{8,})-(\d{12,})\.image$")
 Progress = Callable[[float, str], None]
 
 

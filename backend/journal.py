@@ -1,9 +1,13 @@
 """The change journal: every acknowledged edit since the last image, durable before the ack.
 
 The analogue of Smalltalk's changes file. Records are appended to segment files
-``journal/<first-seq>.log`` as ``[u32 length][32-byte HMAC][msgpack {seq, op}]`` and fsynced.
-A torn record at a segment's end (a crash mid-write) is ignored; a complete record whose
-HMAC does not verify stops the replay, because nothing after it can be trusted.
+``journal/<first-seq>.log`` and fsynced::
+
+    [u32 length][u32 crc32(length)][HMAC-SHA256(length + payload)][payload = msgpack {seq, op}]
+
+A record cut short at a segment's end (a crash mid-write, before any ack) is ignored. A
+length whose CRC fails, a record whose HMAC fails, or a gap in the sequence marks the journal
+untrusted: replay stops there, because nothing after it can be trusted.
 """
 
 from __future__ import annotations
@@ -15,6 +19,7 @@ import logging
 import os
 import struct
 import threading
+import zlib
 from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Any
@@ -25,7 +30,7 @@ from shared_api.wire import pack, unpack
 
 log = logging.getLogger(__name__)
 
-_LEN = struct.Struct(">I")
+_HEAD = struct.Struct(">II")  # length, crc32 of the length bytes
 _MAC = 32
 MAX_RECORD = 256 * 1024 * 1024
 
@@ -35,6 +40,7 @@ class ReplayReport:
     records: list[tuple[int, dict[str, Any]]] = field(default_factory=list)
     warnings: list[str] = field(default_factory=list)
     last_seq: int = 0
+    untrusted: bool = False
 
 
 class Journal:
@@ -65,7 +71,9 @@ class Journal:
                 raise ImageError("The journal is closed; the backend is shutting down.")
             seq = self.seq + 1
             payload = pack({"seq": seq, "op": op})
-            record = _LEN.pack(len(payload)) + self._sign(payload) + payload
+            length = len(payload).to_bytes(4, "big")
+            head = _HEAD.pack(len(payload), zlib.crc32(length))
+            record = head + self._sign(length + payload) + payload
             try:
                 os.write(self._fd, record)
                 os.fdatasync(self._fd)
@@ -111,48 +119,59 @@ class Journal:
         report = ReplayReport(last_seq=after_seq)
         expected = after_seq + 1
         for _start, path in self._segments():
-            records, trusted = self._read_segment(path, report)
-            for seq, op in records:
+            for seq, op in self._read_segment(path, report):
                 report.last_seq = max(report.last_seq, seq)
                 if seq <= after_seq:
                     continue
                 if seq != expected:
                     report.warnings.append(
-                        f"journal gap: expected record {expected}, found {seq} in {path.name}"
+                        f"journal gap: expected record {expected}, found {seq} in {path.name}; "
+                        "it and everything after it were NOT replayed"
                     )
+                    report.untrusted = True
+                    break
                 report.records.append((seq, op))
                 expected = seq + 1
-            if not trusted:
-                break  # a record failed verification: nothing after it can be trusted
+            if report.untrusted:
+                break  # nothing after a bad record or a gap can be trusted
         return report
 
-    def _read_segment(
-        self, path: Path, report: ReplayReport
-    ) -> tuple[list[tuple[int, dict[str, Any]]], bool]:
-        """The segment's verified records, and False if a bad record cut it short."""
+    def _read_segment(self, path: Path, report: ReplayReport) -> list[tuple[int, dict[str, Any]]]:
+        """The segment's verified records; sets ``report.untrusted`` at a bad one."""
         data = path.read_bytes()
         records: list[tuple[int, dict[str, Any]]] = []
         pos = 0
         while pos < len(data):
-            body_at = pos + _LEN.size + _MAC
-            if body_at > len(data):
+            body_at = pos + _HEAD.size + _MAC
+            if pos + _HEAD.size > len(data):
                 break  # torn tail: the crash came mid-write, before any ack
-            (length,) = _LEN.unpack_from(data, pos)
+            length, crc = _HEAD.unpack_from(data, pos)
+            length_bytes = data[pos : pos + 4]
+            if zlib.crc32(length_bytes) != crc or length > MAX_RECORD:
+                self._distrust(report, path, pos, "its length field is corrupted")
+                break
             body = data[body_at : body_at + length]
-            if length > MAX_RECORD or len(body) < length:
+            if body_at + length > len(data):
                 break  # torn tail
-            if not hmac.compare_digest(data[pos + _LEN.size : body_at], self._sign(body)):
-                report.warnings.append(
-                    f"journal record at byte {pos} of {path.name} failed verification "
-                    "(tampered or corrupted); it and everything after it were NOT replayed"
-                )
-                return records, False
+            if not hmac.compare_digest(
+                data[pos + _HEAD.size : body_at], self._sign(length_bytes + body)
+            ):
+                self._distrust(report, path, pos, "it failed verification")
+                break
             record = unpack(body)
             records.append((record["seq"], record["op"]))
             pos = body_at + length
-        if pos < len(data):
+        if pos < len(data) and not report.untrusted:
             log.info("%s: torn tail of %d bytes ignored", path.name, len(data) - pos)
-        return records, True
+        return records
+
+    @staticmethod
+    def _distrust(report: ReplayReport, path: Path, pos: int, why: str) -> None:
+        report.untrusted = True
+        report.warnings.append(
+            f"journal record at byte {pos} of {path.name} is untrusted ({why}: tampered or "
+            "corrupted); it and everything after it were NOT replayed"
+        )
 
     def _sign(self, payload: bytes) -> bytes:
         return hmac.new(self._key, payload, hashlib.sha256).digest()

@@ -9,7 +9,7 @@ from __future__ import annotations
 from typing import Any
 
 from backend.protos import Proto, ProtoManager
-from backend.state_tree import copy_tree, set_path
+from backend.state_tree import check_depth, copy_tree, set_path
 from shared_api.errors import AlreadyExistsError, InvalidValueError
 
 Op = dict[str, Any]
@@ -23,9 +23,11 @@ def apply(manager: ProtoManager, op: Op) -> Proto:
     kind = op["op"]
     proto = manager.get(op["proto"])
     if kind == "set_state":
+        check_depth(op["value"], op["path"])
         set_path(proto.state, op["path"], op["value"])
         detail: dict[str, Any] = {"path": op["path"]}
     elif kind == "replace_state":
+        check_depth(op["state"])
         proto.state = op["state"]
         detail = {}
     elif kind == "define_method":
@@ -34,6 +36,12 @@ def apply(manager: ProtoManager, op: Op) -> Proto:
     elif kind == "remove_method":
         proto.remove_method(op["name"])
         detail = {"method": op["name"]}
+    elif kind == "record_interaction":
+        # History is not an edit: it does not bump the version, so it never makes a
+        # concurrent swap stale.
+        proto.history.append(op["interaction"])
+        manager.notify(proto, "interaction", {"id": op["interaction"].get("id", "")})
+        return proto
     elif kind == "clone":
         twin = proto.clone(op["new_name"])
         twin.version = 0
@@ -42,7 +50,12 @@ def apply(manager: ProtoManager, op: Op) -> Proto:
     elif kind == "swap":
         clone = proto.clone()
         if op.get("state") is not None:
+            check_depth(op["state"])
             clone.state = copy_tree(op["state"])
+        else:
+            # Record the state the swap actually carried over, so the journaled op replays
+            # exactly what went live even if a running method changed the state meanwhile.
+            op["state"] = copy_tree(clone.state)
         for name, source in op.get("methods", {}).items():
             clone.define_method(name, source)
         for name in op.get("remove_methods", []):

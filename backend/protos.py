@@ -17,7 +17,7 @@ import types
 from collections.abc import Callable, Iterator
 from contextlib import contextmanager
 from dataclasses import dataclass
-from typing import Any
+from typing import Any, ClassVar
 
 from backend.codex import Codex
 from backend.state_tree import copy_tree
@@ -29,8 +29,10 @@ from shared_api.errors import (
     MethodFailedError,
     NotFoundError,
     StaleVersionError,
+    UnavailableError,
 )
 
+HISTORY_CHUNK = 1000
 _SLOTS = frozenset({"name", "_codex", "state", "version", "_methods", "history"})
 
 
@@ -103,6 +105,9 @@ def compile_method(owner: str, name: str, source: str) -> Method:
 class Proto:
     """A live persona object. Mutate it only through ``ProtoManager`` / the runtime, which
     journal every change; methods may edit ``self.state`` freely."""
+
+    #: The process's model service (``backend.llm.service.PersonaLLM``), set at startup.
+    llm: ClassVar[Any] = None
 
     def __init__(
         self, name: str, codex: Codex, state: dict[str, Any] | None = None, version: int = 0
@@ -185,6 +190,14 @@ class Proto:
                 traceback="".join(tb[-6:]),
             ) from None
 
+    def invoke_llm(self, prompt: str, max_tokens: int | None = None) -> str:
+        """Ask this persona's model (its system prompt, its model); the interaction is
+        recorded in ``history``."""
+        if Proto.llm is None:
+            raise UnavailableError("No model service runs in this process.")
+        completion = Proto.llm.ask(self, prompt, max_tokens=max_tokens)
+        return str(completion.text)
+
     # -- copies -----------------------------------------------------------------------------
     def clone(self, name: str | None = None) -> Proto:
         """A deep, independent copy: editing the clone never touches the original."""
@@ -212,8 +225,9 @@ class Proto:
 
     # -- pickling (the image) ---------------------------------------------------------------
     def __getstate__(self) -> dict[str, Any]:
-        # Methods travel as source and are recompiled on load; the bulky plain history goes
-        # through C pickle (dill's pure-Python pickler is several times slower on it).
+        # Methods travel as source and are recompiled on load. The bulky plain history goes
+        # through C pickle (dill's pure-Python pickler is several times slower on it), in
+        # chunks, so no single C call holds the GIL long enough to stall the request loop.
         return {
             "format": 1,
             "name": self.name,
@@ -221,7 +235,10 @@ class Proto:
             "state": self.state,
             "version": self.version,
             "methods": {n: m.source for n, m in self._methods.items()},
-            "history": pickle.dumps(self.history, protocol=5),
+            "history": [
+                pickle.dumps(self.history[i : i + HISTORY_CHUNK], protocol=5)
+                for i in range(0, len(self.history), HISTORY_CHUNK)
+            ],
         }
 
     def __setstate__(self, data: dict[str, Any]) -> None:
@@ -230,7 +247,10 @@ class Proto:
         object.__setattr__(self, "state", data["state"])
         object.__setattr__(self, "version", data["version"])
         object.__setattr__(self, "_methods", {})
-        object.__setattr__(self, "history", pickle.loads(data["history"]))  # noqa: S301 - verified image
+        history: list[dict[str, Any]] = []
+        for chunk in data["history"]:
+            history.extend(pickle.loads(chunk))  # noqa: S301 - inside a verified image
+        object.__setattr__(self, "history", history)
         for name, source in data["methods"].items():
             self._methods[name] = compile_method(self.name, name, source)
 

@@ -25,7 +25,7 @@ from backend.image import ImageStore
 from backend.journal import Journal
 from backend.protos import DoesNotUnderstand, Proto, ProtoManager
 from shared_api.envelope import new_msg_id
-from shared_api.errors import EntropicError, MethodFailedError
+from shared_api.errors import EntropicError, InvalidValueError, MethodFailedError
 from shared_api.events import BackendLog, CognitiveDissonance, ProtoChanged
 from shared_api.events import Progress as ProgressEvent
 from shared_api.replies import DoesNotUnderstand as DoesNotUnderstandReply
@@ -99,7 +99,7 @@ class Runtime:
                     report.warnings.append(f"journal record {seq} ({op.get('op')}) failed: {exc}")
         self.image_info.replayed_records = len(report.records)
         self.image_info.warnings.extend(report.warnings)
-        untrusted = any("failed verification" in w for w in report.warnings)
+        untrusted = report.untrusted
         if untrusted:
             quarantine = self.home.journal_dir / "quarantine" / time.strftime("%Y%m%dT%H%M%S")
             quarantine.mkdir(parents=True, exist_ok=True)
@@ -161,7 +161,16 @@ class Runtime:
                     "was rolled back. Store only dicts, lists, strings, numbers, booleans, None."
                 ) from None
             if after != before:
-                self.commit({"op": "replace_state", "proto": proto.name, "state": unpack(after)})
+                try:
+                    self.commit(
+                        {"op": "replace_state", "proto": proto.name, "state": unpack(after)}
+                    )
+                except InvalidValueError as exc:
+                    proto.state = unpack(before)
+                    raise MethodFailedError(
+                        f"A method of {proto.name} left its state invalid ({exc.message}); "
+                        "the state was rolled back."
+                    ) from None
 
     def does_not_understand(
         self, proto: Proto, message: str, args: dict[str, Any]

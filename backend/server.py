@@ -1,16 +1,16 @@
 """The request loop: ROUTER in, dispatch table, replies out; events out on PUB; heartbeat.
 
-One thread owns the sockets. Quick handlers run inline; blocking ones run on a worker pool and
-hand their replies back through an outbox that wakes the loop. Frames that are unsigned, badly
-signed, replayed or malformed are dropped and logged; a signed request that is wrong in any
-other way gets a typed ``ErrorReply``, and the loop carries on.
+One thread owns the sockets and blocks in a single ``recv``. Quick handlers run inline;
+blocking ones run on a worker pool and mail their replies back to the loop through the
+ROUTER (see ``shared_api.transport``). Frames that are unsigned, badly signed, replayed or
+malformed are dropped and logged; a signed request that is wrong in any other way gets a
+typed ``ErrorReply``, and the loop carries on.
 """
 
 from __future__ import annotations
 
 import logging
 import os
-import queue
 import threading
 import time
 import traceback
@@ -22,12 +22,13 @@ from pydantic import BaseModel, ValidationError
 from backend.bus import EventBus, current_request
 from backend.config import BackendConfig
 from backend.handlers import ROUTES, Context, Route
+from backend.llm.service import PersonaLLM
 from backend.runtime import Runtime
 from shared_api.commands import COMMAND_ADAPTER
 from shared_api.envelope import Header
 from shared_api.errors import EntropicError, ErrorCode, ErrorReply
 from shared_api.events import BackendStopping, Event, Heartbeat
-from shared_api.transport import ServerSockets
+from shared_api.transport import MAIL_EVENT, MAIL_REPLY, MAIL_WAKE, ServerSockets
 from shared_api.version import PROTOCOL_VERSION, compatible
 from shared_api.wire import Codec, WireError
 
@@ -36,24 +37,32 @@ log = logging.getLogger(__name__)
 
 class Server:
     def __init__(
-        self, runtime: Runtime, config: BackendConfig, bus: EventBus, key: bytes, run_dir: Any
+        self,
+        runtime: Runtime,
+        llm: PersonaLLM,
+        config: BackendConfig,
+        bus: EventBus,
+        key: bytes,
+        run_dir: Any,
     ) -> None:
         self.config = config
         self.codec = Codec(key, replay_window=config.replay_window_s)
         request_spec, event_spec = config.endpoint_specs(run_dir)
         self.sockets = ServerSockets(
-            request_spec, event_spec, max_message_bytes=config.max_message_bytes
+            request_spec,
+            event_spec,
+            max_message_bytes=config.max_message_bytes,
+            tick_ms=max(1, int(config.heartbeat_interval_s * 1000)),
         )
         self.endpoints = {
             "requests": self.sockets.request_endpoint,
             "events": self.sockets.event_endpoint,
         }
         self.ctx = Context(
-            runtime=runtime, endpoints=self.endpoints, request_stop=self.request_stop
+            runtime=runtime, llm=llm, endpoints=self.endpoints, request_stop=self.request_stop
         )
         self.ctx.stats.update(requests=0, dropped={})
         self.save_on_exit = True
-        self._outbox: queue.SimpleQueue[tuple[str, list[bytes]]] = queue.SimpleQueue()
         self._pool = ThreadPoolExecutor(config.workers, thread_name_prefix="handler")
         self._stopping = threading.Event()
         self._loop_thread: int | None = None
@@ -64,30 +73,39 @@ class Server:
         """Thread-safe (also from a signal handler): finish in-flight work, then return."""
         self.save_on_exit = save
         self._stopping.set()
-        self.sockets.wake()
+        self.sockets.mail([MAIL_WAKE])
 
     def serve_forever(self) -> None:
         self._loop_thread = threading.get_ident()
         started = time.monotonic()
         interval = self.config.heartbeat_interval_s
         next_beat = started
+        sockets = self.sockets
         while not self._stopping.is_set():
             now = time.monotonic()
             if now >= next_beat:
-                self._publish(
-                    Heartbeat(pid=os.getpid(), uptime_s=now - started, interval_s=interval), None
-                )
+                beat = Heartbeat(pid=os.getpid(), uptime_s=now - started, interval_s=interval)
+                self._publish(beat, None)
                 next_beat = now + interval
-            self.sockets.wait(max(1, int((next_beat - now) * 1000)))
-            for _ in range(1000):  # bounded, so heartbeats and the outbox keep flowing
-                frames = self.sockets.recv_request()
-                if frames is None:
-                    break
+            frames = sockets.recv()  # returns after one heartbeat interval at most
+            if frames is None:
+                continue
+            if sockets.is_mail(frames):
+                self._deliver(frames[1:])
+            else:
                 self._handle(frames)
-            self._flush()
         self._pool.shutdown(wait=True)
         self._publish(BackendStopping(reason="shutdown requested"), None)
-        self._flush()
+        while (frames := sockets.recv_nowait()) is not None:  # replies of finished work
+            if sockets.is_mail(frames):
+                self._deliver(frames[1:])
+
+    def _deliver(self, mail: list[bytes]) -> None:
+        """Carry out what another thread mailed to the loop."""
+        if mail[0] == MAIL_REPLY:
+            self.sockets.send_reply(mail[1:])
+        elif mail[0] == MAIL_EVENT:
+            self.sockets.publish(mail[1])
 
     def close(self) -> None:
         self.sockets.close()
@@ -169,8 +187,7 @@ class Server:
     ) -> None:
         reply = self._execute(route, command, msg_id)
         header = Header.make(reply.kind, msg_id)  # type: ignore[attr-defined]
-        self._outbox.put(("reply", identities + self.codec.encode_with(header, reply)))
-        self.sockets.wake()
+        self.sockets.mail([MAIL_REPLY, *identities, self.codec.encode_with(header, reply)])
 
     def _reply_error(
         self,
@@ -186,7 +203,7 @@ class Server:
 
     def _send_reply(self, identities: list[bytes], parent_id: str, reply: BaseModel) -> None:
         header = Header.make(reply.kind, parent_id)  # type: ignore[attr-defined]
-        self.sockets.send_reply(identities + self.codec.encode_with(header, reply))
+        self.sockets.send_reply([*identities, self.codec.encode_with(header, reply)])
 
     def _drop(self, reason: str, detail: str) -> None:
         dropped: dict[str, int] = self.ctx.stats["dropped"]
@@ -196,20 +213,8 @@ class Server:
 
     # -- events -----------------------------------------------------------------------------
     def _publish(self, event: Event, parent_id: str | None) -> None:
-        frames = self.codec.encode_with(Header.make(event.kind, parent_id), event)
+        payload = self.codec.encode_with(Header.make(event.kind, parent_id), event)
         if threading.get_ident() == self._loop_thread:
-            self.sockets.publish(frames)
+            self.sockets.publish(payload)
         else:
-            self._outbox.put(("event", frames))
-            self.sockets.wake()
-
-    def _flush(self) -> None:
-        while True:
-            try:
-                kind, frames = self._outbox.get_nowait()
-            except queue.Empty:
-                return
-            if kind == "reply":
-                self.sockets.send_reply(frames)
-            else:
-                self.sockets.publish(frames)
+            self.sockets.mail([MAIL_EVENT, payload])

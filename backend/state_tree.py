@@ -8,8 +8,12 @@ from __future__ import annotations
 import copy
 from typing import Any
 
-from shared_api.errors import InvalidPathError
+from shared_api.errors import InvalidPathError, InvalidValueError
 from shared_api.wire import pack, unpack
+
+#: Deepest nesting a state tree may have: beyond it MessagePack and pydantic refuse to carry
+#: it, and a Proto that cannot be read or saved is worse than a refused edit.
+MAX_DEPTH = 64
 
 
 def _segments(path: str) -> list[str]:
@@ -96,3 +100,33 @@ def copy_tree(tree: dict[str, Any]) -> dict[str, Any]:
     except TypeError:
         copied = copy.deepcopy(tree)
     return copied
+
+
+def depth(value: Any) -> int:
+    """Nesting depth of JSON-like data (a scalar is 0), computed without recursion."""
+    deepest = 0
+    stack = [(value, 0)]
+    while stack:
+        node, level = stack.pop()
+        if isinstance(node, dict):
+            children: Any = node.values()
+        elif isinstance(node, list):
+            children = node
+        else:
+            continue
+        deepest = max(deepest, level + 1)
+        if level + 1 > MAX_DEPTH:
+            break  # deep enough to refuse; no need to walk the rest
+        stack.extend((child, level + 1) for child in children)
+    return deepest
+
+
+def check_depth(value: Any, path: str = "") -> None:
+    """Refuse ``value`` at ``path`` if the state would nest deeper than ``MAX_DEPTH``."""
+    total = len(_segments(path)) + depth(value)
+    if total > MAX_DEPTH:
+        raise InvalidValueError(
+            f"State may nest at most {MAX_DEPTH} levels; this edit would make {total}. "
+            "Flatten the data (e.g. use a list of records) and try again.",
+            path=path,
+        )

@@ -12,6 +12,7 @@ from pydantic import BaseModel, ConfigDict, Field, TypeAdapter
 from shared_api.types import Json, JsonObject, MethodName, ProtoName, StatePath
 
 MAX_SOURCE = 256 * 1024
+MAX_TEXT = 8 * 1024 * 1024
 
 
 class _Command(BaseModel):
@@ -105,6 +106,31 @@ class SwapProto(_Command):
     remove_methods: list[MethodName] = []
 
 
+class AskPersona(_Command):
+    """Ask a persona through its model. The reply is ``ask_accepted`` with a ``request_id``;
+    the answer streams as ``token`` events, then one ``persona_reply`` event."""
+
+    kind: Literal["ask_persona"] = "ask_persona"
+    proto: ProtoName
+    text: str = Field(min_length=1, max_length=MAX_TEXT)
+    max_tokens: int | None = Field(default=None, ge=1, le=32768)
+
+
+class Cancel(_Command):
+    """Cancel a queued or streaming ``ask_persona`` request."""
+
+    kind: Literal["cancel"] = "cancel"
+    request_id: str = Field(min_length=1, max_length=64)
+
+
+class ListModels(_Command):
+    kind: Literal["list_models"] = "list_models"
+
+
+class ModelStatus(_Command):
+    kind: Literal["model_status"] = "model_status"
+
+
 class SaveImage(_Command):
     kind: Literal["save_image"] = "save_image"
 
@@ -129,6 +155,10 @@ Command = Annotated[
     | Invoke
     | CloneProto
     | SwapProto
+    | AskPersona
+    | Cancel
+    | ListModels
+    | ModelStatus
     | SaveImage
     | Shutdown,
     Field(discriminator="kind"),

@@ -31,6 +31,11 @@ class ErrorCode(StrEnum):
     CONFIG_INVALID = "config_invalid"
     TIMEOUT = "timeout"
     UNAVAILABLE = "unavailable"
+    MODEL_UNREACHABLE = "model_unreachable"
+    MODEL_MISSING = "model_missing"
+    MODEL_TOO_LARGE = "model_too_large"
+    MODEL_FAILED = "model_failed"
+    CANCELLED = "cancelled"
     INTERNAL = "internal"
 
 
@@ -112,6 +117,30 @@ class ConfigInvalidError(EntropicError):
 
 class UnavailableError(EntropicError):
     code = ErrorCode.UNAVAILABLE
+
+
+class ModelUnreachableError(EntropicError):
+    """The model server (Ollama) does not answer; ``detail['host']`` names it."""
+
+    code = ErrorCode.MODEL_UNREACHABLE
+
+
+class ModelMissingError(EntropicError):
+    """The model is not installed; the message gives the exact ``ollama pull`` to run."""
+
+    code = ErrorCode.MODEL_MISSING
+
+
+class ModelTooLargeError(EntropicError):
+    code = ErrorCode.MODEL_TOO_LARGE
+
+
+class ModelFailedError(EntropicError):
+    code = ErrorCode.MODEL_FAILED
+
+
+class CancelledError(EntropicError):
+    code = ErrorCode.CANCELLED
 
 
 class RemoteError(EntropicError):

@@ -6,6 +6,7 @@ from typing import Annotated, Literal
 
 from pydantic import BaseModel, ConfigDict, Field, TypeAdapter
 
+from shared_api.errors import ErrorReply
 from shared_api.types import JsonObject
 
 
@@ -53,6 +54,62 @@ class Progress(_Event):
     done: bool = False
 
 
+class Token(_Event):
+    """One streamed piece of a persona's answer."""
+
+    kind: Literal["token"] = "token"
+    request_id: str
+    proto: str
+    index: int
+    text: str
+
+
+class Usage(BaseModel):
+    prompt_tokens: int = 0
+    completion_tokens: int = 0
+
+
+class PersonaReply(_Event):
+    """The end of an ``ask_persona`` request: the whole text, or the error that stopped it."""
+
+    kind: Literal["persona_reply"] = "persona_reply"
+    request_id: str
+    proto: str
+    text: str = ""
+    stop_reason: Literal["stop", "length", "cancelled", "error"]
+    backend: str = ""
+    model: str = ""
+    usage: Usage = Usage()
+    timings: dict[str, float] = {}
+    error: ErrorReply | None = None
+
+
+class ModelMetrics(_Event):
+    """Per-call figures for the UI's plots."""
+
+    kind: Literal["model_metrics"] = "model_metrics"
+    request_id: str
+    proto: str
+    backend: str
+    model: str
+    queue_wait_ms: float
+    load_ms: float
+    ttft_ms: float
+    tokens_per_s: float
+    total_ms: float
+    completion_tokens: int
+    resident: str
+
+
+class PersonaStatus(_Event):
+    """What a persona's model is doing: idle, queued, loading, streaming or error."""
+
+    kind: Literal["persona_status"] = "persona_status"
+    proto: str
+    status: Literal["idle", "queued", "loading", "streaming", "error"]
+    detail: str = ""
+
+
 class BackendLog(_Event):
     """A warning or error the user should see (e.g. a fallback image was loaded)."""
 
@@ -67,7 +124,16 @@ class BackendStopping(_Event):
 
 
 Event = Annotated[
-    Heartbeat | ProtoChanged | CognitiveDissonance | Progress | BackendLog | BackendStopping,
+    Heartbeat
+    | ProtoChanged
+    | CognitiveDissonance
+    | Progress
+    | Token
+    | PersonaReply
+    | ModelMetrics
+    | PersonaStatus
+    | BackendLog
+    | BackendStopping,
     Field(discriminator="kind"),
 ]
 EVENT_ADAPTER: TypeAdapter[Event] = TypeAdapter(Event)

@@ -114,6 +114,53 @@ class ImageSaved(_Reply):
     journal_seq: int
 
 
+class AskAccepted(_Reply):
+    kind: Literal["ask_accepted"] = "ask_accepted"
+    request_id: str
+    proto: str
+    backend: str
+    model: str
+
+
+class CancelReply(_Reply):
+    kind: Literal["cancel_reply"] = "cancel_reply"
+    request_id: str
+    cancelled: bool
+
+
+class ModelEntry(BaseModel):
+    name: str
+    backend: str
+    size_bytes: int
+    detail: dict[str, str] = {}
+
+
+class ModelSelection(BaseModel):
+    """Which backend and model a persona talks through, and why."""
+
+    backend: str
+    model: str
+    reason: str
+
+
+class ModelListReply(_Reply):
+    kind: Literal["model_list"] = "model_list"
+    models: list[ModelEntry]
+    ollama_host: str
+    ollama_reachable: bool
+    ollama_error: str | None = None
+
+
+class ModelStatusReply(_Reply):
+    kind: Literal["model_status_reply"] = "model_status_reply"
+    resident: str | None
+    queue: list[str]
+    selections: dict[str, ModelSelection]
+    vram_budget_bytes: int
+    in_flight: list[str]
+    last_metrics: JsonObject | None = None
+
+
 class ShuttingDown(_Reply):
     kind: Literal["shutting_down"] = "shutting_down"
     saved: bool
@@ -130,6 +177,10 @@ Reply = Annotated[
     | InvokeResult
     | DoesNotUnderstand
     | ImageSaved
+    | AskAccepted
+    | CancelReply
+    | ModelListReply
+    | ModelStatusReply
     | ShuttingDown
     | ErrorReply,
     Field(discriminator="kind"),

@@ -2,11 +2,15 @@
 
 The backend binds a ROUTER (requests) and a PUB (events). A client connects a DEALER and,
 when it wants events, a SUB. Requests are matched to replies by ``parent_id`` with a deadline.
+
+The request loop blocks in one ``recv`` on the ROUTER, the cheapest wait there is. Other
+threads hand it replies and events through the ROUTER itself: each has a private DEALER on
+an ``inproc`` endpoint whose routing id is a per-process secret, so the loop can tell its
+own mail from a peer's request without a poll over several sockets.
 """
 
 from __future__ import annotations
 
-import contextlib
 import logging
 import os
 import threading
@@ -27,7 +31,12 @@ from shared_api.wire import Codec, WireError
 
 log = logging.getLogger(__name__)
 
-LOOPBACK = frozenset({"127.0.0.1", "localhost", "::1"})
+#: First frame of the loop's own mail: forward ``[ident..., payload]`` as a reply...
+MAIL_REPLY = b"R"
+#: ...or publish ``[payload]`` as an event...
+MAIL_EVENT = b"E"
+#: ...or just wake up (to notice a stop request).
+MAIL_WAKE = b"W"
 
 
 def _bind(sock: zmq.Socket[bytes], spec: str) -> str:
@@ -40,42 +49,37 @@ def _bind(sock: zmq.Socket[bytes], spec: str) -> str:
 
 
 class ServerSockets:
-    """ROUTER + PUB, plus a self-pipe so other threads can wake the poll loop."""
+    """ROUTER + PUB, owned by the request loop's thread, plus a mailbox for other threads."""
 
-    def __init__(self, request_spec: str, event_spec: str, *, max_message_bytes: int) -> None:
-        self.context = zmq.Context()
+    def __init__(
+        self, request_spec: str, event_spec: str, *, max_message_bytes: int, tick_ms: int
+    ) -> None:
+        self.context: zmq.Context[zmq.Socket[bytes]] = zmq.Context()
         self.router = self.context.socket(zmq.ROUTER)
-        self.router.setsockopt(zmq.LINGER, 0)
+        self.router.setsockopt(zmq.LINGER, 1000)  # let a final reply (e.g. to shutdown) go out
         self.router.setsockopt(zmq.MAXMSGSIZE, max_message_bytes)
-        self.router.setsockopt(zmq.ROUTER_MANDATORY, 0)
+        self.router.setsockopt(zmq.RCVTIMEO, tick_ms)
         self.pub = self.context.socket(zmq.PUB)
         self.pub.setsockopt(zmq.LINGER, 500)
         self.pub.setsockopt(zmq.SNDHWM, 100_000)
         self.request_endpoint = _bind(self.router, request_spec)
         self.event_endpoint = _bind(self.pub, event_spec)
-        self._wake_r, self._wake_w = os.pipe()
-        os.set_blocking(self._wake_r, False)
-        os.set_blocking(self._wake_w, False)
-        self._poller = zmq.Poller()
-        self._poller.register(self.router, zmq.POLLIN)
-        self._poller.register(self._wake_r, zmq.POLLIN)
+        self.mail_id = b"mail-" + os.urandom(16)
+        self._mail_endpoint = f"inproc://mail-{os.urandom(8).hex()}"
+        self.router.bind(self._mail_endpoint)
+        self._local = threading.local()
+        self._mailboxes: list[zmq.Socket[bytes]] = []
+        self._mail_lock = threading.Lock()
 
-    def wait(self, timeout_ms: int) -> None:
-        """Block until a request arrives, another thread calls ``wake``, or the timeout."""
-        for sock, _ in self._poller.poll(timeout_ms):
-            if sock == self._wake_r:
-                try:
-                    while os.read(self._wake_r, 4096):
-                        pass
-                except BlockingIOError:
-                    pass
+    # -- the loop thread --------------------------------------------------------------------
+    def recv(self) -> list[bytes] | None:
+        """The next message, or None after ``tick_ms`` of silence."""
+        try:
+            return self.router.recv_multipart()
+        except zmq.Again:
+            return None
 
-    def wake(self) -> None:
-        """Thread-safe: interrupt ``wait``."""
-        with contextlib.suppress(BlockingIOError):  # pipe full: the loop will wake anyway
-            os.write(self._wake_w, b"\0")
-
-    def recv_request(self) -> list[bytes] | None:
+    def recv_nowait(self) -> list[bytes] | None:
         try:
             return self.router.recv_multipart(zmq.NOBLOCK)
         except zmq.Again:
@@ -87,17 +91,35 @@ class ServerSockets:
         except zmq.ZMQError as exc:  # peer gone or its queue full: the reply is dropped
             log.warning("could not send reply: %s", exc)
 
-    def publish(self, frames: list[bytes]) -> None:
+    def publish(self, payload: bytes) -> None:
         try:
-            self.pub.send_multipart(frames, zmq.NOBLOCK)
+            self.pub.send(payload, zmq.NOBLOCK)
         except zmq.Again:
             log.warning("event dropped: subscribers too slow")
 
+    # -- any other thread -------------------------------------------------------------------
+    def mail(self, frames: list[bytes]) -> None:
+        """Thread-safe: hand ``frames`` to the loop (see ``MAIL_*``)."""
+        box: zmq.Socket[bytes] | None = getattr(self._local, "box", None)
+        if box is None:
+            box = self.context.socket(zmq.DEALER)
+            box.setsockopt(zmq.LINGER, 1000)
+            box.setsockopt(zmq.ROUTING_ID, self.mail_id + os.urandom(4))
+            box.connect(self._mail_endpoint)
+            with self._mail_lock:
+                self._mailboxes.append(box)
+            self._local.box = box
+        box.send_multipart(frames)
+
+    def is_mail(self, frames: list[bytes]) -> bool:
+        return frames[0].startswith(self.mail_id)
+
     def close(self) -> None:
-        self.router.close(linger=1000)  # let a final reply (e.g. to shutdown) go out
+        with self._mail_lock:
+            for box in self._mailboxes:
+                box.close()
+        self.router.close()
         self.pub.close()
-        os.close(self._wake_r)
-        os.close(self._wake_w)
         self.context.term()
 
 
@@ -112,13 +134,13 @@ class Client:
     ) -> None:
         self.info = info
         self.timeout = timeout
-        self.codec = Codec(info.key_bytes)
-        self._event_codec = Codec(info.key_bytes)
+        self.codec = Codec(info.key_bytes, replay_window=None)
         self._lock = threading.Lock()
         ctx: zmq.Context[zmq.Socket[bytes]] = zmq.Context.instance()
         self._dealer = ctx.socket(zmq.DEALER)
         self._dealer.setsockopt(zmq.LINGER, 0)
         self._dealer.connect(info.request_endpoint)
+        self._rcvtimeo = -1
         self._sub: zmq.Socket[bytes] | None = None
         if events:
             self._sub = ctx.socket(zmq.SUB)
@@ -156,8 +178,8 @@ class Client:
     ) -> Reply:
         """Like ``call`` but returns an ``ErrorReply`` instead of raising it."""
         with self._lock:
-            header, frames = self.codec.encode(kind, body)
-            self._dealer.send_multipart(frames)
+            header, payload = self.codec.encode(kind, body)
+            self._dealer.send(payload)
             return self._await_reply(header.msg_id, timeout or self.timeout)
 
     def send_frames(self, frames: list[bytes]) -> None:
@@ -169,21 +191,34 @@ class Client:
         deadline = time.monotonic() + timeout
         while True:
             remaining = deadline - time.monotonic()
-            if remaining <= 0 or not self._dealer.poll(int(remaining * 1000) + 1):
+            frames = self._recv(self._dealer, remaining) if remaining > 0 else None
+            if frames is None:
                 raise RequestTimeout(
                     f"No reply from the backend at {self.info.request_endpoint} within "
                     f"{timeout:.1f}s. Is it running? Check `main.py call status`.",
                     timeout=timeout,
                 )
-            envelope = self._decode(self.codec, self._dealer.recv_multipart())
+            envelope = self._decode(frames)
             if envelope is None or envelope.header.parent_id != msg_id:
                 continue  # a late reply to an earlier, timed-out request
             return REPLY_ADAPTER.validate_python(envelope.body)
 
-    @staticmethod
-    def _decode(codec: Codec, frames: list[bytes]) -> Envelope | None:
+    def _recv(self, sock: zmq.Socket[bytes], seconds: float) -> list[bytes] | None:
+        ms = max(1, int(seconds * 1000))
+        if sock is self._dealer:
+            if ms != self._rcvtimeo:
+                sock.setsockopt(zmq.RCVTIMEO, ms)
+                self._rcvtimeo = ms
+        else:
+            sock.setsockopt(zmq.RCVTIMEO, ms)
         try:
-            return codec.decode(frames)[1]
+            return sock.recv_multipart()
+        except zmq.Again:
+            return None
+
+    def _decode(self, frames: list[bytes]) -> Envelope | None:
+        try:
+            return self.codec.decode(frames)[1]
         except WireError as exc:
             log.warning("dropped frame from backend: %s", exc)
             return None
@@ -194,9 +229,10 @@ class Client:
             raise RuntimeError("this client was created without events=True")
         deadline = time.monotonic() + timeout
         while (remaining := deadline - time.monotonic()) > 0:
-            if not self._sub.poll(int(remaining * 1000) + 1):
+            frames = self._recv(self._sub, remaining)
+            if frames is None:
                 return None
-            envelope = self._decode(self._event_codec, self._sub.recv_multipart())
+            envelope = self._decode(frames)
             if envelope is None:
                 continue
             try:

@@ -1,17 +1,17 @@
 """MessagePack codec and HMAC-SHA256 signing for every frame.
 
-Wire layout of one message (after any ROUTER identity frames)::
+A message is ONE frame (after any ROUTER identity frames)::
 
-    [b"<EMC>", signature, header, body]
+    b"EMC1" + HMAC-SHA256(data) + data        where data = msgpack([header, body])
 
-``signature`` is HMAC-SHA256 (32 raw bytes) over ``header + body``; ``header`` and ``body``
-are MessagePack maps. A frame that is unsigned, badly signed, replayed, too old or malformed
-raises ``WireError`` and is dropped by the receiver: an unauthenticated peer gets no reply.
+``header`` is ``[msg_id, parent_id, kind, ts, protocol]`` and ``body`` a map. One frame keeps
+the per-message cost at that of a raw bytes echo; the signature covers everything after it.
+A frame that is unsigned, badly signed, replayed, too old or malformed raises ``WireError``
+and is dropped by the receiver: an unauthenticated peer gets no reply.
 """
 
 from __future__ import annotations
 
-import hashlib
 import hmac
 import time
 from collections import OrderedDict
@@ -19,12 +19,14 @@ from collections.abc import Sequence
 from typing import Any
 
 import ormsgpack
-from pydantic import BaseModel, ValidationError
+from pydantic import BaseModel
 
 from shared_api.envelope import Envelope, Header
 
-DELIMITER = b"<EMC>"
+MAGIC = b"EMC1"
 SIGNATURE_SCHEME = "hmac-sha256"
+_SIG = 32
+_DATA_AT = len(MAGIC) + _SIG
 _PACK_OPTS = ormsgpack.OPT_SERIALIZE_PYDANTIC | ormsgpack.OPT_NON_STR_KEYS
 
 
@@ -48,10 +50,11 @@ def unpack(data: bytes) -> Any:
 class ReplayGuard:
     """Rejects a message id seen before, and any message older than ``window`` seconds.
 
-    Ids are remembered for ``window`` seconds; after that the age check alone rejects a replay.
+    Ids are remembered for ``window`` seconds; after that the age check alone rejects a
+    replay. The window is short because peers share this machine's clock.
     """
 
-    def __init__(self, window: float = 120.0, max_skew: float = 30.0) -> None:
+    def __init__(self, window: float = 30.0, max_skew: float = 5.0) -> None:
         self.window = window
         self.max_skew = max_skew
         self._seen: OrderedDict[str, float] = OrderedDict()
@@ -62,67 +65,75 @@ class ReplayGuard:
             raise WireError("stale", f"message is {now - header.ts:.1f}s old")
         if header.ts > now + self.max_skew:
             raise WireError("future", f"timestamp {header.ts - now:.1f}s ahead")
-        if header.msg_id in self._seen:
+        seen = self._seen
+        if header.msg_id in seen:
             raise WireError("replay", header.msg_id)
-        self._seen[header.msg_id] = now
+        seen[header.msg_id] = now
         horizon = now - self.window
-        while self._seen:
-            oldest_id, seen_at = next(iter(self._seen.items()))
+        while seen:
+            oldest_id, seen_at = next(iter(seen.items()))
             if seen_at >= horizon:
                 break
-            del self._seen[oldest_id]
+            del seen[oldest_id]
+
+    def __len__(self) -> int:
+        return len(self._seen)
 
 
 class Codec:
-    """Encodes and signs outgoing messages; verifies and decodes incoming ones."""
+    """Encodes and signs outgoing messages; verifies and decodes incoming ones.
 
-    def __init__(self, key: bytes, *, replay_window: float = 120.0) -> None:
+    ``replay_window=None`` turns replay checks off: right for a client, which only hears
+    its own backend and matches replies by ``parent_id``.
+    """
+
+    def __init__(self, key: bytes, *, replay_window: float | None = 30.0) -> None:
         if len(key) < 16:
             raise ValueError("HMAC key must be at least 16 bytes")
-        self._mac = hmac.new(key, digestmod=hashlib.sha256)
-        self.replay = ReplayGuard(replay_window)
+        self._key = key
+        self.replay = ReplayGuard(replay_window) if replay_window else None
 
-    def sign(self, header: bytes, body: bytes) -> bytes:
-        mac = self._mac.copy()
-        mac.update(header)
-        mac.update(body)
-        return mac.digest()
+    def sign(self, data: bytes) -> bytes:
+        return hmac.digest(self._key, data, "sha256")
+
+    def seal(self, data: bytes) -> bytes:
+        """Frame already-packed ``data`` (msgpack of ``[header, body]``)."""
+        return MAGIC + hmac.digest(self._key, data, "sha256") + data
 
     def encode(
         self, kind: str, body: BaseModel | dict[str, Any], parent_id: str | None = None
-    ) -> tuple[Header, list[bytes]]:
+    ) -> tuple[Header, bytes]:
         header = Header.make(kind, parent_id)
-        return header, self.encode_with(header, body)
+        return header, self.seal(pack((tuple(header), body)))
 
-    def encode_with(self, header: Header, body: BaseModel | dict[str, Any]) -> list[bytes]:
-        h = pack(header)
-        b = pack(body)
-        return [DELIMITER, self.sign(h, b), h, b]
+    def encode_with(self, header: Header, body: BaseModel | dict[str, Any]) -> bytes:
+        return self.seal(pack((tuple(header), body)))
 
     def decode(self, frames: Sequence[bytes]) -> tuple[list[bytes], Envelope]:
-        """Split off routing identities, then authenticate and decode.
+        """Split off routing identities (all frames but the last), authenticate, decode.
 
-        Returns ``(identities, envelope)``; raises ``WireError`` for anything to drop. The
-        protocol version is left to the receiver, which can answer a signed peer that speaks
-        another version with a typed error instead of silence.
+        Raises ``WireError`` for anything to drop. The protocol version is left to the
+        receiver, which can answer a signed peer that speaks another version with a typed
+        error instead of silence.
         """
-        try:
-            split = list(frames).index(DELIMITER)
-        except ValueError:
-            raise WireError("no_delimiter") from None
-        identities = list(frames[:split])
-        rest = frames[split + 1 :]
-        if len(rest) != 3:
-            raise WireError("frame_count", f"expected 3 frames after delimiter, got {len(rest)}")
-        signature, raw_header, raw_body = (bytes(f) for f in rest)
-        if not hmac.compare_digest(signature, self.sign(raw_header, raw_body)):
+        if not frames:
+            raise WireError("empty")
+        frame = frames[-1]
+        if frame[:4] != MAGIC or len(frame) < _DATA_AT:
+            raise WireError("not_a_message", f"{len(frame)} bytes without the {MAGIC!r} prefix")
+        data = frame[_DATA_AT:]
+        if not hmac.compare_digest(frame[len(MAGIC) : _DATA_AT], self.sign(data)):
             raise WireError("bad_signature")
         try:
-            header = Header.model_validate(unpack(raw_header))
-            body = unpack(raw_body)
-        except (ValidationError, ormsgpack.MsgpackDecodeError, TypeError, ValueError) as exc:
+            raw = ormsgpack.unpackb(data)
+            if type(raw) is not list or len(raw) != 2:
+                raise ValueError("message must be [header, body]")
+            header = Header.from_wire(raw[0])
+            body = raw[1]
+            if type(body) is not dict:
+                raise ValueError("body must be a map")
+        except (ormsgpack.MsgpackDecodeError, TypeError, ValueError) as exc:
             raise WireError("malformed", str(exc)[:200]) from None
-        if not isinstance(body, dict):
-            raise WireError("malformed", "body is not a map")
-        self.replay.check(header)
-        return identities, Envelope(header=header, body=body)
+        if self.replay is not None:
+            self.replay.check(header)
+        return list(frames[:-1]), Envelope(header, body)

@@ -43,8 +43,10 @@ def test_segments_rotate_and_prune(tmp_path: Path) -> None:
     j.prune(keep_after=2)
     assert len(list((tmp_path / "journal").glob("*.log"))) == 1
     assert [seq for seq, _ in journal(tmp_path).replay(2).records] == [3]
-    j.prune(keep_after=1)  # would lose record 2: keeps what is needed
-    assert [seq for seq, _ in journal(tmp_path).replay(0).records] == [3]
+    j.prune(keep_after=1)  # nothing more to delete: record 3 is still needed
+    assert [seq for seq, _ in journal(tmp_path).replay(2).records] == [3]
+    gap = journal(tmp_path).replay(0)  # records 1-2 are gone: replaying from 0 is refused
+    assert gap.untrusted and gap.records == [] and "gap" in gap.warnings[0]
     j.close()
 
 
@@ -80,11 +82,27 @@ def test_tampered_record_stops_replay(tmp_path: Path) -> None:
     (segment,) = (tmp_path / "journal").glob("*.log")
     data = bytearray(segment.read_bytes())
     first_len = int.from_bytes(data[:4], "big")
-    data[4 + 32 + first_len + 4 + 32 + 2] ^= 0xFF  # inside record 2's payload
+    data[8 + 32 + first_len + 8 + 32 + 2] ^= 0xFF  # inside record 2's payload
     segment.write_bytes(bytes(data))
     report = journal(tmp_path).replay(0)
     assert [seq for seq, _ in report.records] == [1]
-    assert "failed verification" in report.warnings[0]
+    assert report.untrusted and "failed verification" in report.warnings[0]
+
+
+def test_corrupted_length_is_not_mistaken_for_a_torn_tail(tmp_path: Path) -> None:
+    j = journal(tmp_path)
+    j.open(0)
+    for op in "abcde":
+        j.append({"op": op})
+    j.close()
+    (segment,) = (tmp_path / "journal").glob("*.log")
+    data = bytearray(segment.read_bytes())
+    first_len = int.from_bytes(data[:4], "big")
+    data[8 + 32 + first_len] ^= 0x40  # record 2's length now claims more than remains
+    segment.write_bytes(bytes(data))
+    report = journal(tmp_path).replay(0)
+    assert [seq for seq, _ in report.records] == [1]
+    assert report.untrusted and "length" in report.warnings[0]
 
 
 def test_image_round_trip_and_generations(tmp_path: Path) -> None:

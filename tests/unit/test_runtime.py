@@ -191,3 +191,15 @@ def test_missing_key_with_images_refuses(tmp_path: Path) -> None:
     (tmp_path / "keys" / "image.key").unlink()
     with pytest.raises(ImageError, match="missing"):
         make(tmp_path)
+
+
+def test_swap_without_state_journals_the_state_it_carried(tmp_path: Path) -> None:
+    rt, _ = make(tmp_path)
+    op = {"op": "swap", "proto": "BRICK", "base_version": rt.manager.get("BRICK").version}
+    rt.manager.get("BRICK").state["made_by_a_method"] = 1  # as a running method would
+    rt.commit(op)
+    assert op["state"] == {**rt.manager.get("BRICK").state}
+    rt.journal.close()
+    again, _ = make(tmp_path)
+    assert again.manager.get("BRICK").state.get("made_by_a_method") == 1
+    again.close(save=False)

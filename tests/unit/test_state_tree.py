@@ -44,3 +44,18 @@ def test_copy_tree_is_deep() -> None:
     twin = copy_tree(tree)
     twin["a"]["b"][1]["c"] = 99
     assert tree["a"]["b"][1]["c"] == 2
+
+
+def test_depth_is_capped() -> None:
+    from backend.state_tree import MAX_DEPTH, check_depth, depth
+    from shared_api.errors import InvalidValueError
+
+    assert depth(1) == 0 and depth({"a": [1, {"b": 2}]}) == 3
+    nested: object = 1
+    for _ in range(MAX_DEPTH):
+        nested = {"x": nested}
+    check_depth(nested)  # exactly at the limit
+    with pytest.raises(InvalidValueError, match="at most"):
+        check_depth(nested, "one.more")
+    with pytest.raises(InvalidValueError):
+        check_depth(1, ".".join(["a"] * (MAX_DEPTH + 1)))

@@ -1,49 +1,104 @@
 from __future__ import annotations
 
+import math
 import time
 
 import pytest
 
 from shared_api.commands import COMMAND_ADAPTER, Ping, SetState
-from shared_api.envelope import Header
-from shared_api.wire import DELIMITER, Codec, ReplayGuard, WireError, pack, unpack
+from shared_api.envelope import Envelope, Header
+from shared_api.version import PROTOCOL_VERSION
+from shared_api.wire import MAGIC, Codec, ReplayGuard, WireError, pack, unpack
 
 KEY = b"k" * 32
+SIG = 32
+DATA_AT = len(MAGIC) + SIG
+
+
+def header_list(**changes: object) -> list[object]:
+    """A fresh, valid header as it travels: ``[msg_id, parent_id, kind, ts, protocol]``."""
+    return list(Header.make("ping")._replace(**changes))
+
+
+def test_payload_layout() -> None:
+    codec = Codec(KEY)
+    header, payload = codec.encode("set_state", SetState(proto="BRICK", path="a", value=1))
+    assert isinstance(payload, bytes)
+    assert payload[: len(MAGIC)] == MAGIC == b"EMC1"
+    data = payload[DATA_AT:]
+    assert payload[len(MAGIC) : DATA_AT] == codec.sign(data)
+    assert len(codec.sign(data)) == SIG
+    assert codec.seal(data) == payload
+    assert unpack(data) == [
+        list(header),
+        {"kind": "set_state", "proto": "BRICK", "path": "a", "value": 1},
+    ]
+    assert codec.encode_with(header, SetState(proto="BRICK", path="a", value=1)) == payload
 
 
 def test_round_trip_with_identities() -> None:
     codec = Codec(KEY)
-    header, frames = codec.encode("set_state", SetState(proto="BRICK", path="a.b", value=[1, 2]))
-    identities, env = Codec(KEY).decode([b"peer-1", *frames])
-    assert identities == [b"peer-1"]
-    assert env.header.msg_id == header.msg_id and env.header.kind == "set_state"
+    header, payload = codec.encode("set_state", SetState(proto="BRICK", path="a.b", value=[1, 2]))
+    identities, env = Codec(KEY).decode([b"peer-1", b"", payload])
+    assert identities == [b"peer-1", b""]
+    assert isinstance(env, Envelope) and isinstance(env.header, Header)
+    assert env.header == header
+    assert env.header.kind == "set_state" and env.header.protocol == PROTOCOL_VERSION
     cmd = COMMAND_ADAPTER.validate_python(env.body)
     assert cmd == SetState(proto="BRICK", path="a.b", value=[1, 2])
 
 
-@pytest.mark.parametrize("part", [1, 2, 3])
-def test_any_flipped_byte_is_refused(part: int) -> None:
-    _, frames = Codec(KEY).encode("ping", Ping())
-    damaged = bytearray(frames[part])
-    damaged[len(damaged) // 2] ^= 0x01
-    frames[part] = bytes(damaged)
-    with pytest.raises(WireError) as err:
-        Codec(KEY).decode(frames)
-    assert err.value.reason == "bad_signature"
+def test_round_trip_without_identities() -> None:
+    header, payload = Codec(KEY).encode("ping", Ping(), parent_id="p-1")
+    identities, env = Codec(KEY).decode([payload])
+    assert identities == []
+    assert env.header == header and env.header.parent_id == "p-1"
+
+
+def test_header_is_a_plain_tuple() -> None:
+    header = Header.make("ping", "parent")
+    assert tuple(header) == (header.msg_id, "parent", "ping", header.ts, PROTOCOL_VERSION)
+    assert Header.from_wire(list(header)) == header
+    assert Header.make("ping").msg_id != header.msg_id
+    assert Header.from_wire([*header[:3], 7, header[4]]).ts == 7.0  # an int ts is a float
+
+
+def test_any_flipped_bit_is_refused() -> None:
+    _, payload = Codec(KEY).encode("ping", Ping())
+    for i in range(len(payload) * 8):
+        damaged = bytearray(payload)
+        damaged[i // 8] ^= 1 << (i % 8)
+        with pytest.raises(WireError) as err:
+            Codec(KEY).decode([bytes(damaged)])
+        expected = "not_a_message" if i < len(MAGIC) * 8 else "bad_signature"
+        assert err.value.reason == expected, i
 
 
 def test_wrong_key_is_refused() -> None:
-    _, frames = Codec(b"x" * 32).encode("ping", Ping())
+    _, payload = Codec(b"x" * 32).encode("ping", Ping())
     with pytest.raises(WireError, match="bad_signature"):
-        Codec(KEY).decode(frames)
+        Codec(KEY).decode([payload])
+
+
+def test_payload_must_be_the_last_frame() -> None:
+    _, payload = Codec(KEY).encode("ping", Ping())
+    for frames in ([payload, b""], [payload, b"x"], [payload, payload[:-1]]):
+        with pytest.raises(WireError):
+            Codec(KEY).decode(frames)
 
 
 @pytest.mark.parametrize(
     ("frames", "reason"),
     [
-        ([b"no", b"delimiter"], "no_delimiter"),
-        ([DELIMITER, b"sig", b"header"], "frame_count"),
-        ([DELIMITER, b"sig", b"h", b"b", b"extra"], "frame_count"),
+        ([], "empty"),
+        ([b""], "not_a_message"),
+        ([b"no"], "not_a_message"),
+        ([MAGIC], "not_a_message"),
+        ([MAGIC + b"s" * (SIG - 1)], "not_a_message"),
+        ([b"EMC0" + b"s" * SIG + pack([])], "not_a_message"),
+        ([b"<EMC>", b"s" * SIG, pack([]), pack({})], "not_a_message"),  # the old layout
+        ([MAGIC + b"s" * SIG], "bad_signature"),
+        ([MAGIC + b"s" * SIG + pack([header_list(), {}])], "bad_signature"),
     ],
 )
 def test_structural_errors(frames: list[bytes], reason: str) -> None:
@@ -52,31 +107,118 @@ def test_structural_errors(frames: list[bytes], reason: str) -> None:
     assert err.value.reason == reason
 
 
+def test_tampering_with_a_signed_payload_is_refused() -> None:
+    """Truncating, extending, splitting or splicing signed payloads never verifies."""
+    codec = Codec(KEY)
+    _, p1 = codec.encode("ping", Ping())
+    _, p2 = codec.encode("echo", {"data": "x"})
+    data1, data2 = p1[DATA_AT:], p2[DATA_AT:]
+    forged = [
+        [p1[:-1]],
+        [p1 + b"\x00"],
+        [p1 + p2],
+        [b"\x00" + p1],
+        [MAGIC + MAGIC + p1[len(MAGIC) :]],
+        [p1[:DATA_AT] + data2],  # p1's signature over p2's data
+        [p1[:DATA_AT], data1],  # magic and signature moved into an identity frame
+        [MAGIC, p1[len(MAGIC) :]],
+        [p1[: DATA_AT + 1], p1[DATA_AT + 1 :]],
+        [p1[:DATA_AT] + data1[: len(data1) // 2] + data2[len(data2) // 2 :]],
+        [MAGIC + codec.sign(data1[:-1]) + data1],
+        [MAGIC + codec.sign(data1 + data2) + data1],
+    ]
+    for frames in forged:
+        with pytest.raises(WireError):
+            Codec(KEY).decode(frames)
+
+
 def test_signed_garbage_is_malformed_not_a_crash() -> None:
     codec = Codec(KEY)
-    for header, body in [
-        (b"\xc1", pack({})),
-        (pack({"kind": "x"}), pack({})),
-        (pack(Header.make("ping")), b"\xc1"),
-        (pack(Header.make("ping")), pack([1])),
+    good = header_list()
+    for data in [
+        b"",
+        b"\xc1",
+        pack({}),
+        pack([]),
+        pack([good]),
+        pack([good, {}, {}]),
+        pack((good, {}))[:-1],
+        pack({"msg_id": "x", "kind": "ping", "ts": time.time(), "protocol": "1.0"}),
+        pack([{"msg_id": "x", "kind": "ping", "ts": time.time(), "protocol": "1.0"}, {}]),
+        pack([good[:4], {}]),
+        pack([[*good, "extra"], {}]),
+        pack([good, [1]]),
+        pack([good, None]),
+        pack([good, b"{}"]),
+        b"\x92" + pack(good) + b"\xc1",
+        pack([header_list(msg_id=""), {}]),
+        pack([header_list(msg_id="x" * 65), {}]),
+        pack([header_list(msg_id=7), {}]),
+        pack([header_list(parent_id=3), {}]),
+        pack([header_list(parent_id="p" * 65), {}]),
+        pack([header_list(kind=""), {}]),
+        pack([header_list(kind=b"ping"), {}]),
+        pack([header_list(ts="now"), {}]),
+        pack([header_list(ts=None), {}]),
+        pack([header_list(ts=True), {}]),
+        pack([header_list(protocol=""), {}]),
+        pack([header_list(protocol=1.0), {}]),
+        pack([header_list(protocol="x" * 17), {}]),
     ]:
         with pytest.raises(WireError) as err:
-            codec.decode([DELIMITER, codec.sign(header, body), header, body])
-        assert err.value.reason == "malformed"
+            codec.decode([codec.seal(data)])
+        assert err.value.reason == "malformed", data
+
+
+@pytest.mark.parametrize("ts", [math.nan, math.inf, -math.inf], ids=["nan", "inf", "-inf"])
+def test_non_finite_timestamp_is_refused(ts: float) -> None:
+    """The replay guard cannot tell the age of a message stamped NaN: it is never "too old"
+    nor "from the future", so once its id leaves the seen-set it could be replayed forever.
+    A non-finite ``ts`` must be refused, as malformed or as stale (+inf may also read as
+    a message from the future)."""
+    allowed = {"malformed", "stale"} | ({"future"} if ts > 0 else set())
+    codec = Codec(KEY)  # the server's settings
+    for _ in range(2):  # the same message twice: neither is accepted
+        data = pack([header_list(msg_id="fixed-id", ts=ts), {"kind": "ping"}])
+        with pytest.raises(WireError) as err:
+            codec.decode([codec.seal(data)])
+        assert err.value.reason in allowed, err.value
+    with pytest.raises(WireError) as err:
+        codec.decode([codec.seal(pack([header_list(ts=ts), {}]))])
+    assert err.value.reason in allowed, err.value
 
 
 def test_replay_is_rejected() -> None:
-    _, frames = Codec(KEY).encode("ping", Ping())
+    _, payload = Codec(KEY).encode("ping", Ping())
     receiver = Codec(KEY)
-    receiver.decode(frames)
+    receiver.decode([payload])
     with pytest.raises(WireError, match="replay"):
-        receiver.decode(frames)
+        receiver.decode([payload])
+    with pytest.raises(WireError, match="replay"):  # other identities: the same message
+        receiver.decode([b"someone-else", payload])
+
+
+def test_client_codec_does_not_track_replays() -> None:
+    _, payload = Codec(KEY).encode("ping", Ping())
+    client = Codec(KEY, replay_window=None)
+    assert client.replay is None
+    assert client.decode([payload]) == client.decode([payload])
+
+
+def test_server_window_is_thirty_seconds() -> None:
+    codec = Codec(KEY)
+    assert codec.replay is not None and codec.replay.window == 30.0
+    old = Header.make("ping")._replace(ts=time.time() - 31)
+    with pytest.raises(WireError, match="stale"):
+        codec.decode([codec.encode_with(old, {})])
+    recent = Header.make("ping")._replace(ts=time.time() - 25)
+    codec.decode([codec.encode_with(recent, {})])
 
 
 def test_stale_and_future_messages_are_rejected() -> None:
     guard = ReplayGuard(window=10, max_skew=5)
-    old = Header.make("ping").model_copy(update={"ts": time.time() - 60})
-    future = Header.make("ping").model_copy(update={"ts": time.time() + 60})
+    old = Header.make("ping")._replace(ts=time.time() - 60)
+    future = Header.make("ping")._replace(ts=time.time() + 60)
     with pytest.raises(WireError, match="stale"):
         guard.check(old)
     with pytest.raises(WireError, match="future"):
@@ -87,7 +229,7 @@ def test_replay_guard_forgets_after_window(monkeypatch: pytest.MonkeyPatch) -> N
     guard = ReplayGuard(window=10)
     for _ in range(100):
         guard.check(Header.make("ping"))
-    assert len(guard._seen) == 100
+    assert len(guard) == 100
     later = time.time() + 11
     monkeypatch.setattr(time, "time", lambda: later)
     fresh = Header.make("ping")

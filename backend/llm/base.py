@@ -1,0 +1,73 @@
+"""What every model backend speaks: messages in, streamed text and a ``Completion`` out."""
+
+from __future__ import annotations
+
+import threading
+from collections.abc import Callable
+from dataclasses import dataclass, field
+from typing import Literal, Protocol
+
+Role = Literal["system", "user", "assistant"]
+StopReason = Literal["stop", "length", "cancelled", "error"]
+OnToken = Callable[[str], None]
+
+
+@dataclass(frozen=True)
+class ChatMessage:
+    role: Role
+    content: str
+
+
+@dataclass(frozen=True)
+class GenerationParams:
+    max_tokens: int = 256
+    temperature: float = 0.0
+
+
+@dataclass
+class Completion:
+    text: str
+    stop_reason: StopReason
+    prompt_tokens: int = 0
+    completion_tokens: int = 0
+    load_ms: float = 0.0
+    ttft_ms: float = 0.0
+    generation_ms: float = 0.0
+
+    @property
+    def tokens_per_s(self) -> float:
+        return self.completion_tokens / (self.generation_ms / 1000) if self.generation_ms else 0.0
+
+
+@dataclass(frozen=True)
+class ModelInfo:
+    name: str
+    backend: str
+    size_bytes: int
+    detail: dict[str, str] = field(default_factory=dict)
+
+
+class ModelBackend(Protocol):
+    """A source of completions. ``generate`` is only ever called by the ``ModelManager``,
+    one call at a time, after ``load``."""
+
+    name: str
+
+    def list_models(self) -> list[ModelInfo]: ...
+
+    def model_size(self, model: str) -> int: ...
+
+    def load(self, model: str) -> float:
+        """Make ``model`` resident; returns the load time in ms (0 if already resident)."""
+        ...
+
+    def unload(self) -> None: ...
+
+    def generate(
+        self,
+        model: str,
+        messages: list[ChatMessage],
+        params: GenerationParams,
+        on_token: OnToken | None,
+        cancel: threading.Event,
+    ) -> Completion: ...

@@ -1,0 +1,214 @@
+"""ModelManager: one interface over the model backends, and the VRAM-sequential scheduler.
+
+At most one model is loaded at any time, across all personas and callers: calls wait their
+turn, and switching models unloads the resident one first. Waiting calls are served
+round-robin by caller (the least recently served caller goes next, FIFO within a caller), so
+one chatty persona cannot starve the others. A model larger than the VRAM budget is refused
+before anything is loaded.
+"""
+
+from __future__ import annotations
+
+import itertools
+import logging
+import threading
+import time
+from collections.abc import Callable
+from dataclasses import dataclass, field
+
+from backend.llm.base import ChatMessage, Completion, GenerationParams, ModelBackend, OnToken
+from shared_api.errors import CancelledError, ModelTooLargeError, NotFoundError
+
+log = logging.getLogger(__name__)
+
+GIB = 1024**3
+
+
+@dataclass
+class CallMetrics:
+    request_id: str
+    caller: str
+    backend: str
+    model: str
+    queue_wait_ms: float
+    load_ms: float
+    ttft_ms: float
+    tokens_per_s: float
+    total_ms: float
+    completion_tokens: int
+    stop_reason: str
+    resident: str
+
+
+@dataclass
+class _Ticket:
+    caller: str
+    serial: int
+    cancel: threading.Event
+    queued_at: float = field(default_factory=time.perf_counter)
+
+
+StatusHook = Callable[[str, str, str], None]  # (caller, status, detail)
+MetricsHook = Callable[[CallMetrics], None]
+
+
+class ModelManager:
+    def __init__(
+        self,
+        backends: dict[str, ModelBackend],
+        *,
+        vram_budget_bytes: int = 8 * GIB,
+        on_status: StatusHook | None = None,
+        on_metrics: MetricsHook | None = None,
+    ) -> None:
+        self.backends = backends
+        self.vram_budget_bytes = vram_budget_bytes
+        self._on_status = on_status or (lambda *_: None)
+        self._on_metrics = on_metrics or (lambda _m: None)
+        self._cond = threading.Condition()
+        self._waiting: list[_Ticket] = []
+        self._last_served: dict[str, int] = {}
+        self._serial = itertools.count()
+        self._busy: _Ticket | None = None
+        self._resident: tuple[str, str] | None = None
+        self.last_metrics: CallMetrics | None = None
+
+    # -- inspection -------------------------------------------------------------------------
+    @property
+    def resident(self) -> tuple[str, str] | None:
+        """(backend, model) currently loaded, if any."""
+        return self._resident
+
+    def queue(self) -> list[str]:
+        with self._cond:
+            return [t.caller for t in self._waiting]
+
+    def backend(self, name: str) -> ModelBackend:
+        try:
+            return self.backends[name]
+        except KeyError:
+            raise NotFoundError(
+                f"No model backend {name!r}; known: {sorted(self.backends)}"
+            ) from None
+
+    # -- the one entry point ----------------------------------------------------------------
+    def generate(
+        self,
+        *,
+        backend: str,
+        model: str,
+        messages: list[ChatMessage],
+        params: GenerationParams | None = None,
+        caller: str = "anonymous",
+        request_id: str = "",
+        on_token: OnToken | None = None,
+        cancel: threading.Event | None = None,
+    ) -> Completion:
+        """Queue, load if needed, generate (streaming to ``on_token``), record metrics.
+
+        Raises ``ModelTooLargeError`` before queueing, ``CancelledError`` if cancelled while
+        queued; a cancel during generation returns the partial text with stop reason
+        ``cancelled``.
+        """
+        source = self.backend(backend)
+        size = source.model_size(model)
+        if size > self.vram_budget_bytes:
+            raise ModelTooLargeError(
+                f"{model} needs about {size / GIB:.1f} GB but the VRAM budget is "
+                f"{self.vram_budget_bytes / GIB:.1f} GB. Pick a smaller or more quantized model, "
+                "or raise models.vram_budget_gb in config.toml.",
+                model=model,
+                size_bytes=size,
+            )
+        cancel = cancel or threading.Event()
+        ticket = self._enter(caller, cancel)
+        queue_wait_ms = (time.perf_counter() - ticket.queued_at) * 1000
+        load_ms = 0.0
+        try:
+            if self._resident != (backend, model):
+                self._on_status(caller, "loading", model)
+                if self._resident is not None:
+                    self.backends[self._resident[0]].unload()
+                    self._resident = None
+                load_ms = source.load(model)
+                self._resident = (backend, model)
+            self._on_status(caller, "streaming", model)
+            completion = source.generate(
+                model, messages, params or GenerationParams(), on_token, cancel
+            )
+        except BaseException:
+            self._on_status(caller, "error", model)
+            raise
+        finally:
+            self._leave(ticket)
+        completion.load_ms += load_ms
+        self._record(request_id, caller, backend, model, queue_wait_ms, completion)
+        self._on_status(caller, "idle", model)
+        return completion
+
+    def unload(self) -> None:
+        """Release the resident model (e.g. before a fine-tune needs the memory)."""
+        ticket = self._enter("unload", threading.Event())
+        try:
+            if self._resident is not None:
+                self.backends[self._resident[0]].unload()
+                self._resident = None
+        finally:
+            self._leave(ticket)
+
+    # -- scheduling -------------------------------------------------------------------------
+    def _enter(self, caller: str, cancel: threading.Event) -> _Ticket:
+        ticket = _Ticket(caller, next(self._serial), cancel)
+        with self._cond:
+            self._waiting.append(ticket)
+            if self._busy is not None or self._next() is not ticket:
+                self._on_status(caller, "queued", f"{len(self._waiting)} waiting")
+            while self._busy is not None or self._next() is not ticket:
+                if cancel.is_set():
+                    self._waiting.remove(ticket)
+                    self._cond.notify_all()
+                    raise CancelledError("The request was cancelled while it waited for the model.")
+                self._cond.wait(0.05)
+            self._waiting.remove(ticket)
+            self._busy = ticket
+            self._last_served[caller] = ticket.serial
+        return ticket
+
+    def _next(self) -> _Ticket:
+        """The least recently served caller's oldest ticket."""
+        return min(self._waiting, key=lambda t: (self._last_served.get(t.caller, -1), t.serial))
+
+    def _leave(self, ticket: _Ticket) -> None:
+        with self._cond:
+            if self._busy is ticket:
+                self._busy = None
+            self._cond.notify_all()
+
+    def _record(
+        self,
+        request_id: str,
+        caller: str,
+        backend: str,
+        model: str,
+        queue_wait_ms: float,
+        c: Completion,
+    ) -> None:
+        metrics = CallMetrics(
+            request_id=request_id,
+            caller=caller,
+            backend=backend,
+            model=model,
+            queue_wait_ms=queue_wait_ms,
+            load_ms=c.load_ms,
+            ttft_ms=c.ttft_ms,
+            tokens_per_s=c.tokens_per_s,
+            total_ms=queue_wait_ms + c.load_ms + c.ttft_ms + c.generation_ms,
+            completion_tokens=c.completion_tokens,
+            stop_reason=c.stop_reason,
+            resident=f"{backend}:{model}",
+        )
+        self.last_metrics = metrics
+        try:
+            self._on_metrics(metrics)
+        except Exception:
+            log.exception("metrics hook failed")

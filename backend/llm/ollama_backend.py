@@ -1,0 +1,165 @@
+"""The Ollama backend, through the official ``ollama`` client.
+
+``keep_alive: 0`` goes out on every chat, so Ollama unloads the model as soon as the reply
+is done; the ``ModelManager`` serializes calls, so an 8 GB GPU never holds two models.
+"""
+
+from __future__ import annotations
+
+import logging
+import os
+import threading
+import time
+from typing import Any
+
+import httpx
+import ollama
+
+from backend.llm.base import ChatMessage, Completion, GenerationParams, ModelInfo, OnToken
+from shared_api.errors import ModelFailedError, ModelMissingError, ModelUnreachableError
+
+log = logging.getLogger(__name__)
+
+DEFAULT_HOST = "http://127.0.0.1:11434"
+
+
+class OllamaBackend:
+    name = "ollama"
+
+    def __init__(self, host: str = "", timeout: float = 300.0) -> None:
+        self.host = host or os.environ.get("OLLAMA_HOST") or DEFAULT_HOST
+        self._client = ollama.Client(host=self.host, timeout=timeout)
+        self._probe = ollama.Client(host=self.host, timeout=2.0)
+        self._sizes: dict[str, int] = {}
+
+    # -- discovery --------------------------------------------------------------------------
+    def _unreachable(self) -> ModelUnreachableError:
+        return ModelUnreachableError(
+            f"Ollama is not reachable at {self.host}. Start it with `ollama serve`, set "
+            'OLLAMA_HOST, or set models.backend = "embedded" in config.toml.',
+            host=self.host,
+        )
+
+    def _missing(self, model: str) -> ModelMissingError:
+        return ModelMissingError(
+            f"Model {model!r} is not installed on Ollama at {self.host}. Run: ollama pull {model}",
+            host=self.host,
+            model=model,
+            command=f"ollama pull {model}",
+        )
+
+    def list_models(self) -> list[ModelInfo]:
+        """Installed models (``/api/tags``), each with its size."""
+        try:
+            listed = self._probe.list()
+        except (ConnectionError, httpx.HTTPError):
+            raise self._unreachable() from None
+        models = []
+        for m in listed.models:
+            if m.model:
+                size = int(m.size or 0)
+                self._sizes[m.model] = size
+                detail = {"quantization": (m.details.quantization_level or "") if m.details else ""}
+                models.append(ModelInfo(m.model, self.name, size, detail))
+        return models
+
+    def installed(self, model: str) -> bool:
+        names = {m.name for m in self.list_models()}
+        return model in names or f"{model}:latest" in names
+
+    def model_size(self, model: str) -> int:
+        """Bytes the model needs: its file size from ``/api/tags``, cross-checked against the
+        parameter count from ``/api/show``."""
+        if not self.installed(model):
+            raise self._missing(model)
+        size = self._sizes.get(model) or self._sizes.get(f"{model}:latest", 0)
+        try:
+            shown = self._probe.show(model)
+        except ollama.ResponseError as exc:
+            if exc.status_code == 404:
+                raise self._missing(model) from None
+            raise ModelFailedError(f"Ollama could not describe {model}: {exc}") from None
+        except (ConnectionError, httpx.HTTPError):
+            raise self._unreachable() from None
+        params = (shown.modelinfo or {}).get("general.parameter_count")
+        if not size and isinstance(params, int):
+            size = params // 2  # ~4-bit weights
+        return size
+
+    def resident(self) -> list[str]:
+        try:
+            return [m.model or "" for m in self._probe.ps().models]
+        except (ConnectionError, httpx.HTTPError):
+            raise self._unreachable() from None
+
+    # -- residency --------------------------------------------------------------------------
+    def load(self, model: str) -> float:
+        return 0.0  # Ollama loads on the first request; it reports load_duration itself
+
+    def unload(self) -> None:
+        """Wait (briefly) until Ollama has released the model after its keep_alive 0."""
+        deadline = time.monotonic() + 10
+        while time.monotonic() < deadline:
+            try:
+                if not self.resident():
+                    return
+            except ModelUnreachableError:
+                return
+            time.sleep(0.05)
+        log.warning("Ollama at %s still holds a model 10 s after keep_alive 0", self.host)
+
+    # -- generation -------------------------------------------------------------------------
+    def generate(
+        self,
+        model: str,
+        messages: list[ChatMessage],
+        params: GenerationParams,
+        on_token: OnToken | None,
+        cancel: threading.Event,
+    ) -> Completion:
+        started = time.perf_counter()
+        first: float | None = None
+        parts: list[str] = []
+        final: Any = None
+        stop = "stop"
+        try:
+            stream = self._client.chat(
+                model=model,
+                messages=[{"role": m.role, "content": m.content} for m in messages],
+                stream=True,
+                keep_alive=0,
+                options={"temperature": params.temperature, "num_predict": params.max_tokens},
+            )
+            try:
+                for chunk in stream:
+                    if cancel.is_set():
+                        stop = "cancelled"
+                        break
+                    piece = chunk.message.content if chunk.message else ""
+                    if piece:
+                        first = first or time.perf_counter()
+                        parts.append(piece)
+                        if on_token is not None:
+                            on_token(piece)
+                    if chunk.done:
+                        final = chunk
+            finally:
+                stream.close()  # type: ignore[attr-defined]  # on cancel: drops the HTTP stream, Ollama stops generating
+        except ollama.ResponseError as exc:
+            if exc.status_code == 404:
+                raise self._missing(model) from None
+            raise ModelFailedError(f"Ollama failed on {model}: {exc}") from None
+        except (ConnectionError, httpx.HTTPError):
+            raise self._unreachable() from None
+        ended = time.perf_counter()
+        if final is not None and stop != "cancelled":
+            stop = "length" if final.done_reason == "length" else "stop"
+        return Completion(
+            text="".join(parts),
+            stop_reason=stop,  # type: ignore[arg-type]
+            prompt_tokens=int(getattr(final, "prompt_eval_count", 0) or 0),
+            completion_tokens=int(getattr(final, "eval_count", 0) or len(parts)),
+            load_ms=(getattr(final, "load_duration", 0) or 0) / 1e6,
+            ttft_ms=((first or ended) - started) * 1000,
+            generation_ms=(ended - (first or started)) * 1000,
+        )

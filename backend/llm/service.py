@@ -1,0 +1,309 @@
+"""The personas' side of the models: which model each persona talks through, asking it,
+streaming the answer as events, and recording every interaction in the persona's history."""
+
+from __future__ import annotations
+
+import logging
+import threading
+import time
+from concurrent.futures import ThreadPoolExecutor
+from dataclasses import asdict
+from typing import Any
+
+from backend.bus import EventBus, current_request
+from backend.config import ModelsConfig
+from backend.llm.base import ChatMessage, Completion, GenerationParams, ModelBackend
+from backend.llm.embedded import EmbeddedBackend
+from backend.llm.manager import GIB, CallMetrics, ModelManager
+from backend.llm.ollama_backend import OllamaBackend
+from backend.protos import Proto
+from backend.runtime import Runtime
+from shared_api.envelope import new_msg_id
+from shared_api.errors import (
+    EntropicError,
+    ErrorCode,
+    ErrorReply,
+    ModelUnreachableError,
+    UnavailableError,
+)
+from shared_api.events import ModelMetrics, PersonaReply, PersonaStatus, Token, Usage
+from shared_api.replies import AskAccepted, ModelSelection
+
+log = logging.getLogger(__name__)
+
+PROBE_TTL_S = 15.0
+MAX_IN_FLIGHT = 64
+
+
+class PersonaLLM:
+    def __init__(
+        self,
+        runtime: Runtime,
+        config: ModelsConfig,
+        bus: EventBus,
+        backends: dict[str, ModelBackend] | None = None,
+    ) -> None:
+        self.runtime = runtime
+        self.config = config
+        self.bus = bus
+        if backends is None:
+            backends = {
+                "ollama": OllamaBackend(config.ollama_host, config.ollama_timeout_s),
+                "embedded": EmbeddedBackend(
+                    config.embedded_model,
+                    config.embedded_sha256,
+                    n_threads=config.n_threads,
+                    n_ctx=config.n_ctx,
+                ),
+            }
+        self.manager = ModelManager(
+            backends,
+            vram_budget_bytes=int(config.vram_budget_gb * GIB),
+            on_status=self._publish_status,
+            on_metrics=self._publish_metrics,
+        )
+        self._requests: dict[str, threading.Event] = {}
+        self._lock = threading.Lock()
+        self._pool = ThreadPoolExecutor(max_workers=8, thread_name_prefix="ask")
+        self._probe: tuple[float, set[str], str | None] | None = None
+        self.selections: dict[str, ModelSelection] = {}
+
+    @property
+    def ollama(self) -> OllamaBackend:
+        backend = self.manager.backends["ollama"]
+        assert isinstance(backend, OllamaBackend)
+        return backend
+
+    # -- selection --------------------------------------------------------------------------
+    def probe_ollama(self, max_age: float = PROBE_TTL_S) -> tuple[set[str], str | None]:
+        """(installed model names, error or None), cached for ``max_age`` seconds."""
+        now = time.monotonic()
+        if self._probe is None or now - self._probe[0] > max_age:
+            try:
+                names = {m.name for m in self.ollama.list_models()}
+                self._probe = (now, names, None)
+            except ModelUnreachableError as exc:
+                self._probe = (now, set(), exc.message)
+        return self._probe[1], self._probe[2]
+
+    def select(self, proto: Proto) -> ModelSelection:
+        """The codex model on Ollama when reachable and installed, else the embedded model;
+        ``[models] backend`` in config.toml can force either."""
+        override = self.config.personas.get(proto.name)
+        wanted = override.model if override else proto.codex.default_model
+        embedded = self.manager.backends["embedded"].list_models()[0].name
+        host = self.ollama.host
+        if self.config.backend == "embedded":
+            return ModelSelection(backend="embedded", model=embedded, reason="forced by config")
+        if self.config.backend == "ollama":
+            return ModelSelection(backend="ollama", model=wanted, reason="forced by config")
+        names, error = self.probe_ollama()
+        if error is not None:
+            reason = f"Ollama unreachable at {host}"
+        elif wanted in names or f"{wanted}:latest" in names:
+            return ModelSelection(backend="ollama", model=wanted, reason=f"installed on {host}")
+        else:
+            reason = f"{wanted} not installed on Ollama at {host} (ollama pull {wanted})"
+        return ModelSelection(backend="embedded", model=embedded, reason=reason)
+
+    def refresh_selections(self) -> dict[str, ModelSelection]:
+        """Re-select for every persona; a change is written to its state under ``llm``."""
+        for proto in self.runtime.manager.list():
+            self._remember(proto, self.select(proto))
+        return dict(self.selections)
+
+    def _remember(self, proto: Proto, selection: ModelSelection) -> None:
+        self.selections[proto.name] = selection
+        if proto.state.get("llm") != selection.model_dump() and self._is_live(proto):
+            self.runtime.commit(
+                {
+                    "op": "set_state",
+                    "proto": proto.name,
+                    "path": "llm",
+                    "value": selection.model_dump(),
+                }
+            )
+
+    def _is_live(self, proto: Proto) -> bool:
+        return (
+            proto.name in self.runtime.manager.names()
+            and self.runtime.manager.get(proto.name) is proto
+        )
+
+    # -- asking -----------------------------------------------------------------------------
+    def ask(
+        self,
+        proto: Proto,
+        text: str,
+        *,
+        request_id: str | None = None,
+        max_tokens: int | None = None,
+        on_token: Any = None,
+        cancel: threading.Event | None = None,
+    ) -> Completion:
+        """Ask ``proto`` synchronously through its model; records the interaction."""
+        request_id = request_id or new_msg_id()
+        selection = self.select(proto)
+        self._remember(proto, selection)
+        messages = [
+            ChatMessage("system", proto.codex.system_prompt),
+            ChatMessage("user", text),
+        ]
+        params = GenerationParams(
+            max_tokens=max_tokens or self.config.max_tokens, temperature=self.config.temperature
+        )
+        completion = self.manager.generate(
+            backend=selection.backend,
+            model=selection.model,
+            messages=messages,
+            params=params,
+            caller=proto.name,
+            request_id=request_id,
+            on_token=on_token,
+            cancel=cancel,
+        )
+        self._record(proto, request_id, text, selection, completion)
+        return completion
+
+    def _record(
+        self, proto: Proto, request_id: str, text: str, sel: ModelSelection, c: Completion
+    ) -> None:
+        interaction = {
+            "id": request_id,
+            "ts": time.time(),
+            "prompt": text,
+            "reply": c.text,
+            "backend": sel.backend,
+            "model": sel.model,
+            "stop_reason": c.stop_reason,
+            "usage": {"prompt_tokens": c.prompt_tokens, "completion_tokens": c.completion_tokens},
+            "timings": _timings(c),
+        }
+        if self._is_live(proto):
+            self.runtime.commit(
+                {"op": "record_interaction", "proto": proto.name, "interaction": interaction}
+            )
+        else:
+            proto.history.append(interaction)  # a detached clone: its own history only
+
+    def submit(self, proto_name: str, text: str, max_tokens: int | None = None) -> AskAccepted:
+        """Start an asynchronous ask; the answer arrives as events."""
+        proto = self.runtime.manager.get(proto_name)
+        with self._lock:
+            if len(self._requests) >= MAX_IN_FLIGHT:
+                raise UnavailableError(
+                    f"{MAX_IN_FLIGHT} requests are already in flight; wait or cancel some."
+                )
+            request_id = new_msg_id()
+            cancel = self._requests[request_id] = threading.Event()
+        selection = self.select(proto)
+        parent = current_request.get()
+        self._pool.submit(self._run, proto, text, max_tokens, request_id, cancel, parent)
+        return AskAccepted(
+            request_id=request_id,
+            proto=proto_name,
+            backend=selection.backend,
+            model=selection.model,
+        )
+
+    def _run(
+        self,
+        proto: Proto,
+        text: str,
+        max_tokens: int | None,
+        request_id: str,
+        cancel: threading.Event,
+        parent: str | None,
+    ) -> None:
+        token = current_request.set(parent)
+        index = 0
+
+        def on_token(piece: str) -> None:
+            nonlocal index
+            self.bus.publish(
+                Token(request_id=request_id, proto=proto.name, index=index, text=piece)
+            )
+            index += 1
+
+        try:
+            c = self.ask(
+                proto,
+                text,
+                request_id=request_id,
+                max_tokens=max_tokens,
+                on_token=on_token,
+                cancel=cancel,
+            )
+            sel = self.selections.get(proto.name)
+            reply = PersonaReply(
+                request_id=request_id,
+                proto=proto.name,
+                text=c.text,
+                stop_reason=c.stop_reason,
+                backend=sel.backend if sel else "",
+                model=sel.model if sel else "",
+                usage=Usage(prompt_tokens=c.prompt_tokens, completion_tokens=c.completion_tokens),
+                timings=_timings(c),
+            )
+        except EntropicError as exc:
+            stop = "cancelled" if exc.code == ErrorCode.CANCELLED else "error"
+            reply = PersonaReply(
+                request_id=request_id, proto=proto.name, stop_reason=stop, error=exc.to_reply()
+            )
+        except Exception as exc:
+            log.exception("ask %s failed", request_id)
+            reply = PersonaReply(
+                request_id=request_id,
+                proto=proto.name,
+                stop_reason="error",
+                error=ErrorReply(
+                    code=ErrorCode.INTERNAL,
+                    message=f"Internal error while asking {proto.name}: {exc}",
+                ),
+            )
+        finally:
+            with self._lock:
+                self._requests.pop(request_id, None)
+            current_request.reset(token)
+        self.bus.publish(reply)
+
+    def cancel(self, request_id: str) -> bool:
+        with self._lock:
+            event = self._requests.get(request_id)
+        if event is None:
+            return False
+        event.set()
+        return True
+
+    def in_flight(self) -> list[str]:
+        with self._lock:
+            return list(self._requests)
+
+    def close(self) -> None:
+        for request_id in self.in_flight():
+            self.cancel(request_id)
+        self._pool.shutdown(wait=True, cancel_futures=True)
+        self.manager.unload()
+
+    # -- events -----------------------------------------------------------------------------
+    def _publish_status(self, caller: str, status: str, detail: str) -> None:
+        if caller not in self.runtime.manager.names():
+            return  # an internal caller (e.g. an unload), not a persona
+        self.bus.publish(
+            PersonaStatus.model_validate({"proto": caller, "status": status, "detail": detail})
+        )
+
+    def _publish_metrics(self, m: CallMetrics) -> None:
+        data = asdict(m)
+        data["proto"] = data.pop("caller")
+        data.pop("stop_reason")
+        self.bus.publish(ModelMetrics(**data))
+
+
+def _timings(c: Completion) -> dict[str, float]:
+    return {
+        "load_ms": round(c.load_ms, 3),
+        "ttft_ms": round(c.ttft_ms, 3),
+        "generation_ms": round(c.generation_ms, 3),
+        "tokens_per_s": round(c.tokens_per_s, 3),
+    }

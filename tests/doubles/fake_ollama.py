@@ -1,0 +1,184 @@
+"""FakeOllama: a TEST DOUBLE for an Ollama server (none can be installed on these machines).
+
+A real HTTP server on loopback implementing the subset of Ollama's REST API the backend uses:
+``/api/chat`` (streamed NDJSON and not), ``/api/tags``, ``/api/show`` and ``/api/ps``. It
+models residency like Ollama does: a chat loads its model, and ``keep_alive: 0`` unloads it
+when the reply is done. It records every request, and the most models ever resident at once.
+"""
+
+from __future__ import annotations
+
+import json
+import threading
+import time
+from dataclasses import dataclass, field
+from http.server import BaseHTTPRequestHandler, ThreadingHTTPServer
+from typing import Any
+
+GB = 1024**3
+
+
+@dataclass
+class FakeOllamaState:
+    models: dict[str, int] = field(default_factory=dict)  # name -> size in bytes
+    reply_words: list[str] = field(
+        default_factory=lambda: ["the", "quick", "brown", "fox", "jumps"]
+    )
+    load_delay_s: float = 0.05
+    token_delay_s: float = 0.005
+    requests: list[dict[str, Any]] = field(default_factory=list)
+    resident: set[str] = field(default_factory=set)
+    max_resident: int = 0
+    lock: threading.Lock = field(default_factory=threading.Lock)
+
+    def load(self, model: str) -> None:
+        with self.lock:
+            self.resident.add(model)
+            self.max_resident = max(self.max_resident, len(self.resident))
+
+    def unload(self, model: str) -> None:
+        with self.lock:
+            self.resident.discard(model)
+
+
+class _Handler(BaseHTTPRequestHandler):
+    state: FakeOllamaState  # set on the subclass made per server
+
+    def log_message(self, format: str, *args: Any) -> None:
+        pass
+
+    def _json(self, status: int, body: Any) -> None:
+        data = json.dumps(body).encode()
+        self.send_response(status)
+        self.send_header("Content-Type", "application/json")
+        self.send_header("Content-Length", str(len(data)))
+        self.end_headers()
+        self.wfile.write(data)
+
+    def _body(self) -> dict[str, Any]:
+        length = int(self.headers.get("Content-Length") or 0)
+        return json.loads(self.rfile.read(length) or b"{}")
+
+    def do_GET(self) -> None:
+        st = self.state
+        if self.path == "/api/tags":
+            models = [
+                {
+                    "name": n,
+                    "model": n,
+                    "size": s,
+                    "digest": "0" * 64,
+                    "details": {"quantization_level": "Q4_K_M"},
+                }
+                for n, s in st.models.items()
+            ]
+            self._json(200, {"models": models})
+        elif self.path == "/api/ps":
+            with st.lock:
+                self._json(
+                    200,
+                    {
+                        "models": [
+                            {"name": n, "model": n, "size": st.models.get(n, 0)}
+                            for n in st.resident
+                        ]
+                    },
+                )
+        else:
+            self._json(404, {"error": "not found"})
+
+    def do_POST(self) -> None:
+        st = self.state
+        body = self._body()
+        with st.lock:
+            st.requests.append({"path": self.path, **body})
+        model = body.get("model", "")
+        if self.path == "/api/show":
+            if model not in st.models:
+                self._json(404, {"error": f"model '{model}' not found"})
+                return
+            self._json(
+                200,
+                {
+                    "model_info": {"general.parameter_count": st.models[model] * 2},
+                    "details": {"quantization_level": "Q4_K_M"},
+                },
+            )
+        elif self.path == "/api/chat":
+            self._chat(body, model)
+        else:
+            self._json(404, {"error": "not found"})
+
+    def _chat(self, body: dict[str, Any], model: str) -> None:
+        st = self.state
+        if model not in st.models:
+            self._json(404, {"error": f"model '{model}' not found, try pulling it first"})
+            return
+        loaded_at = time.perf_counter()
+        st.load(model)
+        time.sleep(st.load_delay_s)
+        load_ns = int((time.perf_counter() - loaded_at) * 1e9)
+        limit = int((body.get("options") or {}).get("num_predict") or len(st.reply_words))
+        words = st.reply_words[:limit]
+        try:
+            if body.get("stream", True):
+                self.send_response(200)
+                self.send_header("Content-Type", "application/x-ndjson")
+                self.end_headers()
+                for w in words:
+                    time.sleep(st.token_delay_s)
+                    chunk = {
+                        "model": model,
+                        "message": {"role": "assistant", "content": w + " "},
+                        "done": False,
+                    }
+                    self.wfile.write((json.dumps(chunk) + "\n").encode())
+                    self.wfile.flush()
+                final = self._final(model, words, load_ns, limit)
+                self.wfile.write((json.dumps(final) + "\n").encode())
+            else:
+                final = self._final(model, words, load_ns, limit)
+                final["message"]["content"] = " ".join(words)
+                self._json(200, final)
+        except (BrokenPipeError, ConnectionResetError):
+            pass  # the client cancelled
+        finally:
+            if body.get("keep_alive") in (0, "0", "0s"):
+                st.unload(model)
+
+    @staticmethod
+    def _final(model: str, words: list[str], load_ns: int, limit: int) -> dict[str, Any]:
+        return {
+            "model": model,
+            "message": {"role": "assistant", "content": ""},
+            "done": True,
+            "done_reason": "length" if len(words) >= limit else "stop",
+            "prompt_eval_count": 12,
+            "eval_count": len(words),
+            "load_duration": load_ns,
+            "eval_duration": 1_000_000 * len(words),
+        }
+
+
+class FakeOllama:
+    """Run with ``with FakeOllama({"llama3.1:8b": 5 * GB}) as fake: fake.host ...``."""
+
+    def __init__(self, models: dict[str, int] | None = None) -> None:
+        self.state = FakeOllamaState(models=dict(models or {}))
+        handler = type("Handler", (_Handler,), {"state": self.state})
+        self._server = ThreadingHTTPServer(("127.0.0.1", 0), handler)
+        self._server.daemon_threads = True
+        self.host = f"http://127.0.0.1:{self._server.server_address[1]}"
+        self._thread = threading.Thread(target=self._server.serve_forever, daemon=True)
+
+    def __enter__(self) -> FakeOllama:
+        self._thread.start()
+        return self
+
+    def __exit__(self, *exc: object) -> None:
+        self._server.shutdown()
+        self._server.server_close()
+
+    def chat_requests(self) -> list[dict[str, Any]]:
+        with self.state.lock:
+            return [r for r in self.state.requests if r["path"] == "/api/chat"]
