@@ -122,7 +122,7 @@ class Server:
         if not identities:
             self._drop("no_identity", header.kind)
             return
-        if not compatible(header.protocol):
+        if header.protocol != PROTOCOL_VERSION and not compatible(header.protocol):
             self._reply_error(
                 identities,
                 header,
@@ -140,8 +140,10 @@ class Server:
                 f"Unknown command {header.kind!r}. Known: {', '.join(sorted(ROUTES))}.",
             )
             return
+        body = envelope.body
+        body["kind"] = header.kind  # the header's kind is the one dispatched on
         try:
-            command = COMMAND_ADAPTER.validate_python({**envelope.body, "kind": header.kind})
+            command = COMMAND_ADAPTER.validate_python(body)
         except ValidationError as exc:
             problems = [
                 {"field": ".".join(str(p) for p in e["loc"][1:]) or "(body)", "problem": e["msg"]}
