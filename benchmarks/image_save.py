@@ -18,7 +18,6 @@ chars, reply ~400 chars, backend, model, stop_reason, usage, timings) plus ``tok
 
 from __future__ import annotations
 
-import argparse
 import hashlib
 import hmac
 import os
@@ -30,7 +29,7 @@ import time
 from pathlib import Path
 from typing import Any
 
-from benchmarks._common import emit, log, summary, verdict
+from benchmarks._common import log, summary, verdict
 
 NAME = "image_save"
 INTERACTIONS = 10_000
@@ -319,13 +318,3 @@ def run(quick: bool = False) -> dict[str, Any]:
         **part1,
         **part2,
     }
-
-
-def main(argv: list[str] | None = None) -> None:
-    parser = argparse.ArgumentParser(prog=f"python -m benchmarks.{NAME}", description=__doc__)
-    parser.add_argument("--quick", action="store_true", help="fewer iterations (smoke test)")
-    emit(run(parser.parse_args(argv).quick))
-
-
-if __name__ == "__main__":
-    main()

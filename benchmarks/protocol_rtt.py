@@ -19,7 +19,6 @@ Targets (headline placement): ours p50 <= 1.4x raw p50, and <= 0.5x jupyter_clie
 
 from __future__ import annotations
 
-import argparse
 import contextlib
 import gc
 import multiprocessing as mp
@@ -34,7 +33,7 @@ from typing import Any
 
 import zmq
 
-from benchmarks._common import emit, log, summary, verdict
+from benchmarks._common import log, summary, verdict
 
 NAME = "protocol_rtt"
 PAYLOAD_CHARS = 1024
@@ -342,13 +341,3 @@ def run(quick: bool = False) -> dict[str, Any]:
         "target_vs_jupyter_met": vs_jupyter <= TARGET_VS_JUPYTER,
         "placements": results,
     }
-
-
-def main(argv: list[str] | None = None) -> None:
-    parser = argparse.ArgumentParser(prog=f"python -m benchmarks.{NAME}", description=__doc__)
-    parser.add_argument("--quick", action="store_true", help="fewer iterations (smoke test)")
-    emit(run(parser.parse_args(argv).quick))
-
-
-if __name__ == "__main__":
-    main()

@@ -11,7 +11,6 @@ refused as ``stale_version`` (there is only one swapper). Reports swap latency p
 
 from __future__ import annotations
 
-import argparse
 import tempfile
 import threading
 import time
@@ -19,7 +18,7 @@ from collections import Counter
 from pathlib import Path
 from typing import Any
 
-from benchmarks._common import emit, log, summary, verdict
+from benchmarks._common import log, summary, verdict
 
 NAME = "swaps"
 PROTO = "BRICK"
@@ -196,13 +195,3 @@ def run(quick: bool = False) -> dict[str, Any]:
         "final_state_ok": final_ok,
         "zero_failures_met": failures == 0 and stale == 0 and not swap_errors,
     }
-
-
-def main(argv: list[str] | None = None) -> None:
-    parser = argparse.ArgumentParser(prog=f"python -m benchmarks.{NAME}", description=__doc__)
-    parser.add_argument("--quick", action="store_true", help="fewer iterations (smoke test)")
-    emit(run(parser.parse_args(argv).quick))
-
-
-if __name__ == "__main__":
-    main()

@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 from collections.abc import Iterator
+from contextlib import contextmanager
 from pathlib import Path
 
 import pytest
@@ -15,9 +16,9 @@ def home(tmp_path: Path) -> Path:
     return tmp_path / "home"
 
 
-@pytest.fixture
-def backend(home: Path) -> Iterator[BackendProcess]:
-    """A running ``main.py backend`` for a fresh home; its log is printed if the test fails."""
+@contextmanager
+def running_backend(home: Path) -> Iterator[BackendProcess]:
+    """A ``main.py backend`` subprocess for ``home``, stopped (gracefully) afterwards."""
     proc = BackendProcess(home)
     proc.start()
     try:
@@ -25,6 +26,13 @@ def backend(home: Path) -> Iterator[BackendProcess]:
     finally:
         if proc.alive:
             proc.stop()
+
+
+@pytest.fixture
+def backend(home: Path) -> Iterator[BackendProcess]:
+    """A running backend for a fresh home; its log is printed if the test fails."""
+    with running_backend(home) as proc:
+        yield proc
 
 
 @pytest.hookimpl(tryfirst=True, hookwrapper=True)

@@ -98,13 +98,18 @@ class ModelManager:
         backend: str,
         model: str,
         messages: list[ChatMessage],
+        system: str | None = None,
         params: GenerationParams | None = None,
         caller: str = "anonymous",
         request_id: str = "",
         on_token: OnToken | None = None,
         cancel: threading.Event | None = None,
     ) -> Completion:
-        """Queue, load if needed, generate (streaming to ``on_token``), record metrics.
+        """Queue, load if needed, generate, record metrics.
+
+        ``system`` (if given) is sent as the system prompt before ``messages``. With
+        ``on_token`` the answer streams to it piece by piece; without, it is generated in one
+        piece (Ollama's non-streamed ``/api/chat``).
 
         Raises ``ModelTooLargeError`` before queueing, ``CancelledError`` if cancelled while
         queued; a cancel during generation returns the partial text with stop reason
@@ -121,6 +126,8 @@ class ModelManager:
                 size_bytes=size,
             )
         cancel = cancel or threading.Event()
+        if system is not None:
+            messages = [ChatMessage("system", system), *messages]
         ticket = self._enter(caller, cancel)
         queue_wait_ms = (time.perf_counter() - ticket.queued_at) * 1000
         load_ms = 0.0

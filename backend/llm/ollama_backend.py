@@ -122,29 +122,33 @@ class OllamaBackend:
         parts: list[str] = []
         final: Any = None
         stop = "stop"
+        request: dict[str, Any] = {
+            "model": model,
+            "messages": [{"role": m.role, "content": m.content} for m in messages],
+            "keep_alive": 0,
+            "options": {"temperature": params.temperature, "num_predict": params.max_tokens},
+        }
         try:
-            stream = self._client.chat(
-                model=model,
-                messages=[{"role": m.role, "content": m.content} for m in messages],
-                stream=True,
-                keep_alive=0,
-                options={"temperature": params.temperature, "num_predict": params.max_tokens},
-            )
-            try:
-                for chunk in stream:
-                    if cancel.is_set():
-                        stop = "cancelled"
-                        break
-                    piece = chunk.message.content if chunk.message else ""
-                    if piece:
-                        first = first or time.perf_counter()
-                        parts.append(piece)
-                        if on_token is not None:
+            if on_token is None:  # not streamed: one response
+                final = self._client.chat(**request, stream=False)
+                parts.append(final.message.content or "")
+                first = time.perf_counter()
+            else:
+                stream = self._client.chat(**request, stream=True)
+                try:
+                    for chunk in stream:
+                        if cancel.is_set():
+                            stop = "cancelled"
+                            break
+                        piece = chunk.message.content if chunk.message else ""
+                        if piece:
+                            first = first or time.perf_counter()
+                            parts.append(piece)
                             on_token(piece)
-                    if chunk.done:
-                        final = chunk
-            finally:
-                stream.close()  # type: ignore[attr-defined]  # on cancel: drops the HTTP stream, Ollama stops generating
+                        if chunk.done:
+                            final = chunk
+                finally:
+                    stream.close()  # type: ignore[attr-defined]  # on cancel: drops the stream
         except ollama.ResponseError as exc:
             if exc.status_code == 404:
                 raise self._missing(model) from None
@@ -154,6 +158,9 @@ class OllamaBackend:
         ended = time.perf_counter()
         if final is not None and stop != "cancelled":
             stop = "length" if final.done_reason == "length" else "stop"
+        generation_ms = (ended - (first or started)) * 1000
+        if on_token is None:  # one piece: Ollama's own eval time is the generation time
+            generation_ms = (getattr(final, "eval_duration", 0) or 0) / 1e6 or generation_ms
         return Completion(
             text="".join(parts),
             stop_reason=stop,  # type: ignore[arg-type]
@@ -161,5 +168,5 @@ class OllamaBackend:
             completion_tokens=int(getattr(final, "eval_count", 0) or len(parts)),
             load_ms=(getattr(final, "load_duration", 0) or 0) / 1e6,
             ttft_ms=((first or ended) - started) * 1000,
-            generation_ms=(ended - (first or started)) * 1000,
+            generation_ms=generation_ms,
         )

@@ -145,10 +145,7 @@ class PersonaLLM:
         request_id = request_id or new_msg_id()
         selection = self.select(proto)
         self._remember(proto, selection)
-        messages = [
-            ChatMessage("system", proto.codex.system_prompt),
-            ChatMessage("user", text),
-        ]
+        messages = [ChatMessage("user", text)]
         params = GenerationParams(
             max_tokens=max_tokens or self.config.max_tokens, temperature=self.config.temperature
         )
@@ -156,6 +153,7 @@ class PersonaLLM:
             backend=selection.backend,
             model=selection.model,
             messages=messages,
+            system=proto.codex.system_prompt,
             params=params,
             caller=proto.name,
             request_id=request_id,

@@ -9,6 +9,7 @@ from pathlib import Path
 import pytest
 
 from backend.launcher import BackendProcess
+from tests.conftest import running_backend
 
 Spawn = Callable[[], BackendProcess]
 
@@ -16,13 +17,8 @@ Spawn = Callable[[], BackendProcess]
 @pytest.fixture(scope="module")
 def shared_backend(tmp_path_factory: pytest.TempPathFactory) -> Iterator[BackendProcess]:
     """One running backend for a whole module (the fuzz and event tests only need it alive)."""
-    proc = BackendProcess(tmp_path_factory.mktemp("shared") / "home")
-    proc.start()
-    try:
+    with running_backend(tmp_path_factory.mktemp("shared") / "home") as proc:
         yield proc
-    finally:
-        if proc.alive:
-            proc.stop()
 
 
 @pytest.fixture

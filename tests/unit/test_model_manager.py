@@ -83,6 +83,24 @@ def test_streamed_generation_sends_keep_alive_zero(fake: FakeOllama) -> None:
     assert fake.state.resident == set()  # keep_alive 0: unloaded after the reply
 
 
+def test_non_streamed_generation_and_system_prompt(fake: FakeOllama) -> None:
+    manager = ModelManager({"ollama": OllamaBackend(fake.host)})
+    c = manager.generate(
+        backend="ollama",
+        model="llama3.1:8b",
+        system="You are ROBIN.",
+        messages=[ChatMessage("user", "hi")],
+        params=GenerationParams(max_tokens=2),
+    )
+    assert c.text == "the quick" and c.stop_reason == "length" and c.completion_tokens == 2
+    (req,) = fake.chat_requests()
+    assert req["stream"] is False and req["keep_alive"] == 0
+    assert req["messages"] == [
+        {"role": "system", "content": "You are ROBIN."},
+        {"role": "user", "content": "hi"},
+    ]
+
+
 def test_four_concurrent_personas_never_two_models(fake: FakeOllama) -> None:
     fake.state.load_delay_s = 0.02
     manager = ModelManager({"ollama": OllamaBackend(fake.host)})
