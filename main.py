@@ -1,6 +1,6 @@
 """Entropic OS launcher and command-line console.
 
-  python main.py [--home DIR]                 start the workbench (for now: the backend)
+  python main.py [--home DIR]                 open the workbench (starts or attaches a backend)
   python main.py backend [--home DIR]         run the backend in the foreground
   python main.py call [--home DIR] KIND [JSON] send one command, print the reply as JSON
 
@@ -32,6 +32,7 @@ commands and their JSON bodies (every body that names a persona calls it "proto"
   remove_method  {"proto": "BRICK", "name": "greet"}
   invoke         {"proto": "BRICK", "method": "greet", "args": {"who": "ROBIN"}}
   clone_proto    {"proto": "BRICK", "new_name": "BRICK-2"}   (new_name optional)
+  remove_proto   {"proto": "BRICK-2"}                        (clones only)
   swap_proto     {"proto": "BRICK", "base_version": 3, "state": {...}, "methods": {...},
                   "remove_methods": [...]}
   ask_persona    {"proto": "BRICK", "text": "...", "max_tokens": 128}   (streams the answer)
@@ -62,6 +63,20 @@ def cmd_backend(args: argparse.Namespace) -> int:
 
     configure_logging(args.log_level)
     return serve(args.home or default_home())
+
+
+def cmd_workbench(args: argparse.Namespace) -> int:
+    import os
+
+    os.environ.setdefault("KIVY_NO_ARGS", "1")  # our CLI, not Kivy's, owns sys.argv
+    from backend.__main__ import configure_logging
+
+    configure_logging(args.log_level)
+    home = (args.home or default_home()).expanduser().resolve()
+    home.mkdir(parents=True, exist_ok=True)
+    from ui.app import run
+
+    return run(home)
 
 
 def cmd_call(args: argparse.Namespace) -> int:
@@ -150,8 +165,7 @@ def main(argv: list[str] | None = None) -> int:
     parser = build_parser()
     args = parser.parse_args(argv)
     if args.command is None:
-        # Until the workbench UI lands, `main.py` runs the backend in the foreground.
-        args.func = cmd_backend
+        args.func = cmd_workbench
     return int(args.func(args))
 
 

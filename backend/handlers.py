@@ -19,7 +19,7 @@ from backend.llm.service import PersonaLLM
 from backend.runtime import Runtime
 from backend.state_tree import copy_tree, get_path
 from shared_api import commands as c
-from shared_api.errors import AlreadyExistsError, ModelUnreachableError
+from shared_api.errors import AlreadyExistsError, InvalidValueError, ModelUnreachableError
 from shared_api.replies import (
     CancelReply,
     EchoReply,
@@ -183,6 +183,18 @@ def clone_proto(ctx: Context, cmd: c.CloneProto) -> Reply:
             )
         p = ctx.runtime.commit({"op": "clone", "proto": cmd.proto, "new_name": new_name})
     return _updated(p.name, p.version, "clone")
+
+
+@route("remove_proto", blocking=True)
+def remove_proto(ctx: Context, cmd: c.RemoveProto) -> Reply:
+    if cmd.proto in ctx.runtime.codices:
+        raise InvalidValueError(
+            f"{cmd.proto} is a codex persona (personas/{cmd.proto}.json) and cannot be removed; "
+            "only clones can. Close its morph instead.",
+            proto=cmd.proto,
+        )
+    p = ctx.runtime.commit({"op": "remove", "proto": cmd.proto})
+    return _updated(p.name, p.version, "remove")
 
 
 @route("swap_proto", blocking=True)

@@ -42,6 +42,8 @@ def apply(manager: ProtoManager, op: Op) -> Proto:
         proto.history.append(op["interaction"])
         manager.notify(proto, "interaction", {"id": op["interaction"].get("id", "")})
         return proto
+    elif kind == "remove":
+        return manager.remove(proto.name)
     elif kind == "clone":
         twin = proto.clone(op["new_name"])
         twin.version = 0

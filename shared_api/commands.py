@@ -91,6 +91,13 @@ class CloneProto(_Command):
     new_name: ProtoName | None = None
 
 
+class RemoveProto(_Command):
+    """Delete a Proto from the image. The four codex personas cannot be removed."""
+
+    kind: Literal["remove_proto"] = "remove_proto"
+    proto: ProtoName
+
+
 class SwapProto(_Command):
     """Clone the live Proto, apply all edits to the clone, then swap it in atomically.
 
@@ -154,6 +161,7 @@ Command = Annotated[
     | RemoveMethod
     | Invoke
     | CloneProto
+    | RemoveProto
     | SwapProto
     | AskPersona
     | Cancel

@@ -36,6 +36,10 @@ class ErrorCode(StrEnum):
     MODEL_TOO_LARGE = "model_too_large"
     MODEL_FAILED = "model_failed"
     CANCELLED = "cancelled"
+    SANDBOX_UNAVAILABLE = "sandbox_unavailable"
+    SANDBOX_FAILED = "sandbox_failed"
+    DOCUMENT_REJECTED = "document_rejected"
+    LAYOUT_INVALID = "layout_invalid"
     INTERNAL = "internal"
 
 
@@ -141,6 +145,34 @@ class ModelFailedError(EntropicError):
 
 class CancelledError(EntropicError):
     code = ErrorCode.CANCELLED
+
+
+class SandboxUnavailableError(EntropicError):
+    """No sandbox runtime can run code here; the message names what to install.
+
+    ``detail['reasons']`` maps each runtime to why it is unavailable. Code is never run
+    unsandboxed instead.
+    """
+
+    code = ErrorCode.SANDBOX_UNAVAILABLE
+
+
+class SandboxFailedError(EntropicError):
+    """The sandbox itself failed (not the code in it); ``detail`` holds the runtime's words."""
+
+    code = ErrorCode.SANDBOX_FAILED
+
+
+class DocumentError(EntropicError):
+    """A document dropped on a persona that cannot be read; the message says what to do."""
+
+    code = ErrorCode.DOCUMENT_REJECTED
+
+
+class LayoutError(EntropicError):
+    """A layout file that cannot be loaded or saved; the message says what to do."""
+
+    code = ErrorCode.LAYOUT_INVALID
 
 
 class RemoteError(EntropicError):

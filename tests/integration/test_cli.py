@@ -74,3 +74,20 @@ def test_every_subcommand_has_help() -> None:
         )
         assert done.returncode == 0, done.stderr
         assert "--home" in done.stdout
+
+
+def test_remove_a_clone_but_never_a_codex_persona(backend: BackendProcess) -> None:
+    home = backend.home
+    assert call(home, "clone_proto", '{"proto": "ROBIN", "new_name": "ROBIN-2"}')[0] == 0
+    rc, reply = call(home, "remove_proto", '{"proto": "ROBIN"}')
+    assert rc == 1 and reply["code"] == "invalid_value" and "clones" in reply["message"]
+    rc, reply = call(home, "remove_proto", '{"proto": "ROBIN-2"}')
+    assert (rc, reply["change"]) == (0, "remove")
+    backend.kill()  # journaled: the removal survives a crash
+    again = BackendProcess(home)
+    again.start()
+    try:
+        rc, reply = call(home, "list_protos")
+        assert sorted(p["name"] for p in reply["protos"]) == ["ALFRED", "BABS", "BRICK", "ROBIN"]
+    finally:
+        again.stop()

@@ -1,0 +1,124 @@
+"""PersonaMorph: a persona on the canvas. Renders its ``PersonaModel``; announces intent.
+
+Plain ``Widget`` + canvas instructions (a ``Scatter`` per morph measured ~2x slower here).
+The fill shifts from calm slate to red with the dissonance score; a glow pulses while the
+persona's model is loaded or generating.
+"""
+
+from __future__ import annotations
+
+import math
+from typing import Any
+
+from kivy.clock import Clock
+from kivy.graphics import Color, Line, RoundedRectangle
+from kivy.properties import NumericProperty, ObjectProperty
+from kivy.uix.label import Label
+from kivy.uix.widget import Widget
+
+from morphs.behaviors import DraggableBehavior
+from ui.store import PersonaModel
+
+CALM = (0.16, 0.20, 0.27)
+CONFLICT = (0.55, 0.12, 0.12)
+STATUS_COLOURS = {
+    "idle": "9aa5b1",
+    "queued": "e0c36c",
+    "loading": "6cb6e0",
+    "streaming": "7be07b",
+    "error": "ff6b6b",
+}
+
+
+def dissonance_colour(level: float) -> tuple[float, float, float]:
+    t = min(1.0, max(0.0, level))
+    return tuple(c + (d - c) * t for c, d in zip(CALM, CONFLICT, strict=True))  # type: ignore[return-value]
+
+
+class PersonaMorph(DraggableBehavior, Widget):
+    model: PersonaModel = ObjectProperty(None, rebind=True)
+    #: 0..1 glow strength, animated while ``model.busy``.
+    glow = NumericProperty(0.0)
+
+    __events__ = ("on_moved", "on_meta_click")
+
+    def __init__(self, model: PersonaModel, **kwargs: Any) -> None:
+        kwargs.setdefault("size_hint", (None, None))
+        kwargs.setdefault("size", (380, 300))
+        super().__init__(**kwargs)
+        self.model = model
+        with self.canvas.before:
+            self._glow_colour = Color(0.45, 0.8, 1.0, 0.0)
+            self._glow_line = Line(width=4)
+            self._fill_colour = Color(*CALM, 0.95)
+            self._fill = RoundedRectangle(radius=[12])
+            self._edge_colour = Color(1, 1, 1, 0.25)
+            self._edge = Line(width=1.2)
+        self._title = Label(markup=True, halign="left", valign="top", font_size="15sp")
+        self._meta = Label(markup=True, halign="left", valign="top", font_size="12sp")
+        self._talk = Label(
+            halign="left", valign="bottom", font_size="12sp", color=(0.92, 0.94, 0.97, 1)
+        )
+        for label in (self._title, self._meta, self._talk):
+            self.add_widget(label)
+        self._pulse: Any = None
+        self.bind(pos=self._layout, size=self._layout)
+        model.bind(
+            name=self._render_text,
+            role=self._render_text,
+            model=self._render_text,
+            status=self._render_text,
+            conversation=self._render_text,
+            dissonance=self._render_fill,
+            busy=self._on_busy,
+        )
+        self._layout()
+        self._render_text()
+        self._render_fill()
+
+    # -- rendering --------------------------------------------------------------------------
+    def _layout(self, *_: Any) -> None:
+        x, y, w, h = self.x, self.y, self.width, self.height
+        self._fill.pos, self._fill.size = (x, y), (w, h)
+        self._edge.rounded_rectangle = (x, y, w, h, 12)
+        self._glow_line.rounded_rectangle = (x - 3, y - 3, w + 6, h + 6, 14)
+        pad = 10
+        self._title.pos, self._title.size = (x + pad, y + h - 48), (w - 2 * pad, 40)
+        self._meta.pos, self._meta.size = (x + pad, y + h - 78), (w - 2 * pad, 28)
+        self._talk.pos, self._talk.size = (x + pad, y + pad), (w - 2 * pad, max(0, h - 92))
+        for label in (self._title, self._meta, self._talk):
+            label.text_size = label.size
+
+    def _render_text(self, *_: Any) -> None:
+        m = self.model
+        self._title.text = f"[b]{m.name}[/b]  [size=11sp][color=b8c2cc]{m.role}[/color][/size]"
+        colour = STATUS_COLOURS.get(m.status, "ffffff")
+        self._meta.text = (
+            f"[color={colour}]{m.status}[/color]  [color=8899aa]{m.model or 'model: ?'}[/color]"
+        )
+        lines = m.conversation.splitlines()[-12:]
+        self._talk.text = "\n".join(lines)[-1500:]
+
+    def _render_fill(self, *_: Any) -> None:
+        self._fill_colour.rgb = dissonance_colour(self.model.dissonance)
+
+    def _on_busy(self, _model: Any, busy: bool) -> None:
+        if busy and self._pulse is None:
+            self._pulse = Clock.schedule_interval(self._tick, 1 / 20)
+        elif not busy and self._pulse is not None:
+            self._pulse.cancel()
+            self._pulse = None
+            self.glow = 0.0
+
+    def _tick(self, _dt: float) -> None:
+        self.glow = 0.5 + 0.5 * math.sin(Clock.get_boottime() * 4)
+
+    def on_glow(self, _instance: Any, value: float) -> None:
+        self._glow_colour.a = 0.8 * value
+
+    # -- events -----------------------------------------------------------------------------
+    def on_moved(self) -> None:
+        pass
+
+    def on_meta_click(self, touch: Any) -> None:
+        pass

@@ -1,0 +1,64 @@
+"""Real Kivy widgets, rendered by SDL2's offscreen driver (no Xvfb, never the mock GL)."""
+
+from __future__ import annotations
+
+import os
+import tempfile
+from collections.abc import Iterator
+from pathlib import Path
+from typing import Any
+
+import pytest
+
+if os.environ.get("KIVY_GL_BACKEND") == "mock":  # it turns widget tests into no-ops
+    raise RuntimeError("KIVY_GL_BACKEND=mock renders nothing; unset it to run the UI tests")
+os.environ["KIVY_NO_ARGS"] = "1"
+os.environ["KIVY_USE_DEFAULTCONFIG"] = "1"
+os.environ["KIVY_NO_FILELOG"] = "1"
+os.environ["KIVY_NO_CONSOLELOG"] = "1"
+os.environ.setdefault("KIVY_HOME", tempfile.mkdtemp(prefix="kivy-home-"))
+
+from kivy.config import Config
+
+Config.set("graphics", "width", "1280")
+Config.set("graphics", "height", "800")
+for _key, _ in Config.items("input"):
+    Config.remove_option("input", _key)
+
+from kivy.base import EventLoop  # noqa: E402
+from kivy.core.window import Window  # noqa: E402
+
+ARTIFACTS = Path(__file__).resolve().parents[2] / "artifacts"
+
+
+def frames(count: int = 3) -> None:
+    """Advance the real event loop: tick the clock, dispatch input, draw."""
+    for _ in range(count):
+        EventLoop.idle()
+
+
+def screenshot(name: str) -> Path:
+    """Save the window to ``artifacts/NAME.png`` (after drawing a few frames)."""
+    ARTIFACTS.mkdir(exist_ok=True)
+    frames(3)
+    target = ARTIFACTS / f"{name}.png"
+    written = Window.screenshot(str(ARTIFACTS / f"{name}-.png"))
+    Path(written).replace(target)
+    return target
+
+
+@pytest.fixture(scope="session")
+def kivy_window() -> Any:
+    EventLoop.ensure_window()
+    if EventLoop.status != "started":
+        EventLoop.start()
+    assert type(Window).__name__ == "WindowSDL", type(Window)
+    return Window
+
+
+@pytest.fixture
+def window(kivy_window: Any) -> Iterator[Any]:
+    yield kivy_window
+    for child in kivy_window.children[:]:
+        kivy_window.remove_widget(child)
+    frames(1)

@@ -1,0 +1,160 @@
+"""PersonaMorph and World, as real widgets on the offscreen window."""
+
+from __future__ import annotations
+
+from pathlib import Path
+from typing import Any
+
+import pytest
+from kivy.tests.common import UnitTestTouch
+
+from morphs.persona import CALM, PersonaMorph
+from morphs.world import DROP_HINT, World
+from shared_api.commands import AskPersona
+from shared_api.events import CognitiveDissonance, PersonaReply, PersonaStatus, Token
+from tests.ui.conftest import frames, screenshot
+from ui.store import WorkbenchStore
+
+
+def world_with(
+    window: Any, store: WorkbenchStore, *names: str
+) -> tuple[World, dict[str, PersonaMorph]]:
+    world = World(size_hint=(None, None), size=window.size)
+    morphs = {}
+    for i, name in enumerate(names):
+        morph = PersonaMorph(store.persona(name, f"role of {name}"), pos=(40 + 420 * i, 200))
+        world.add_widget(morph)
+        morphs[name] = morph
+    window.add_widget(world)
+    frames(2)
+    return world, morphs
+
+
+def test_drag_moves_the_morph_and_announces_it(window: Any) -> None:
+    store = WorkbenchStore()
+    _, morphs = world_with(window, store, "BRICK")
+    morph = morphs["BRICK"]
+    moved: list[int] = []
+    morph.bind(on_moved=lambda *_: moved.append(1))
+    touch = UnitTestTouch(100, 300)
+    touch.touch_down()
+    touch.touch_move(150, 340)
+    touch.touch_move(200, 380)
+    touch.touch_up()
+    frames(2)
+    assert tuple(morph.pos) == (140, 280)
+    assert moved == [1]
+
+
+def test_right_click_asks_for_a_halo(window: Any) -> None:
+    store = WorkbenchStore()
+    _, morphs = world_with(window, store, "BRICK")
+    asked: list[Any] = []
+    morphs["BRICK"].bind(on_meta_click=lambda _m, touch: asked.append(touch))
+    touch = UnitTestTouch(100, 300)
+    touch.button = "right"
+    touch.touch_down()
+    touch.touch_up()
+    assert len(asked) == 1
+    assert tuple(morphs["BRICK"].pos) == (40, 200)  # a meta-click never drags
+
+
+def test_events_drive_the_morph(window: Any) -> None:
+    store = WorkbenchStore()
+    _, morphs = world_with(window, store, "BRICK", "ROBIN")
+    brick = morphs["BRICK"]
+    store.apply(PersonaStatus(proto="BRICK", status="streaming"))
+    for i, piece in enumerate(["Premise ", "one: ", "the sky."]):
+        store.apply(Token(request_id="r1", proto="BRICK", index=i, text=piece))
+    store.apply(CognitiveDissonance(proto="BRICK", source="test", score=0.9))
+    frames(4)
+    assert brick.model.busy and brick.glow > 0
+    assert "BRICK: Premise one: the sky." in brick._talk.text
+    assert "streaming" in brick._meta.text
+    assert brick._fill_colour.rgb[0] > CALM[0] + 0.2  # redder with dissonance
+    store.apply(
+        PersonaReply(
+            request_id="r1",
+            proto="BRICK",
+            text="Premise one: the sky.",
+            stop_reason="stop",
+            backend="embedded",
+            model="smollm2",
+        )
+    )
+    store.apply(PersonaStatus(proto="BRICK", status="idle"))
+    frames(2)
+    assert not brick.model.busy and brick.glow == 0
+    assert "embedded:smollm2" in brick._meta.text
+    screenshot("ui-morphs")
+
+
+def test_drop_on_a_persona_sends_its_text(window: Any, tmp_path: Path) -> None:
+    store = WorkbenchStore()
+    world, morphs = world_with(window, store, "BRICK", "ROBIN")
+    intents: list[Any] = []
+    notices: list[str] = []
+    world.bind(on_intent=lambda _w, c: intents.append(c), on_notice=lambda _w, t: notices.append(t))
+
+    def forward(_win: Any, name: bytes, x: float, y: float, *_: Any) -> None:
+        world.drop_file(name, x, y)  # as the app wires it
+
+    window.bind(on_drop_file=forward)
+    doc = tmp_path / "notes.md"
+    doc.write_text("# Plan\nThe bridge needs three pillars.\n")
+    robin = morphs["ROBIN"]
+    x, y = robin.center
+    window.dispatch("on_drop_file", str(doc).encode(), x, window.height - y)
+    assert len(intents) == 1 and isinstance(intents[0], AskPersona)
+    assert intents[0].proto == "ROBIN" and "three pillars" in intents[0].text
+    window.dispatch("on_drop_file", str(doc).encode(), 1200, 20)  # empty canvas
+    assert notices == [DROP_HINT]
+    binary = tmp_path / "blob.bin"
+    binary.write_bytes(b"\x00\x01")
+    window.dispatch("on_drop_file", str(binary).encode(), x, window.height - y)
+    assert len(intents) == 1 and len(notices) == 2 and ".txt" in notices[1]
+    window.unbind(on_drop_file=forward)
+
+
+def press(x: float, y: float, to: tuple[float, float] | None = None, button: str = "left") -> None:
+    touch = UnitTestTouch(x, y)
+    touch.button = button
+    touch.touch_down()
+    if to is not None:
+        touch.touch_move((x + to[0]) / 2, (y + to[1]) / 2)
+        touch.touch_move(*to)
+    touch.touch_up()
+
+
+def test_halo_handles(window: Any) -> None:
+    store = WorkbenchStore()
+    world, morphs = world_with(window, store, "BRICK")
+    brick = morphs["BRICK"]
+    actions: list[tuple[str, str]] = []
+    notices: list[str] = []
+    world.bind(on_halo_action=lambda _w, m, name: actions.append((m.model.name, name)))
+    world.bind(on_notice=lambda _w, text: notices.append(text))
+    press(100, 300, button="right")
+    halo = world.halo
+    assert halo is not None and halo.target is brick
+    frames(2)
+    screenshot("ui-halo")
+
+    hx, hy = halo.handles["move"].center
+    press(hx, hy, to=(hx + 50, hy - 20))
+    assert tuple(brick.pos) == pytest.approx((90, 180)) and actions[-1] == ("BRICK", "moved")
+    w, h = brick.size
+    rx, ry = halo.handles["resize"].center
+    press(rx, ry, to=(rx + 40, ry - 30))
+    assert tuple(brick.size) == pytest.approx((w + 40, h + 30))
+    assert brick.top == pytest.approx(180 + h)  # the top edge stays put
+    for name in ("inspect", "duplicate", "dismiss"):
+        press(brick.x + 10, brick.y + 10, button="right")
+        press(*world.halo.handles[name].center)
+        assert actions[-1] == ("BRICK", name)
+        assert world.halo is None  # an action closes the halo
+    press(brick.x + 10, brick.y + 10, button="right")
+    press(*world.halo.handles["debug"].center)
+    assert "Live Debugger" in notices[-1] and world.halo is not None  # not available yet
+    press(1200, 50)  # a background click closes the halo
+    assert world.halo is None

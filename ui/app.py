@@ -1,0 +1,314 @@
+"""The Kivy workbench: the World canvas, persona morphs, a status bar and toasts.
+
+``main.py [--home DIR]`` runs it. The app owns the wiring: morphs announce intent, the app
+turns intent into commands on the ``BackendLink`` and backend events into ``WorkbenchStore``
+updates, which the morphs render.
+"""
+
+from __future__ import annotations
+
+import logging
+from pathlib import Path
+from typing import Any
+
+from kivy.app import App
+from kivy.clock import Clock
+from kivy.core.window import Window
+from kivy.uix.floatlayout import FloatLayout
+from kivy.uix.label import Label
+
+from morphs.inspector import InspectorMorph
+from morphs.menu import confirm_dismiss, open_menu
+from morphs.persona import PersonaMorph
+from morphs.world import World
+from shared_api.commands import (
+    AskPersona,
+    CloneProto,
+    Command,
+    DescribeProto,
+    ListProtos,
+    ModelStatus,
+    RemoveProto,
+    SaveImage,
+)
+from shared_api.errors import EntropicError, ErrorReply
+from shared_api.layout import Layout
+from shared_api.replies import (
+    ImageSaved,
+    ModelStatusReply,
+    ProtoDescription,
+    ProtoList,
+    ProtoUpdated,
+    Reply,
+)
+from ui.layout_io import DEFAULT_LAYOUT, apply_layout, load_layout, save_layout
+from ui.link import CONNECTED, BackendLink
+from ui.store import WorkbenchStore
+
+log = logging.getLogger(__name__)
+
+STATE_COLOURS = {"connected": "7be07b", "connecting": "e0c36c", "restarting": "e0c36c"}
+TOAST_SECONDS = 6.0
+
+
+class WorkbenchApp(App):
+    def __init__(self, home: Path, *, link: BackendLink | None = None, **kwargs: Any) -> None:
+        super().__init__(**kwargs)
+        self.home = home
+        self.link = link
+        self.store = WorkbenchStore()
+        self.world = World()
+        self.layout_path = home / "layout.json"
+        self._populated = False
+
+    # -- building ---------------------------------------------------------------------------
+    def build(self) -> FloatLayout:
+        self.title = f"Entropic OS - {self.home}"
+        root = FloatLayout()
+        root.add_widget(self.world)
+        self.status_bar = Label(
+            size_hint=(1, None),
+            height=26,
+            pos_hint={"top": 1},
+            markup=True,
+            halign="left",
+            valign="middle",
+            font_size="13sp",
+        )
+        self.status_bar.bind(size=lambda lbl, size: setattr(lbl, "text_size", size))
+        self.toast_bar = Label(
+            size_hint=(1, None),
+            height=30,
+            pos_hint={"y": 0},
+            color=(1, 0.85, 0.45, 1),
+            font_size="13sp",
+        )
+        root.add_widget(self.status_bar)
+        root.add_widget(self.toast_bar)
+        self.store.bind(connection=self._render_status, connection_detail=self._render_status)
+        self.store.bind(toasts=self._show_toast)
+        self.world.bind(
+            on_intent=self._on_intent, on_notice=lambda _w, text: self.store.toast(text)
+        )
+        self.world.bind(on_halo_action=self._on_halo_action, on_background_click=self._world_menu)
+        self.store.bind(on_change=self._on_proto_change)
+        Window.bind(on_drop_file=self._on_drop_file)
+        if self.link is None:
+            self.link = BackendLink(self.home, self.store.apply, self._on_connection)
+        self.link.start()
+        self._render_status()
+        return root
+
+    def on_stop(self) -> None:
+        self.save_layout()
+        if self.link is not None:
+            self.link.stop(stop_backend=True)  # only a backend this app started itself
+
+    # -- backend ----------------------------------------------------------------------------
+    def send(self, command: Command) -> None:
+        assert self.link is not None
+        self.link.send(command, self._on_reply)
+
+    def _on_connection(self, state: str, detail: str) -> None:
+        self.store.set_connection(state, detail)
+        if state == CONNECTED and self.link is not None:
+            self.link.send(ListProtos(), self._populate)
+            self.link.send(ModelStatus(), self._show_models)
+
+    def _show_models(self, reply: Reply) -> None:
+        if isinstance(reply, ModelStatusReply):
+            for name, selection in reply.selections.items():
+                self.store.persona(name).model = f"{selection.backend}:{selection.model}"
+
+    def _on_reply(self, reply: Reply) -> None:
+        if isinstance(reply, ErrorReply):
+            self.store.toast(reply.message)
+
+    def _on_intent(self, _world: World, command: Command) -> None:
+        if isinstance(command, AskPersona):
+            first = command.text.splitlines()[0] if command.text else ""
+            self.store.persona(command.proto).say(f"\nYou: {first[:120]}\n")
+        self.send(command)
+
+    def _on_drop_file(self, _window: Any, filename: bytes, x: float, y: float, *_: Any) -> None:
+        self.world.drop_file(filename, x, y)
+
+    # -- halo actions -----------------------------------------------------------------------
+    def _on_halo_action(self, _world: World, morph: Any, action: str) -> None:
+        model = getattr(morph, "model", None)
+        name = model.name if model is not None else getattr(morph, "persona", "")
+        if action == "inspect" and name:
+            self.open_inspector(name, (morph.right + 20, morph.top - 560))
+        elif action == "duplicate" and isinstance(morph, PersonaMorph):
+            self.link_send(CloneProto(proto=name), lambda r: self._cloned(r, morph))
+        elif action == "dismiss":
+            if isinstance(morph, PersonaMorph):
+                confirm_dismiss(
+                    name,
+                    on_close=lambda: self.world.remove_widget(morph),
+                    on_delete=lambda: self._delete(morph),
+                )
+            else:
+                self.world.remove_widget(morph)
+
+    def _cloned(self, reply: Reply, original: PersonaMorph) -> None:
+        if isinstance(reply, ProtoUpdated):
+            self.store.persona(reply.proto, original.model.role).model = original.model.model
+            self._add_persona(reply.proto, (original.x + 40, original.y - 40), tuple(original.size))
+        else:
+            self._on_reply(reply)
+
+    def _delete(self, morph: PersonaMorph) -> None:
+        def done(reply: Reply) -> None:
+            if isinstance(reply, ProtoUpdated):
+                self.world.remove_widget(morph)
+                self.store.personas.pop(morph.model.name, None)
+            else:
+                self._on_reply(reply)
+
+        self.link_send(RemoveProto(proto=morph.model.name), done)
+
+    def link_send(self, command: Command, on_reply: Any) -> None:
+        assert self.link is not None
+        self.link.send(command, on_reply)
+
+    # -- inspector --------------------------------------------------------------------------
+    def open_inspector(self, persona: str, pos: tuple[float, float] = (60, 60)) -> InspectorMorph:
+        inspector = InspectorMorph(persona, pos=(max(0, pos[0]), max(0, pos[1])))
+        inspector.bind(on_intent=self._inspector_intent)
+        self.world.add_widget(inspector)
+        self._refresh_inspectors(persona)
+        return inspector
+
+    def inspectors(self, persona: str | None = None) -> list[InspectorMorph]:
+        return [
+            m
+            for m in self.world.children
+            if isinstance(m, InspectorMorph) and persona in (None, m.persona)
+        ]
+
+    def _refresh_inspectors(self, persona: str) -> None:
+        if not self.inspectors(persona):
+            return
+
+        def show(reply: Reply) -> None:
+            if isinstance(reply, ProtoDescription):
+                for inspector in self.inspectors(persona):
+                    inspector.show(reply)
+
+        self.link_send(DescribeProto(proto=persona), show)
+
+    def _inspector_intent(self, inspector: InspectorMorph, command: Command, key: str) -> None:
+        self.link_send(command, lambda reply: inspector.show_result(key, reply))
+
+    def _on_proto_change(self, _store: WorkbenchStore, persona: str) -> None:
+        self._refresh_inspectors(persona)
+
+    # -- world menu -------------------------------------------------------------------------
+    #: Extra world-menu entries, ``touch -> [(text, action)]`` (e.g. from plots).
+    world_menu_extra: Any = None
+
+    def _world_menu(self, _world: World, touch: Any) -> None:
+        items: list[tuple[str, Any]] = [
+            (f"Inspect {name}", lambda n=name: self.open_inspector(n, touch.pos))
+            for name in sorted(self.store.personas)
+        ]
+        layout = self.layout_path if self.layout_path.exists() else DEFAULT_LAYOUT
+        items += [
+            ("Save image", lambda: self.link_send(SaveImage(), self._image_saved)),
+            ("Save layout", self._save_layout_now),
+            ("Load layout", lambda: self.load_layout(layout)),
+            ("Quit", self.stop),
+        ]
+        if self.world_menu_extra is not None:
+            items = self.world_menu_extra(touch) + items
+        open_menu(self.world, touch.pos, items)
+
+    def _image_saved(self, reply: Reply) -> None:
+        if isinstance(reply, ImageSaved):
+            self.store.toast(f"Image saved: generation {reply.generation} ({reply.bytes:,} bytes)")
+        else:
+            self._on_reply(reply)
+
+    def _save_layout_now(self) -> None:
+        self.save_layout()
+        self.store.toast(f"Layout saved to {self.layout_path}")
+
+    # -- layout -----------------------------------------------------------------------------
+    def _populate(self, reply: Reply) -> None:
+        if not isinstance(reply, ProtoList):
+            self.store.toast(f"Could not list personas: {getattr(reply, 'message', reply)}")
+            return
+        for summary in reply.protos:
+            self.store.persona(summary.name, summary.role).version = summary.version
+        if not self._populated:
+            self._populated = True
+            self.load_layout(self.layout_path if self.layout_path.exists() else DEFAULT_LAYOUT)
+
+    def load_layout(self, path: Path) -> None:
+        """Rebuild the canvas from a layout file; a bad file leaves the canvas as it is."""
+        try:
+            layout, warnings = load_layout(path)
+        except EntropicError as exc:
+            self.store.toast(exc.message)
+            return
+        operations, skipped = apply_layout(layout, set(self.store.personas))
+        for morph in self.world.persona_morphs():
+            self.world.remove_widget(morph)
+        placed: set[str] = set()
+        for op in operations:
+            if op.op == "create_persona_morph" and op.persona not in placed:
+                self._add_persona(op.persona, (op.x, op.y), (op.w, op.h))
+                placed.add(op.persona)
+        for i, name in enumerate(sorted(set(self.store.personas) - placed)):
+            self._add_persona(name, (40 + 30 * i, 40 + 30 * i), (380, 300))
+        for warning in warnings + skipped:
+            self.store.toast(warning)
+
+    def _add_persona(self, name: str, pos: tuple[float, float], size: tuple[float, float]) -> None:
+        self.world.add_widget(PersonaMorph(self.store.persona(name), pos=pos, size=size))
+
+    def current_layout(self) -> Layout:
+        operations = [
+            {
+                "op": "create_persona_morph",
+                "persona": m.model.name,
+                "x": m.x,
+                "y": m.y,
+                "w": m.width,
+                "h": m.height,
+            }
+            for m in reversed(self.world.persona_morphs())
+        ]
+        return Layout.model_validate({"version": 1, "operations": operations})
+
+    def save_layout(self) -> None:
+        try:
+            save_layout(self.layout_path, self.current_layout())
+        except (OSError, EntropicError) as exc:
+            log.error("could not save the layout: %s", exc)
+
+    # -- status -----------------------------------------------------------------------------
+    def _render_status(self, *_: Any) -> None:
+        state = self.store.connection
+        colour = STATE_COLOURS.get(state, "ff6b6b")
+        detail = self.store.connection_detail
+        self.status_bar.text = (
+            f"  [b][color={colour}]{state.upper()}[/color][/b]  "
+            f"[color=8899aa]{detail}   home {self.home}[/color]"
+        )
+
+    def _show_toast(self, *_: Any) -> None:
+        if self.store.toasts:
+            self.toast_bar.text = self.store.toasts[-1]
+            Clock.unschedule(self._clear_toast)
+            Clock.schedule_once(self._clear_toast, TOAST_SECONDS)
+
+    def _clear_toast(self, _dt: float) -> None:
+        self.toast_bar.text = ""
+
+
+def run(home: Path) -> int:
+    Window.clearcolor = (0.07, 0.08, 0.1, 1)
+    WorkbenchApp(home).run()
+    return 0

@@ -1,0 +1,163 @@
+"""The workbench's connection to the backend, kept off the UI thread.
+
+Two background threads, each with its own ``Client``: one listens for events, one sends the
+requests the UI queues. Results are handed to the Kivy thread through ``deliver`` (by default
+``Clock.schedule_once``), so only the UI thread ever touches widgets. The link attaches to
+the backend already running for the home, or starts one; if the backend dies it says so,
+restarts it from its image and reconnects.
+"""
+
+from __future__ import annotations
+
+import logging
+import queue
+import threading
+import time
+from collections.abc import Callable
+from pathlib import Path
+from typing import Any
+
+from backend.launcher import BackendProcess
+from shared_api.commands import Command, Ping
+from shared_api.connection import ConnectionInfo, read_connection_file
+from shared_api.errors import EntropicError, ErrorCode, ErrorReply
+from shared_api.events import Event
+from shared_api.replies import Reply
+from shared_api.transport import Client
+
+log = logging.getLogger(__name__)
+
+OnReply = Callable[[Reply], None]
+Deliver = Callable[[Callable[[], None]], None]
+
+#: Connection states shown in the status bar.
+CONNECTING, CONNECTED, LOST, RESTARTING, STOPPED = (
+    "connecting",
+    "connected",
+    "lost",
+    "restarting",
+    "stopped",
+)
+
+
+def kivy_deliver(fn: Callable[[], None]) -> None:
+    from kivy.clock import Clock
+
+    Clock.schedule_once(lambda _dt: fn(), 0)
+
+
+class BackendLink:
+    def __init__(
+        self,
+        home: Path,
+        on_event: Callable[[Event], None],
+        on_state: Callable[[str, str], None],
+        *,
+        deliver: Deliver = kivy_deliver,
+        heartbeat_grace_s: float = 4.0,
+    ) -> None:
+        self.home = home
+        self._on_event = on_event
+        self._on_state = on_state
+        self._deliver = deliver
+        self._grace = heartbeat_grace_s
+        self._requests: queue.Queue[tuple[Command, OnReply | None] | None] = queue.Queue()
+        self._stop = threading.Event()
+        self._connected = threading.Event()
+        self._info: ConnectionInfo | None = None
+        self.process: BackendProcess | None = None  # set when this link started the backend
+        self.state = STOPPED
+        self._threads: list[threading.Thread] = []
+
+    # -- lifecycle --------------------------------------------------------------------------
+    def start(self) -> None:
+        for target, name in (
+            (self._event_loop, "link-events"),
+            (self._request_loop, "link-requests"),
+        ):
+            thread = threading.Thread(target=target, name=name, daemon=True)
+            thread.start()
+            self._threads.append(thread)
+
+    def stop(self, *, stop_backend: bool = False) -> None:
+        self._stop.set()
+        self._requests.put(None)
+        for thread in self._threads:
+            thread.join(timeout=5)
+        if stop_backend and self.process is not None:
+            self.process.stop()
+        self._set_state(STOPPED, "")
+
+    def send(self, command: Command, on_reply: OnReply | None = None) -> None:
+        """Queue a command; ``on_reply`` gets the reply (or ``ErrorReply``) on the UI thread."""
+        self._requests.put((command, on_reply))
+
+    # -- connection -------------------------------------------------------------------------
+    def _set_state(self, state: str, detail: str) -> None:
+        self.state = state
+        self._deliver(lambda: self._on_state(state, detail))
+
+    def _connect(self) -> ConnectionInfo:
+        """Attach to the running backend for the home, else start one."""
+        try:
+            info = read_connection_file(self.home)
+            with Client(info, timeout=2.0) as probe:
+                probe.request(Ping())
+            return info
+        except EntropicError:
+            pass
+        self._set_state(RESTARTING if self._info else CONNECTING, "starting the backend")
+        self.process = BackendProcess(self.home)
+        return self.process.start()
+
+    def _event_loop(self) -> None:
+        while not self._stop.is_set():
+            try:
+                self._info = info = self._connect()
+            except EntropicError as exc:
+                self._set_state(LOST, exc.message)
+                self._stop.wait(2.0)
+                continue
+            self._listen(info)
+
+    def _listen(self, info: ConnectionInfo) -> None:
+        with Client(info, events=True) as client:
+            self._set_state(CONNECTED, info.request_endpoint)
+            self._connected.set()
+            last = time.monotonic()
+            while not self._stop.is_set():
+                event = client.next_event(0.25)
+                if event is not None:
+                    last = time.monotonic()
+                    self._deliver(lambda e=event: self._on_event(e))  # type: ignore[misc]
+                elif time.monotonic() - last > self._grace:
+                    self._connected.clear()
+                    self._set_state(LOST, f"no heartbeat for {self._grace:.0f}s")
+                    return
+
+    def _request_loop(self) -> None:
+        client: Client | None = None
+        while True:
+            item = self._requests.get()
+            if item is None:
+                if client is not None:
+                    client.close()
+                break
+            command, on_reply = item
+            if not self._connected.wait(timeout=30) or self._info is None:
+                reply: Any = ErrorReply(
+                    code=ErrorCode.UNAVAILABLE,
+                    message="The backend is not connected; the command was not sent.",
+                )
+            else:
+                try:
+                    if client is None or client.info is not self._info:
+                        if client is not None:
+                            client.close()
+                        client = Client(self._info, timeout=30)
+                    reply = client.call_raw(command.kind, command)
+                except EntropicError as exc:
+                    reply = exc.to_reply()
+                    client = None
+            if on_reply is not None:
+                self._deliver(lambda cb=on_reply, r=reply: cb(r))  # type: ignore[misc]
