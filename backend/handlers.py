@@ -132,7 +132,19 @@ def describe_proto(ctx: Context, cmd: c.DescribeProto) -> Reply:
             state=copy_tree(p.state),
             methods={n: m.source for n, m in p.methods.items()},
             description=p.get_self_description(),
+            history=[_clip(i) for i in p.history[-HISTORY_SHOWN:]],
         )
+
+
+HISTORY_SHOWN = 20
+
+
+def _clip(interaction: dict[str, Any], limit: int = 2000) -> dict[str, Any]:
+    """An interaction for display: long prompts (whole documents) are shortened."""
+    return {
+        k: (v[:limit] + "...") if isinstance(v, str) and len(v) > limit else v
+        for k, v in interaction.items()
+    }
 
 
 @route("get_state")

@@ -56,6 +56,41 @@ def check_type(old: Any, new: Any) -> str | None:
     return f"this value is {old_kind}; enter {old_kind} (or set a new path to change its type)"
 
 
+def _escape(text: str) -> str:
+    return text.replace("&", "&amp;").replace("[", "&bl;").replace("]", "&br;")
+
+
+def history_line(item: dict[str, Any]) -> str:
+    prompt = _escape(str(item.get("prompt", "")).splitlines()[0][:80] if item.get("prompt") else "")
+    reply = _escape(" ".join(str(item.get("reply", "")).split())[:160])
+    timings = item.get("timings") or {}
+    rate = timings.get("tokens_per_s") if isinstance(timings, dict) else None
+    meta = f"{item.get('model', '?')}" + (
+        f", {rate:.0f} tok/s" if isinstance(rate, int | float) else ""
+    )
+    return f"[color=e0c36c]> {prompt}[/color]\n{reply} [color=8899aa]({meta})[/color]"
+
+
+def performance_line(history: list[dict[str, Any]]) -> str:
+    rates = [
+        t["tokens_per_s"]
+        for i in history
+        if isinstance(t := i.get("timings"), dict)
+        and isinstance(t.get("tokens_per_s"), int | float)
+    ]
+    ttfts = [
+        t["ttft_ms"]
+        for i in history
+        if isinstance(t := i.get("timings"), dict) and isinstance(t.get("ttft_ms"), int | float)
+    ]
+    if not rates:
+        return "[color=8899aa]no model calls yet[/color]"
+    return (
+        f"[color=b8c2cc]last {len(rates)} calls: {sum(rates) / len(rates):.1f} tok/s mean, "
+        f"time to first token {sum(ttfts) / max(1, len(ttfts)):.0f} ms mean[/color]"
+    )
+
+
 def _label(text: str, **kwargs: Any) -> Label:
     kwargs.setdefault("size_hint_y", None)
     kwargs.setdefault("height", ROW)
@@ -132,8 +167,12 @@ class InspectorMorph(DraggableBehavior, BoxLayout):
         for name, source in sorted(description.methods.items()):
             self._method_editor(name, source)
         self._method_editor("", "def new_method(self):\n    return None\n", new=True)
-        history = description.description.get("interactions", 0)
-        body.add_widget(_label(f"[b]History[/b]  [color=8899aa]{history} interactions[/color]"))
+        total = description.description.get("interactions", 0)
+        body.add_widget(_label(f"[b]History[/b]  [color=8899aa]{total} interactions[/color]"))
+        for item in reversed(description.history[-8:]):
+            body.add_widget(_label(history_line(item)))
+        body.add_widget(_label("[b]Performance[/b]"))
+        body.add_widget(_label(performance_line(description.history)))
 
     def _result_label(self, key: str) -> Label:
         label = _label("", color=(1, 0.55, 0.55, 1), height=0)

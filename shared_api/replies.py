@@ -68,6 +68,8 @@ class ProtoDescription(_Reply):
     state: JsonObject
     methods: dict[str, str]
     description: JsonObject
+    #: The most recent interactions, newest last (prompt, reply, model, usage, timings).
+    history: list[JsonObject] = []
 
 
 class StateReply(_Reply):

@@ -18,6 +18,20 @@ DESCRIPTION = ProtoDescription(
     state={"mood": {"level": 3, "name": "calm"}, "tags": ["a", "b"]},
     methods={"greet": "def greet(self, who):\n    return 'hi ' + who\n"},
     description={"interactions": 2},
+    history=[
+        {
+            "prompt": "Why is the sky blue?",
+            "reply": "Rayleigh scattering.",
+            "model": "smollm2",
+            "timings": {"tokens_per_s": 70.0, "ttft_ms": 40.0},
+        },
+        {
+            "prompt": "[b]markup[/b] is shown as text",
+            "reply": "ok",
+            "model": "smollm2",
+            "timings": {"tokens_per_s": 50.0, "ttft_ms": 60.0},
+        },
+    ],
 )
 
 
@@ -31,8 +45,20 @@ def inspector(window: Any) -> tuple[InspectorMorph, list[tuple[Any, str]]]:
     return morph, intents
 
 
+def test_history_and_performance_are_shown(window: Any) -> None:
+    morph, _ = inspector(window)
+    texts = [w.text for w in morph._body.children if hasattr(w, "text")]
+    assert any("Rayleigh scattering." in t for t in texts)
+    assert any("&bl;b&br;markup" in t for t in texts)  # user text never becomes markup
+    assert any("60.0 tok/s mean" in t and "50 ms mean" in t for t in texts)
+
+
 def test_leaves_and_type_checks() -> None:
-    assert leaves(DESCRIPTION.state) == [("mood.level", 3), ("mood.name", "calm"), ("tags", ["a", "b"])]
+    assert leaves(DESCRIPTION.state) == [
+        ("mood.level", 3),
+        ("mood.name", "calm"),
+        ("tags", ["a", "b"]),
+    ]
     assert check_type(3, 4.5) is None and check_type("x", "y") is None
     assert "a number" in (check_type(3, "three") or "")
 
@@ -60,9 +86,13 @@ def test_method_edit_shows_compile_errors_inline(window: Any) -> None:
     key = "method:greet"
     morph.inputs[key].text = "def greet(self, who):\n    return (who\n"
     morph.define_method(key, "greet")
-    (command, sent_key), = intents
+    ((command, sent_key),) = intents
     assert isinstance(command, DefineMethod) and command.name == "greet" and sent_key == key
-    error = ErrorReply(code=ErrorCode.COMPILE_ERROR, message="greet: '(' was never closed", detail={"line": 2, "column": 12})
+    error = ErrorReply(
+        code=ErrorCode.COMPILE_ERROR,
+        message="greet: '(' was never closed",
+        detail={"line": 2, "column": 12},
+    )
     morph.show_result(key, error)
     assert morph.results[key].text.startswith("line 2, column 12:")
     frames(2)

@@ -158,3 +158,35 @@ def test_halo_handles(window: Any) -> None:
     assert "Live Debugger" in notices[-1] and world.halo is not None  # not available yet
     press(1200, 50)  # a background click closes the halo
     assert world.halo is None
+
+
+def test_world_menu_and_dismiss_confirmation(window: Any) -> None:
+    from morphs.menu import MenuMorph, confirm_dismiss, open_menu
+
+    world = World(size_hint=(None, None), size=window.size)
+    window.add_widget(world)
+    chosen: list[str] = []
+    menu = open_menu(
+        world,
+        (600, 500),
+        [("Save image", lambda: chosen.append("save")), ("Quit", lambda: chosen.append("quit"))],
+    )
+    frames(2)
+    press(*menu.buttons["Save image"].center)
+    assert chosen == ["save"] and not any(isinstance(c, MenuMorph) for c in world.children)
+    open_menu(world, (600, 500), [("Quit", lambda: chosen.append("quit"))])
+    press(100, 100)  # a click elsewhere closes the menu without choosing
+    assert chosen == ["save"] and not any(isinstance(c, MenuMorph) for c in world.children)
+
+    outcome: list[str] = []
+    popup = confirm_dismiss(
+        "BRICK-2",
+        on_close=lambda: outcome.append("close"),
+        on_delete=lambda: outcome.append("delete"),
+    )
+    frames(3)
+    screenshot("ui-dismiss-confirm")
+    delete = next(b for b in popup.content.children if getattr(b, "text", "").startswith("Delete"))
+    delete.dispatch("on_release")
+    frames(2)
+    assert outcome == ["delete"]

@@ -62,6 +62,9 @@ def test_drop_a_document_and_see_the_streamed_reply(window: Any, tmp_path: Path)
         assert app.store.metrics["tokens_per_s"]  # the plots' data arrived too
         screenshot("workbench-after-drop")
 
+        inspector = app.open_inspector("BRICK")
+        until(lambda: inspector.description is not None and bool(inspector.description.history))
+        assert "question.txt" in inspector.description.history[-1]["prompt"]  # the document is kept
         app.save_layout()
         assert (home / "layout.json").exists()
     finally:
@@ -92,7 +95,11 @@ def test_halo_inspect_edit_duplicate_and_delete(window: Any, tmp_path: Path) -> 
         brick = morph_named(app, "BRICK")
         app.world.open_halo(brick)
         app.world.halo.dispatch("on_action", "inspect")
-        until(lambda: bool(app.inspectors("BRICK")) and app.inspectors("BRICK")[0].description is not None)
+        until(
+            lambda: (
+                bool(app.inspectors("BRICK")) and app.inspectors("BRICK")[0].description is not None
+            )
+        )
         inspector = app.inspectors("BRICK")[0]
         # a new state value, accepted by the backend; the inspector refreshes live
         inspector.inputs["state:+new:path"].text = "mood.level"
@@ -121,7 +128,9 @@ def test_halo_inspect_edit_duplicate_and_delete(window: Any, tmp_path: Path) -> 
         Clock.tick()
 
 
-def test_backend_death_is_shown_and_recovered_without_losing_the_canvas(window: Any, tmp_path: Path) -> None:
+def test_backend_death_is_shown_and_recovered_without_losing_the_canvas(
+    window: Any, tmp_path: Path
+) -> None:
     app = start_app(window, tmp_path / "home")
     try:
         robin = morph_named(app, "ROBIN")
@@ -135,6 +144,37 @@ def test_backend_death_is_shown_and_recovered_without_losing_the_canvas(window: 
         assert app.link.process.proc.pid != first_pid  # type: ignore[union-attr]
         assert tuple(morph_named(app, "ROBIN").pos) == (700, 100)
         assert len(app.world.persona_morphs()) == 4  # nothing lost from the canvas
+    finally:
+        app.on_stop()
+        Clock.tick()
+
+
+def test_layout_round_trip_and_malformed_layout(window: Any, tmp_path: Path) -> None:
+    app = start_app(window, tmp_path / "home")
+    try:
+        babs = morph_named(app, "BABS")
+        babs.pos, babs.size = (600, 50), (300, 200)
+        app.save_layout()
+        babs.pos = (10, 10)
+        app.load_layout(app.layout_path)
+        babs = morph_named(app, "BABS")
+        assert tuple(babs.pos) == (600, 50) and tuple(babs.size) == (300, 200)
+        assert len(app.world.persona_morphs()) == 4
+
+        broken = tmp_path / "broken.json"
+        broken.write_text('{"version": 1, "operations": 7}')
+        app.load_layout(broken)
+        assert "operations" in app.store.toasts[-1]
+        assert tuple(morph_named(app, "BABS").pos) == (600, 50)  # the canvas stayed
+
+        unknown = tmp_path / "unknown.json"
+        unknown.write_text(
+            '{"version": 1, "operations": [{"op": "create_persona_morph", "persona": "GHOST", "x": 1, "y": 1, "w": 100, "h": 100}]}'
+        )
+        app.load_layout(unknown)
+        assert "GHOST" in " ".join(app.store.toasts)
+        app.open_inspector("BRICK")
+        until(lambda: app.inspectors("BRICK")[0].description is not None)
     finally:
         app.on_stop()
         Clock.tick()
