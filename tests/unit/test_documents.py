@@ -6,6 +6,7 @@ import hashlib
 import io
 import os
 import re
+import tempfile
 from pathlib import Path
 
 import pytest
@@ -173,11 +174,37 @@ def test_folder_and_fifo_are_refused_without_blocking(tmp_path: Path) -> None:
     assert "not a regular file" in rejected(tmp_path / "pipe.txt")
 
 
-@pytest.mark.skipif(os.geteuid() == 0, reason="root reads files whatever their mode")
 def test_unreadable_file(tmp_path: Path) -> None:
     path = write(tmp_path, "secret.txt", b"text")
     path.chmod(0)
-    assert "permission denied" in rejected(path)
+    if os.geteuid() != 0:
+        assert "permission denied" in rejected(path)
+        return
+    # root reads any file: read it as the unprivileged user nobody, in a forked child
+    tmp_path.chmod(0o755)
+    for parent in tmp_path.parents:
+        if parent == Path(tempfile.gettempdir()):
+            break
+        parent.chmod(parent.stat().st_mode | 0o055)
+    r, w = os.pipe()
+    pid = os.fork()
+    if pid == 0:  # the child: drop to nobody, try to read, report, exit without cleanup
+        try:
+            os.setgid(65534)
+            os.setuid(65534)
+            try:
+                read_document(path)
+                message = "read it!"
+            except DocumentError as exc:
+                message = exc.message
+            os.write(w, message.encode())
+        finally:
+            os._exit(0)
+    os.close(w)
+    with os.fdopen(r, "rb") as pipe:
+        reported = pipe.read().decode()
+    os.waitpid(pid, 0)
+    assert "permission denied" in reported, reported
 
 
 def test_pdf_without_text_says_so(tmp_path: Path) -> None:
