@@ -3,6 +3,7 @@
   python main.py [--home DIR]                 open the workbench (starts or attaches a backend)
   python main.py backend [--home DIR]         run the backend in the foreground
   python main.py call [--home DIR] KIND [JSON] send one command, print the reply as JSON
+  python main.py sandbox run FILE [--timeout S] run a Python file in the sandbox (JSON result)
 
 The home directory defaults to $ENTROPIC_HOME or ~/.local/share/entropic.
 """
@@ -127,6 +128,99 @@ def _stream(client: Any, request_id: str, timeout: float) -> Any:
             return event
 
 
+# --- sandbox: run untrusted Python in the strongest sandbox available here ---------------
+
+EXIT_SANDBOX_FAILED, EXIT_NO_SANDBOX = 1, 4
+
+SANDBOX_EPILOG = """\
+runtimes, strongest first; the first one that works is used unless --runtime names one:
+  docker-gvisor  docker run --runtime=runsc (a Docker daemon with runsc, a local python image)
+  runsc          gVisor with a generated OCI bundle (needs root)
+  bubblewrap     bwrap namespaces + rlimits + seccomp, as host uid 65534
+
+`sandbox run` prints the result as JSON: runtime, exit_code (null when killed), stdout,
+stderr (capped), timed_out, killed_reason, duration_s, cpu_s, limits.
+`sandbox status` prints the runtime in use, why the others are not, and how each one
+enforces every limit.
+
+exit status: 0 the sandbox worked (whatever the script did: see exit_code), 1 the sandbox
+itself failed, 2 bad usage, 4 no sandbox runtime is available (stderr says what to install:
+apt-get install bubblewrap runsc)
+"""
+
+
+def cmd_sandbox(args: argparse.Namespace) -> int:
+    from pydantic import ValidationError
+
+    from backend.sandbox import Limits, SecureCodeExecutor
+    from shared_api.errors import SandboxFailedError, SandboxUnavailableError
+
+    executor = SecureCodeExecutor()
+    if args.sandbox_command == "status":
+        print(json.dumps(executor.status(), indent=2))
+        return 0 if executor.runtime_name else EXIT_NO_SANDBOX
+    try:
+        source = args.file.read_text(encoding="utf-8")
+    except (OSError, UnicodeDecodeError) as exc:
+        print(f"error: cannot read {args.file}: {exc}", file=sys.stderr)
+        return EXIT_USAGE
+    given = {"wall_s": args.timeout, "cpu_s": args.cpu, "memory_mb": args.memory}
+    try:
+        limits = Limits(**{k: v for k, v in given.items() if v is not None})
+    except ValidationError as exc:
+        problems = "; ".join(f"{e['loc'][0]}: {e['msg']}" for e in exc.errors())
+        print(f"error: invalid limits: {problems}", file=sys.stderr)
+        return EXIT_USAGE
+    try:
+        result = executor.run_python(source, limits, runtime=args.runtime)
+    except SandboxUnavailableError as exc:
+        print(f"error: {exc.message}", file=sys.stderr)
+        return EXIT_NO_SANDBOX
+    except SandboxFailedError as exc:
+        print(f"error: {exc.message}", file=sys.stderr)
+        return EXIT_SANDBOX_FAILED
+    print(result.model_dump_json(indent=2))
+    return 0
+
+
+def _add_sandbox_parser(sub: Any) -> None:
+    from backend.sandbox import RUNTIME_ORDER
+
+    sandbox = sub.add_parser(
+        "sandbox",
+        help="run a Python file in the sandbox, or show which sandbox runs code here",
+        description="Run untrusted Python in the strongest sandbox available here. Code "
+        "never runs unsandboxed: with no sandbox available, nothing runs.",
+        epilog=SANDBOX_EPILOG,
+        formatter_class=argparse.RawDescriptionHelpFormatter,
+    )
+    sandbox.set_defaults(func=cmd_sandbox)
+    actions = sandbox.add_subparsers(dest="sandbox_command", metavar="ACTION", required=True)
+    run = actions.add_parser(
+        "run",
+        help="run a Python file and print the result as JSON",
+        description="Run FILE as /scratch/main.py in a fresh scratch directory and print "
+        "the SandboxResult as JSON.",
+        epilog=SANDBOX_EPILOG,
+        formatter_class=argparse.RawDescriptionHelpFormatter,
+    )
+    run.add_argument("file", metavar="FILE", type=Path, help="the Python file to run")
+    run.add_argument("--timeout", type=float, metavar="S", help="wall-clock seconds (default 10)")
+    run.add_argument("--cpu", type=float, metavar="S", help="CPU seconds (default 5)")
+    run.add_argument("--memory", type=int, metavar="MB", help="memory in MB (default 256)")
+    run.add_argument(
+        "--runtime", choices=RUNTIME_ORDER, help="use this runtime (default: the first available)"
+    )
+    actions.add_parser(
+        "status",
+        help="show the runtime in use, why others are unavailable, and what each enforces",
+        description="Print the sandbox status as JSON (exit 4 when no runtime is available).",
+    )
+
+
+# --- end of sandbox ---------------------------------------------------------------------
+
+
 def build_parser() -> argparse.ArgumentParser:
     parser = argparse.ArgumentParser(
         prog="main.py", description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter
@@ -158,6 +252,7 @@ def build_parser() -> argparse.ArgumentParser:
     call.add_argument("kind", metavar="KIND", help="command kind, e.g. ping, set_state")
     call.add_argument("body", metavar="JSON_BODY", nargs="?", help="command body as a JSON object")
     call.set_defaults(func=cmd_call)
+    _add_sandbox_parser(sub)
     return parser
 
 

@@ -20,6 +20,8 @@ BENCHMARKS = {
     "image_save": "image save of 4 x 10,000 interactions vs. pickle+fsync; pings during saves",
     "swaps": "1,000 atomic swaps under 4 concurrently invoking clients",
     "models": "embedded tokens/s via ModelManager vs direct llama.cpp; scheduler overhead; RSS",
+    "ui_frames": "frame time of 200 morphs under 10 Hz events (Widget vs Scatter); event->UI",
+    "sandbox": "sandbox cold start per runtime (median of 20) vs bare `python3 -c pass`",
 }
 
 

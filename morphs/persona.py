@@ -8,6 +8,7 @@ persona's model is loaded or generating.
 from __future__ import annotations
 
 import math
+import random
 from typing import Any
 
 from kivy.clock import Clock
@@ -20,6 +21,7 @@ from morphs.behaviors import DraggableBehavior
 from ui.store import PersonaModel
 
 CALM = (0.16, 0.20, 0.27)
+TEXT_HZ = 4
 CONFLICT = (0.55, 0.12, 0.12)
 STATUS_COLOURS = {
     "idle": "9aa5b1",
@@ -47,13 +49,15 @@ class PersonaMorph(DraggableBehavior, Widget):
         kwargs.setdefault("size", (380, 300))
         super().__init__(**kwargs)
         self.model = model
+        # Only 1 px lines and filled shapes: a translucent Line wider than 1 px makes Kivy
+        # clear the stencil buffer, twice per morph per frame.
         with self.canvas.before:
             self._glow_colour = Color(0.45, 0.8, 1.0, 0.0)
-            self._glow_line = Line(width=4)
-            self._fill_colour = Color(*CALM, 0.95)
+            self._glow = RoundedRectangle(radius=[15])
+            self._fill_colour = Color(*CALM, 1)
             self._fill = RoundedRectangle(radius=[12])
-            self._edge_colour = Color(1, 1, 1, 0.25)
-            self._edge = Line(width=1.2)
+            self._edge_colour = Color(0.42, 0.46, 0.52, 1)
+            self._edge = Line(width=1)
         self._title = Label(markup=True, halign="left", valign="top", font_size="15sp")
         self._meta = Label(markup=True, halign="left", valign="top", font_size="12sp")
         self._talk = Label(
@@ -62,26 +66,39 @@ class PersonaMorph(DraggableBehavior, Widget):
         for label in (self._title, self._meta, self._talk):
             self.add_widget(label)
         self._pulse: Any = None
+        # Re-rendering label textures is the costly part of a frame, and streamed tokens and
+        # status changes arrive many times a second for many morphs at once. So a morph
+        # refreshes its text at most TEXT_HZ times a second, with its own random phase, which
+        # spreads the work of a burst of events for many morphs over several frames.
+        delay = (1 + random.random()) / TEXT_HZ  # noqa: S311 - jitter, not security
+        self._text_soon = Clock.create_trigger(self._render_text, delay)
         self.bind(pos=self._layout, size=self._layout)
+        soon = lambda *_: self._text_soon()  # noqa: E731
         model.bind(
-            name=self._render_text,
-            role=self._render_text,
-            model=self._render_text,
-            status=self._render_text,
-            conversation=self._render_text,
+            name=self._render_title,
+            role=self._render_title,
+            model=soon,
+            status=soon,
+            conversation=soon,
             dissonance=self._render_fill,
             busy=self._on_busy,
         )
         self._layout()
+        self._render_title()
         self._render_text()
         self._render_fill()
 
     # -- rendering --------------------------------------------------------------------------
+    def _origin(self) -> tuple[float, float]:
+        """Where the canvas instructions start: the morph's position (a widget that draws in
+        local coordinates, like a Scatter, returns (0, 0))."""
+        return self.x, self.y
+
     def _layout(self, *_: Any) -> None:
-        x, y, w, h = self.x, self.y, self.width, self.height
+        (x, y), w, h = self._origin(), self.width, self.height
         self._fill.pos, self._fill.size = (x, y), (w, h)
         self._edge.rounded_rectangle = (x, y, w, h, 12)
-        self._glow_line.rounded_rectangle = (x - 3, y - 3, w + 6, h + 6, 14)
+        self._glow.pos, self._glow.size = (x - 4, y - 4), (w + 8, h + 8)
         pad = 10
         self._title.pos, self._title.size = (x + pad, y + h - 48), (w - 2 * pad, 40)
         self._meta.pos, self._meta.size = (x + pad, y + h - 78), (w - 2 * pad, 28)
@@ -89,9 +106,13 @@ class PersonaMorph(DraggableBehavior, Widget):
         for label in (self._title, self._meta, self._talk):
             label.text_size = label.size
 
-    def _render_text(self, *_: Any) -> None:
+    def _render_title(self, *_: Any) -> None:
         m = self.model
         self._title.text = f"[b]{m.name}[/b]  [size=11sp][color=b8c2cc]{m.role}[/color][/size]"
+
+    def _render_text(self, *_: Any) -> None:
+        """Status, model and the conversation's tail (throttled, see ``__init__``)."""
+        m = self.model
         colour = STATUS_COLOURS.get(m.status, "ffffff")
         self._meta.text = (
             f"[color={colour}]{m.status}[/color]  [color=8899aa]{m.model or 'model: ?'}[/color]"

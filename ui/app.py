@@ -20,6 +20,7 @@ from kivy.uix.label import Label
 from morphs.inspector import InspectorMorph
 from morphs.menu import confirm_dismiss, open_menu
 from morphs.persona import PersonaMorph
+from morphs.plot import DEFAULT_METRICS, PlotMorph
 from morphs.world import World
 from shared_api.commands import (
     AskPersona,
@@ -215,6 +216,7 @@ class WorkbenchApp(App):
         ]
         layout = self.layout_path if self.layout_path.exists() else DEFAULT_LAYOUT
         items += [
+            ("New plot", lambda: self.add_plot((touch.x, max(0, touch.y - 300)))),
             ("Save image", lambda: self.link_send(SaveImage(), self._image_saved)),
             ("Save layout", self._save_layout_now),
             ("Load layout", lambda: self.load_layout(layout)),
@@ -253,13 +255,18 @@ class WorkbenchApp(App):
             self.store.toast(exc.message)
             return
         operations, skipped = apply_layout(layout, set(self.store.personas))
-        for morph in self.world.persona_morphs():
+        self.world.close_halo()
+        for morph in [*self.world.persona_morphs(), *self.plots(), *self.inspectors()]:
             self.world.remove_widget(morph)
         placed: set[str] = set()
         for op in operations:
             if op.op == "create_persona_morph" and op.persona not in placed:
                 self._add_persona(op.persona, (op.x, op.y), (op.w, op.h))
                 placed.add(op.persona)
+            elif op.op == "create_plot_morph":
+                self.add_plot((op.x, op.y), (op.w, op.h), op.metrics)
+            elif op.op == "create_inspector":
+                self.open_inspector(op.persona, (op.x, op.y))
         for i, name in enumerate(sorted(set(self.store.personas) - placed)):
             self._add_persona(name, (40 + 30 * i, 40 + 30 * i), (380, 300))
         for warning in warnings + skipped:
@@ -268,18 +275,29 @@ class WorkbenchApp(App):
     def _add_persona(self, name: str, pos: tuple[float, float], size: tuple[float, float]) -> None:
         self.world.add_widget(PersonaMorph(self.store.persona(name), pos=pos, size=size))
 
+    def plots(self) -> list[PlotMorph]:
+        return [m for m in self.world.children if isinstance(m, PlotMorph)]
+
+    def add_plot(
+        self,
+        pos: tuple[float, float] = (880, 80),
+        size: tuple[float, float] = (360, 300),
+        metrics: list[str] | None = None,
+    ) -> PlotMorph:
+        plot = PlotMorph(self.store, metrics or list(DEFAULT_METRICS), pos=pos, size=size)
+        self.world.add_widget(plot)
+        return plot
+
     def current_layout(self) -> Layout:
-        operations = [
-            {
-                "op": "create_persona_morph",
-                "persona": m.model.name,
-                "x": m.x,
-                "y": m.y,
-                "w": m.width,
-                "h": m.height,
-            }
-            for m in reversed(self.world.persona_morphs())
-        ]
+        operations: list[dict[str, Any]] = []
+        for m in reversed(self.world.children):  # bottom to top, so the stacking survives
+            box = {"x": m.x, "y": m.y, "w": m.width, "h": m.height}
+            if isinstance(m, PersonaMorph):
+                operations.append({"op": "create_persona_morph", "persona": m.model.name, **box})
+            elif isinstance(m, PlotMorph):
+                operations.append({"op": "create_plot_morph", "metrics": list(m.metrics), **box})
+            elif isinstance(m, InspectorMorph):
+                operations.append({"op": "create_inspector", "persona": m.persona, **box})
         return Layout.model_validate({"version": 1, "operations": operations})
 
     def save_layout(self) -> None:

@@ -37,6 +37,16 @@ def frames(count: int = 3) -> None:
         EventLoop.idle()
 
 
+def settle(seconds: float) -> None:
+    """Run frames for ``seconds`` of real time (for Clock-throttled updates)."""
+    import time
+
+    deadline = time.monotonic() + seconds
+    while time.monotonic() < deadline:
+        frames(1)
+        time.sleep(0.01)
+
+
 def screenshot(name: str) -> Path:
     """Save the window to ``artifacts/NAME.png`` (after drawing a few frames)."""
     ARTIFACTS.mkdir(exist_ok=True)

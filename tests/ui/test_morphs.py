@@ -12,7 +12,7 @@ from morphs.persona import CALM, PersonaMorph
 from morphs.world import DROP_HINT, World
 from shared_api.commands import AskPersona
 from shared_api.events import CognitiveDissonance, PersonaReply, PersonaStatus, Token
-from tests.ui.conftest import frames, screenshot
+from tests.ui.conftest import frames, screenshot, settle
 from ui.store import WorkbenchStore
 
 
@@ -67,7 +67,9 @@ def test_events_drive_the_morph(window: Any) -> None:
     for i, piece in enumerate(["Premise ", "one: ", "the sky."]):
         store.apply(Token(request_id="r1", proto="BRICK", index=i, text=piece))
     store.apply(CognitiveDissonance(proto="BRICK", source="test", score=0.9))
-    frames(4)
+    frames(2)
+    assert "Premise" not in brick._talk.text  # the label re-wraps at most 4 times a second
+    settle(0.6)
     assert brick.model.busy and brick.glow > 0
     assert "BRICK: Premise one: the sky." in brick._talk.text
     assert "streaming" in brick._meta.text
@@ -83,7 +85,7 @@ def test_events_drive_the_morph(window: Any) -> None:
         )
     )
     store.apply(PersonaStatus(proto="BRICK", status="idle"))
-    frames(2)
+    settle(0.6)
     assert not brick.model.busy and brick.glow == 0
     assert "embedded:smollm2" in brick._meta.text
     screenshot("ui-morphs")

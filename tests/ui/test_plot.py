@@ -2,7 +2,6 @@
 
 from __future__ import annotations
 
-import time
 from typing import Any
 
 from kivy.clock import Clock
@@ -101,13 +100,11 @@ def test_redraws_at_most_twice_a_second_under_a_flood(window: Any) -> None:
             if i is not None:
                 store.apply(metrics_event(i))
 
-    started = time.perf_counter()
     elapsed = run_for(1.6, send_some)
     assert len(store.metrics["total_ms"]) == 100
     redraws = plot.redraws - before
     assert 1 <= redraws <= 2 * elapsed + 1, (redraws, elapsed)
     assert len(renders) == redraws  # every render of the figure went through the throttle
-    assert time.perf_counter() - started < 10
     run_for(0.6)
     assert plot._panels["total_ms"].last.get_text() == f"{metrics_event(99).total_ms:,.0f}"
 

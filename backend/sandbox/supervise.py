@@ -1,0 +1,293 @@
+"""Watch one sandbox process tree from the outside: wall time, CPU time and output limits.
+
+Every runtime hands its command line to ``supervise``, which starts it in a new session with
+stdin closed, reads stdout and stderr without blocking (keeping at most
+``Limits.output_bytes`` of them together), and kills the run when it goes past its wall time,
+past its CPU time (when the runtime can measure the CPU its whole tree used), or past its
+output limit. The kernel-side limits (rlimits, cgroups, namespaces) are the runtime's job.
+
+Killing is two-staged. The runtime's own ``kill`` stops the sandbox *below* the supervised
+process, which then reaps what is left and exits by itself (so nothing is left for the host's
+init to reap); if it has not exited ``ESCALATE_S`` later, its children and its whole process
+group get SIGKILL. The runtime's kill runs on its own thread while the pipes keep being
+drained: a sandbox blocked on a full pipe can make even ``docker kill`` wait.
+"""
+
+from __future__ import annotations
+
+import contextlib
+import os
+import selectors
+import signal
+import subprocess
+import threading
+import time
+from collections.abc import Callable, Mapping, Sequence
+from dataclasses import dataclass, field
+from pathlib import Path
+
+from shared_api.sandbox import KilledReason, Limits, SandboxResult
+
+POLL_S = 0.05
+"""How often CPU usage is sampled while a run is alive (only when it can be measured)."""
+
+LINGER_S = 1.0
+"""How long output pipes may stay open after the supervised process exited."""
+
+ESCALATE_S = 2.0
+"""How long after the runtime's kill the supervised process may take to exit by itself (its
+pipes are drained meanwhile)."""
+
+HOST_ENV = {
+    "PATH": "/usr/local/sbin:/usr/local/bin:/usr/sbin:/usr/bin:/sbin:/bin",
+    "LANG": "C.UTF-8",
+}
+"""The environment of the runtime's own processes (bwrap, runsc...) outside the sandbox."""
+
+CpuProbe = Callable[[], float | None]
+Killer = Callable[[int], None]
+
+
+@dataclass
+class Outcome:
+    """What ``supervise`` saw; a runtime turns it into a ``SandboxResult``."""
+
+    returncode: int
+    """Of the supervised process, as ``subprocess`` reports it (-N: killed by signal N)."""
+    stdout: bytes
+    stderr: bytes
+    truncated: tuple[bool, bool]
+    killed_reason: KilledReason | None
+    duration_s: float
+    rusage_cpu_s: float
+    """User + system CPU of the process and of the descendants reaped below it: not always
+    the whole tree (bwrap's monitor exits without reaping its pid-1 helper)."""
+    cpu_s: float | None = field(default=None)
+    """CPU of the whole tree from the runtime's probe (a cgroup), when there is one."""
+
+    @property
+    def status(self) -> int:
+        """The exit status in shell convention: 128 + N after signal N."""
+        return self.returncode if self.returncode >= 0 else 128 - self.returncode
+
+
+def children(pid: int) -> list[int]:
+    """The direct children of ``pid`` (none when it is gone)."""
+    found: list[int] = []
+    try:
+        tasks = list(Path(f"/proc/{pid}/task").iterdir())
+    except OSError:
+        return found
+    for task in tasks:
+        with contextlib.suppress(OSError, ValueError):
+            found += [int(child) for child in (task / "children").read_text().split()]
+    return found
+
+
+def kill_children(pid: int) -> bool:
+    """SIGKILL every direct child of ``pid``; False when it has none (or is gone)."""
+    found = children(pid)
+    for child in found:
+        with contextlib.suppress(ProcessLookupError):
+            os.kill(child, signal.SIGKILL)
+    return bool(found)
+
+
+def kill_tree(pid: int) -> None:
+    """The last resort: SIGKILL ``pid``'s children and its whole process group."""
+    kill_children(pid)
+    with contextlib.suppress(ProcessLookupError, PermissionError):
+        os.killpg(pid, signal.SIGKILL)
+
+
+def supervise(
+    argv: Sequence[str],
+    limits: Limits,
+    *,
+    cpu_usage: CpuProbe | None = None,
+    kill: Killer | None = None,
+    pass_fds: Sequence[int] = (),
+    env: Mapping[str, str] | None = None,
+) -> Outcome:
+    """Run ``argv`` to completion or until a limit is hit; never leaves it running.
+
+    ``cpu_usage`` returns the CPU seconds the whole run has used so far (None if unknown).
+    ``kill(pid)`` stops the sandbox under the supervised process ``pid`` so that it can reap
+    and exit by itself; without one, a kill is ``kill_tree``. The command gets ``env`` (by
+    default only ``HOST_ENV``) and runs in ``/``: nothing of this process's environment or
+    working directory reaches it (a sandbox can read its own init's /proc/1/environ).
+    """
+    started = time.monotonic()
+    proc = subprocess.Popen(  # noqa: S603 - argv is built by the runtime, never by the script
+        list(argv),
+        stdin=subprocess.DEVNULL,
+        stdout=subprocess.PIPE,
+        stderr=subprocess.PIPE,
+        start_new_session=True,
+        pass_fds=tuple(pass_fds),
+        env=dict(env if env is not None else HOST_ENV),
+        cwd="/",
+    )
+    assert proc.stdout is not None and proc.stderr is not None
+    pidfd = os.pidfd_open(proc.pid)
+    watcher = _Watcher(proc, pidfd, limits, cpu_usage, kill or kill_tree, started)
+    try:
+        if not watcher.watch():
+            kill_tree(proc.pid)  # gave up on it (it lingered, or ignored the runtime's kill)
+    except BaseException:
+        kill_tree(proc.pid)
+        raise
+    finally:
+        if watcher.killer is not None:
+            watcher.killer.join(timeout=ESCALATE_S)
+        _, wait_status, usage = os.wait4(proc.pid, 0)
+        proc.returncode = os.waitstatus_to_exitcode(wait_status)
+        duration = time.monotonic() - started
+        os.close(pidfd)
+        proc.stdout.close()
+        proc.stderr.close()
+    return Outcome(
+        returncode=proc.returncode,
+        stdout=bytes(watcher.out[0]),
+        stderr=bytes(watcher.out[1]),
+        truncated=(watcher.truncated[0], watcher.truncated[1]),
+        killed_reason=watcher.reason,
+        duration_s=duration,
+        rusage_cpu_s=usage.ru_utime + usage.ru_stime,
+        cpu_s=cpu_usage() if cpu_usage is not None else None,
+    )
+
+
+class _Watcher:
+    def __init__(
+        self,
+        proc: subprocess.Popen[bytes],
+        pidfd: int,
+        limits: Limits,
+        cpu_usage: CpuProbe | None,
+        kill: Killer,
+        started: float,
+    ) -> None:
+        self.proc = proc
+        self.pidfd = pidfd
+        self.limits = limits
+        self.cpu_usage = cpu_usage
+        self._kill = kill
+        self.deadline = started + limits.wall_s
+        self.out = (bytearray(), bytearray())
+        self.truncated = [False, False]
+        self.reason: KilledReason | None = None
+        self.killed_at = 0.0
+        self.killer: threading.Thread | None = None
+        self.room = limits.output_bytes
+
+    def kill(self, reason: KilledReason) -> None:
+        if self.reason is None:
+            self.reason = reason
+            self.killed_at = time.monotonic()
+            self.killer = threading.Thread(
+                target=self._kill, args=(self.proc.pid,), name="sandbox-kill", daemon=True
+            )
+            self.killer.start()
+
+    def watch(self) -> bool:
+        """Read until both pipes are at EOF and the process has exited (True), or give up
+        (False) when that takes too long after an exit or a kill."""
+        assert self.proc.stdout is not None and self.proc.stderr is not None
+        with selectors.DefaultSelector() as sel:
+            for index, stream in enumerate((self.proc.stdout, self.proc.stderr)):
+                os.set_blocking(stream.fileno(), False)
+                sel.register(stream.fileno(), selectors.EVENT_READ, index)
+            sel.register(self.pidfd, selectors.EVENT_READ, -1)
+            return self._loop(sel)
+
+    def _loop(self, sel: selectors.BaseSelector) -> bool:
+        exited_at: float | None = None
+        while sel.get_map():  # until both pipes are at EOF and the process has exited
+            now = time.monotonic()
+            if self.reason is None:
+                self._check_limits(now)
+            ends = []
+            if exited_at is not None:
+                ends.append(exited_at + LINGER_S)
+            if self.reason is not None:
+                ends.append(self.killed_at + ESCALATE_S)
+            give_up_at = min(ends) if ends else None
+            if give_up_at is not None and now >= give_up_at:
+                return False  # something still holds its pipes, or it ignored the kill
+            wake = [give_up_at] if give_up_at is not None else []
+            if self.reason is None:
+                wake.append(self.deadline)
+                if self.cpu_usage is not None:
+                    wake.append(now + POLL_S)
+            for key, _ in sel.select(max(0.0, min(wake) - now)):
+                if key.data == -1:
+                    sel.unregister(self.pidfd)
+                    exited_at = time.monotonic()
+                else:
+                    self._read(sel, key.fd, key.data)
+        return True
+
+    def _check_limits(self, now: float) -> None:
+        if now >= self.deadline:
+            self.kill("wall_time")
+        elif self.cpu_usage is not None:
+            used = self.cpu_usage()
+            if used is not None and used > self.limits.cpu_s:
+                self.kill("cpu_time")
+
+    def _read(self, sel: selectors.BaseSelector, fd: int, index: int) -> None:
+        try:
+            chunk = os.read(fd, 1 << 16)
+        except BlockingIOError:
+            return
+        if not chunk:
+            sel.unregister(fd)
+            return
+        if self.reason == "output_limit":
+            return  # draining after the kill: the limit is already reached
+        keep = chunk[: self.room]
+        self.out[index].extend(keep)
+        self.room -= len(keep)
+        if len(keep) < len(chunk):
+            self.truncated[index] = True
+            self.kill("output_limit")
+
+
+def to_result(
+    outcome: Outcome,
+    runtime: str,
+    limits: Limits,
+    *,
+    oom_killed: bool = False,
+    cpu_known: bool = True,
+) -> SandboxResult:
+    """The typed result, with kernel-side kills (OOM, RLIMIT_CPU) recognised.
+
+    ``exit_code`` is None whenever the run was killed, so that it means the same on every
+    runtime whatever did the killing. ``cpu_known`` False (no cgroup measured the whole
+    tree) reports ``cpu_s`` as None rather than an undercount.
+    """
+    reason = outcome.killed_reason
+    cpu = outcome.cpu_s if outcome.cpu_s is not None else outcome.rusage_cpu_s
+    if reason is None and oom_killed:
+        reason = "memory"
+    # RLIMIT_CPU sends SIGXCPU at the soft limit, SIGKILL at the hard one (when the script
+    # ignored SIGXCPU); the CPU measured tells that SIGKILL from others.
+    xcpu = outcome.status == 128 + signal.SIGXCPU
+    hard = outcome.status == 128 + signal.SIGKILL and cpu >= limits.cpu_s * 0.9
+    if reason is None and (xcpu or hard):
+        reason = "cpu_time"
+    return SandboxResult(
+        runtime=runtime,
+        exit_code=None if reason is not None else outcome.status,
+        stdout=outcome.stdout.decode("utf-8", "replace"),
+        stderr=outcome.stderr.decode("utf-8", "replace"),
+        stdout_truncated=outcome.truncated[0],
+        stderr_truncated=outcome.truncated[1],
+        timed_out=reason == "wall_time",
+        killed_reason=reason,
+        duration_s=round(outcome.duration_s, 4),
+        cpu_s=round(cpu, 4) if cpu_known else None,
+        limits=limits,
+    )
