@@ -20,28 +20,15 @@
 
 from __future__ import annotations
 
-import os
 import tempfile
 
 # Kivy is configured before anything imports it, as tests/ui/conftest.py does.
-if os.environ.get("KIVY_GL_BACKEND") == "mock":  # it renders nothing: the figures would lie
-    raise RuntimeError("KIVY_GL_BACKEND=mock renders nothing; unset it to run this benchmark")
-os.environ["KIVY_NO_ARGS"] = "1"
-os.environ["KIVY_USE_DEFAULTCONFIG"] = "1"
-os.environ["KIVY_NO_FILELOG"] = "1"
-os.environ["KIVY_NO_CONSOLELOG"] = "1"
-os.environ.setdefault("KIVY_HOME", tempfile.mkdtemp(prefix="kivy-home-"))
+from ui.headless import configure
 
-from kivy.config import Config
-
-# A small window: llvmpipe's cost here is mostly per pixel (PersonaMorph's translucent wide
-# Lines make Kivy clear the whole stencil buffer twice per morph per frame), and the figure
-# sought is the UI thread's own work, which does not depend on the window's size.
-Config.set("graphics", "width", "320")
-Config.set("graphics", "height", "200")
-Config.set("graphics", "maxfps", "0")  # we pace frames ourselves, outside the timed region
-for _key, _ in Config.items("input"):
-    Config.remove_option("input", _key)
+# A small window: llvmpipe's cost here is mostly per pixel, and the figure sought is the UI
+# thread's own work, which does not depend on the window's size. maxfps 0: frames are paced
+# here, outside the timed region.
+configure(320, 200, maxfps="0")
 
 import threading  # noqa: E402
 import time  # noqa: E402

@@ -63,6 +63,22 @@ class Runtime(Protocol):
         """
 
 
+class ProbedRuntime:
+    """``available()`` runs the runtime's own ``_check()`` once and remembers the answer."""
+
+    _reason: str | None = None
+    _checked = False
+
+    def available(self) -> str | None:
+        if not self._checked:
+            self._reason = self._check()
+            self._checked = True
+        return self._reason
+
+    def _check(self) -> str | None:
+        raise NotImplementedError
+
+
 def find_tool(name: str) -> str | None:
     """The absolute path of a host tool on ``PATH``, or None."""
     return shutil.which(name)

@@ -31,6 +31,7 @@ from backend.sandbox.base import (
     SANDBOX_ENV,
     SANDBOX_UID,
     SCRATCH,
+    ProbedRuntime,
     find_tool,
     host_python,
     is_root,
@@ -45,21 +46,13 @@ from shared_api.sandbox import Limits, SandboxResult
 _SETUP_ERRORS = (b"bwrap: ", b"setpriv: ", b"prlimit: ", b"unshare: ", b"sh: ")
 
 
-class BubblewrapRuntime:
+class BubblewrapRuntime(ProbedRuntime):
     name = "bubblewrap"
 
     def __init__(self, *, uid: int = SANDBOX_UID, use_cgroups: bool = True) -> None:
         self.uid = uid
         self.use_cgroups = use_cgroups
-        self._reason: str | None = None
-        self._checked = False
         self._disable_userns = False
-
-    def available(self) -> str | None:
-        if not self._checked:
-            self._reason = self._check()
-            self._checked = True
-        return self._reason
 
     def _check(self) -> str | None:
         bwrap = find_tool("bwrap")

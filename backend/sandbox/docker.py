@@ -34,6 +34,7 @@ from backend.sandbox.base import (
     SANDBOX_ENV,
     SANDBOX_UID,
     SCRATCH,
+    ProbedRuntime,
     find_tool,
     rlimits,
     scratch_dir,
@@ -70,20 +71,12 @@ def runtimes_from_info(info_json: str) -> set[str]:
     return set(runtimes) if isinstance(runtimes, dict) else set()
 
 
-class DockerGvisorRuntime:
+class DockerGvisorRuntime(ProbedRuntime):
     name = "docker-gvisor"
 
     def __init__(self, *, image: str = DEFAULT_IMAGE, docker: str = "docker") -> None:
         self.image = image
         self.docker = docker
-        self._reason: str | None = None
-        self._checked = False
-
-    def available(self) -> str | None:
-        if not self._checked:
-            self._reason = self._check()
-            self._checked = True
-        return self._reason
 
     def _check(self) -> str | None:
         docker = find_tool(self.docker)

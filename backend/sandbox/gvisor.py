@@ -34,6 +34,7 @@ from backend.sandbox.base import (
     SANDBOX_ENV,
     SANDBOX_UID,
     SCRATCH,
+    ProbedRuntime,
     find_tool,
     host_python,
     is_root,
@@ -60,20 +61,12 @@ def host_tasks(limits: Limits) -> int:
     return 16 * limits.pids + 256
 
 
-class GvisorRuntime:
+class GvisorRuntime(ProbedRuntime):
     name = "runsc"
 
     def __init__(self, *, platform: str = "ptrace") -> None:
         # The kvm platform hangs on this project's VMs; ptrace works everywhere.
         self.platform = platform
-        self._reason: str | None = None
-        self._checked = False
-
-    def available(self) -> str | None:
-        if not self._checked:
-            self._reason = self._check()
-            self._checked = True
-        return self._reason
 
     def _check(self) -> str | None:
         if find_tool("runsc") is None:

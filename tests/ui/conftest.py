@@ -2,28 +2,15 @@
 
 from __future__ import annotations
 
-import os
-import tempfile
 from collections.abc import Iterator
 from pathlib import Path
 from typing import Any
 
 import pytest
 
-if os.environ.get("KIVY_GL_BACKEND") == "mock":  # it turns widget tests into no-ops
-    raise RuntimeError("KIVY_GL_BACKEND=mock renders nothing; unset it to run the UI tests")
-os.environ["KIVY_NO_ARGS"] = "1"
-os.environ["KIVY_USE_DEFAULTCONFIG"] = "1"
-os.environ["KIVY_NO_FILELOG"] = "1"
-os.environ["KIVY_NO_CONSOLELOG"] = "1"
-os.environ.setdefault("KIVY_HOME", tempfile.mkdtemp(prefix="kivy-home-"))
+from ui.headless import configure
 
-from kivy.config import Config
-
-Config.set("graphics", "width", "1280")
-Config.set("graphics", "height", "800")
-for _key, _ in Config.items("input"):
-    Config.remove_option("input", _key)
+configure(1280, 800)  # before anything imports kivy.core.window
 
 from kivy.base import EventLoop  # noqa: E402
 from kivy.core.window import Window  # noqa: E402
