@@ -9,7 +9,8 @@ from __future__ import annotations
 
 import math
 import random
-from typing import Any
+import weakref
+from typing import Any, ClassVar
 
 from kivy.clock import Clock
 from kivy.graphics import Color, Line, RoundedRectangle
@@ -21,7 +22,9 @@ from morphs.behaviors import DraggableBehavior
 from ui.store import PersonaModel
 
 CALM = (0.16, 0.20, 0.27)
-TEXT_HZ = 4
+STATUS_HZ = 4  # status/model label refreshes per second, at most
+TALK_HZ = 2  # conversation label refreshes per second, at most
+PULSE_HZ = 20
 CONFLICT = (0.55, 0.12, 0.12)
 STATUS_COLOURS = {
     "idle": "9aa5b1",
@@ -65,27 +68,28 @@ class PersonaMorph(DraggableBehavior, Widget):
         )
         for label in (self._title, self._meta, self._talk):
             self.add_widget(label)
-        self._pulse: Any = None
         # Re-rendering label textures is the costly part of a frame, and streamed tokens and
         # status changes arrive many times a second for many morphs at once. So a morph
         # refreshes its text at most TEXT_HZ times a second, with its own random phase, which
         # spreads the work of a burst of events for many morphs over several frames.
-        delay = (1 + random.random()) / TEXT_HZ  # noqa: S311 - jitter, not security
-        self._text_soon = Clock.create_trigger(self._render_text, delay)
+        # The conversation (a word-wrapped label) is the dearest, so it refreshes least often.
+        phase = 1 + random.random()  # noqa: S311 - jitter, not security
+        self._meta_soon = Clock.create_trigger(self._render_meta, phase / STATUS_HZ)
+        self._talk_soon = Clock.create_trigger(self._render_talk, phase / TALK_HZ)
         self.bind(pos=self._layout, size=self._layout)
-        soon = lambda *_: self._text_soon()  # noqa: E731
         model.bind(
             name=self._render_title,
             role=self._render_title,
-            model=soon,
-            status=soon,
-            conversation=soon,
+            model=lambda *_: self._meta_soon(),
+            status=lambda *_: self._meta_soon(),
+            conversation=lambda *_: self._talk_soon(),
             dissonance=self._render_fill,
             busy=self._on_busy,
         )
         self._layout()
         self._render_title()
-        self._render_text()
+        self._render_meta()
+        self._render_talk()
         self._render_fill()
 
     # -- rendering --------------------------------------------------------------------------
@@ -110,29 +114,28 @@ class PersonaMorph(DraggableBehavior, Widget):
         m = self.model
         self._title.text = f"[b]{m.name}[/b]  [size=11sp][color=b8c2cc]{m.role}[/color][/size]"
 
-    def _render_text(self, *_: Any) -> None:
-        """Status, model and the conversation's tail (throttled, see ``__init__``)."""
+    def _render_meta(self, *_: Any) -> None:
+        """Status and model (throttled, see ``__init__``)."""
         m = self.model
         colour = STATUS_COLOURS.get(m.status, "ffffff")
         self._meta.text = (
             f"[color={colour}]{m.status}[/color]  [color=8899aa]{m.model or 'model: ?'}[/color]"
         )
-        lines = m.conversation.splitlines()[-12:]
+
+    def _render_talk(self, *_: Any) -> None:
+        """The conversation's tail (throttled, see ``__init__``)."""
+        lines = self.model.conversation.splitlines()[-12:]
         self._talk.text = "\n".join(lines)[-1500:]
 
     def _render_fill(self, *_: Any) -> None:
         self._fill_colour.rgb = dissonance_colour(self.model.dissonance)
 
     def _on_busy(self, _model: Any, busy: bool) -> None:
-        if busy and self._pulse is None:
-            self._pulse = Clock.schedule_interval(self._tick, 1 / 20)
-        elif not busy and self._pulse is not None:
-            self._pulse.cancel()
-            self._pulse = None
+        if busy:
+            _Pulse.join(self)
+        else:
+            _Pulse.leave(self)
             self.glow = 0.0
-
-    def _tick(self, _dt: float) -> None:
-        self.glow = 0.5 + 0.5 * math.sin(Clock.get_boottime() * 4)
 
     def on_glow(self, _instance: Any, value: float) -> None:
         self._glow_colour.a = 0.8 * value
@@ -143,3 +146,30 @@ class PersonaMorph(DraggableBehavior, Widget):
 
     def on_meta_click(self, touch: Any) -> None:
         pass
+
+
+class _Pulse:
+    """One shared clock for every busy morph's glow, instead of one interval per morph."""
+
+    morphs: ClassVar[weakref.WeakSet[PersonaMorph]] = weakref.WeakSet()
+    event: ClassVar[Any] = None
+
+    @classmethod
+    def join(cls, morph: PersonaMorph) -> None:
+        cls.morphs.add(morph)
+        if cls.event is None:
+            cls.event = Clock.schedule_interval(cls.tick, 1 / PULSE_HZ)
+
+    @classmethod
+    def leave(cls, morph: PersonaMorph) -> None:
+        cls.morphs.discard(morph)
+
+    @classmethod
+    def tick(cls, _dt: float) -> bool:
+        if not cls.morphs:
+            cls.event = None
+            return False  # unschedules the interval until a morph is busy again
+        level = 0.5 + 0.5 * math.sin(Clock.get_boottime() * 4)
+        for morph in list(cls.morphs):
+            morph.glow = level
+        return True
