@@ -16,6 +16,7 @@ from contextlib import contextmanager
 from pathlib import Path
 from typing import Protocol, runtime_checkable
 
+from shared_api.errors import SandboxFailedError
 from shared_api.sandbox import Limits, SandboxResult
 
 INSTALL_HINT = "apt-get install bubblewrap runsc"
@@ -77,6 +78,20 @@ class ProbedRuntime:
 
     def _check(self) -> str | None:
         raise NotImplementedError
+
+    def run(self, scratch: Path, limits: Limits) -> SandboxResult:
+        raise NotImplementedError
+
+    def _smoke_test(self, what: str, wall_s: float) -> str | None:
+        """Run ``print("ok")`` in this runtime: None when it works, else why it does not."""
+        try:
+            with scratch_dir('print("ok")') as scratch:
+                probe = self.run(scratch, Limits(wall_s=wall_s))
+        except SandboxFailedError as exc:
+            return f"{what} does not work here: {exc.message}"
+        if probe.exit_code != 0 or probe.stdout != "ok\n":
+            return f"{what} probe failed: exit {probe.exit_code}, {probe.stderr.strip()[-500:]}"
+        return None
 
 
 def find_tool(name: str) -> str | None:

@@ -37,7 +37,6 @@ from backend.sandbox.base import (
     is_root,
     rlimits,
     root_entries,
-    scratch_dir,
 )
 from backend.sandbox.supervise import children, kill_children, kill_tree, supervise, to_result
 from shared_api.errors import SandboxFailedError
@@ -70,14 +69,7 @@ class BubblewrapRuntime(ProbedRuntime):
             [bwrap, "--help"], capture_output=True, text=True, timeout=10, check=False
         ).stdout
         self._disable_userns = "--disable-userns" in help_text
-        try:
-            with scratch_dir('print("ok")') as scratch:
-                probe = self.run(scratch, Limits(wall_s=20))
-        except SandboxFailedError as exc:
-            return f"bubblewrap does not work here: {exc.message}"
-        if probe.exit_code != 0 or probe.stdout != "ok\n":
-            return f"bubblewrap probe failed: exit {probe.exit_code}, {probe.stderr.strip()}"
-        return None
+        return self._smoke_test("bubblewrap", wall_s=20)
 
     def enforcement(self) -> dict[str, str]:
         cgroup = cgroups.describe()

@@ -37,7 +37,6 @@ from backend.sandbox.base import (
     ProbedRuntime,
     find_tool,
     rlimits,
-    scratch_dir,
 )
 from backend.sandbox.gvisor import OVERHEAD_MB, host_tasks
 from backend.sandbox.supervise import HOST_ENV, supervise, to_result
@@ -93,14 +92,7 @@ class DockerGvisorRuntime(ProbedRuntime):
             )
         if self._docker("image", "inspect", self.image, timeout=10).returncode != 0:
             return f"image {self.image} is not present locally: docker pull {self.image}"
-        try:
-            with scratch_dir('print("ok")') as scratch:
-                probe = self.run(scratch, Limits(wall_s=60))
-        except SandboxFailedError as exc:
-            return f"docker --runtime=runsc does not work here: {exc.message}"
-        if probe.exit_code != 0 or probe.stdout != "ok\n":
-            return f"docker probe failed: exit {probe.exit_code}, {probe.stderr.strip()[-500:]}"
-        return None
+        return self._smoke_test("docker --runtime=runsc", wall_s=60)
 
     def _docker(self, *args: str, timeout: float) -> subprocess.CompletedProcess[str]:
         try:

@@ -40,7 +40,6 @@ from backend.sandbox.base import (
     is_root,
     rlimits,
     root_entries,
-    scratch_dir,
 )
 from backend.sandbox.supervise import supervise, to_result
 from shared_api.errors import SandboxFailedError
@@ -80,14 +79,7 @@ class GvisorRuntime(ProbedRuntime):
             cgroups.RunCgroup.create(probe_group, memory_bytes=256 * MIB, pids=64).close()
         except OSError as exc:
             return f"cannot create a cgroup to enforce CPU time and memory on runsc: {exc}"
-        try:
-            with scratch_dir('print("ok")') as scratch:
-                probe = self.run(scratch, Limits(wall_s=30))
-        except SandboxFailedError as exc:
-            return f"runsc does not work here: {exc.message}"
-        if probe.exit_code != 0 or probe.stdout != "ok\n":
-            return f"runsc probe failed: exit {probe.exit_code}, {probe.stderr.strip()[-500:]}"
-        return None
+        return self._smoke_test("runsc", wall_s=30)
 
     def enforcement(self) -> dict[str, str]:
         return {
