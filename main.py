@@ -75,8 +75,13 @@ def cmd_workbench(args: argparse.Namespace) -> int:
     configure_logging(args.log_level)
     home = (args.home or default_home()).expanduser().resolve()
     home.mkdir(parents=True, exist_ok=True)
+    import logging
+
     from ui.app import run
 
+    # Importing Kivy resets the root logger's level; keep the terminal readable.
+    logging.getLogger().setLevel(args.log_level)
+    logging.getLogger("matplotlib").setLevel(logging.WARNING)
     return run(home)
 
 
