@@ -11,7 +11,7 @@ from __future__ import annotations
 import os
 import time
 from collections.abc import Callable
-from dataclasses import asdict, dataclass, field
+from dataclasses import dataclass, field
 from typing import Any
 
 from backend import __version__, ops
@@ -266,7 +266,7 @@ def model_status(ctx: Context, cmd: c.ModelStatus) -> Reply:
         selections=llm.refresh_selections(),
         vram_budget_bytes=llm.manager.vram_budget_bytes,
         in_flight=llm.in_flight(),
-        last_metrics=asdict(metrics) if metrics else None,
+        last_metrics=metrics.model_dump() if metrics else None,
     )
 
 

@@ -99,6 +99,7 @@ class ModelMetrics(_Event):
     total_ms: float
     completion_tokens: int
     resident: str
+    stop_reason: str = ""
 
 
 class PersonaStatus(_Event):

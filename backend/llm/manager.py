@@ -18,26 +18,11 @@ from dataclasses import dataclass, field
 
 from backend.llm.base import ChatMessage, Completion, GenerationParams, ModelBackend, OnToken
 from shared_api.errors import CancelledError, ModelTooLargeError, NotFoundError
+from shared_api.events import ModelMetrics
 
 log = logging.getLogger(__name__)
 
 GIB = 1024**3
-
-
-@dataclass
-class CallMetrics:
-    request_id: str
-    caller: str
-    backend: str
-    model: str
-    queue_wait_ms: float
-    load_ms: float
-    ttft_ms: float
-    tokens_per_s: float
-    total_ms: float
-    completion_tokens: int
-    stop_reason: str
-    resident: str
 
 
 @dataclass
@@ -49,7 +34,7 @@ class _Ticket:
 
 
 StatusHook = Callable[[str, str, str], None]  # (caller, status, detail)
-MetricsHook = Callable[[CallMetrics], None]
+MetricsHook = Callable[[ModelMetrics], None]
 
 
 class ModelManager:
@@ -71,7 +56,7 @@ class ModelManager:
         self._serial = itertools.count()
         self._busy: _Ticket | None = None
         self._resident: tuple[str, str] | None = None
-        self.last_metrics: CallMetrics | None = None
+        self.last_metrics: ModelMetrics | None = None
 
     # -- inspection -------------------------------------------------------------------------
     @property
@@ -200,9 +185,9 @@ class ModelManager:
         queue_wait_ms: float,
         c: Completion,
     ) -> None:
-        metrics = CallMetrics(
+        metrics = ModelMetrics(
             request_id=request_id,
-            caller=caller,
+            proto=caller,
             backend=backend,
             model=model,
             queue_wait_ms=queue_wait_ms,

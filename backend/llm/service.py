@@ -7,14 +7,13 @@ import logging
 import threading
 import time
 from concurrent.futures import ThreadPoolExecutor
-from dataclasses import asdict
 from typing import Any
 
 from backend.bus import EventBus, current_request
 from backend.config import ModelsConfig
 from backend.llm.base import ChatMessage, Completion, GenerationParams, ModelBackend
 from backend.llm.embedded import EmbeddedBackend
-from backend.llm.manager import GIB, CallMetrics, ModelManager
+from backend.llm.manager import GIB, ModelManager
 from backend.llm.ollama_backend import OllamaBackend
 from backend.protos import Proto
 from backend.runtime import Runtime
@@ -26,7 +25,7 @@ from shared_api.errors import (
     ModelUnreachableError,
     UnavailableError,
 )
-from shared_api.events import ModelMetrics, PersonaReply, PersonaStatus, Token, Usage
+from shared_api.events import PersonaReply, PersonaStatus, Token, Usage
 from shared_api.replies import AskAccepted, ModelSelection
 
 log = logging.getLogger(__name__)
@@ -60,7 +59,7 @@ class PersonaLLM:
             backends,
             vram_budget_bytes=int(config.vram_budget_gb * GIB),
             on_status=self._publish_status,
-            on_metrics=self._publish_metrics,
+            on_metrics=bus.publish,
         )
         self._requests: dict[str, threading.Event] = {}
         self._lock = threading.Lock()
@@ -290,12 +289,6 @@ class PersonaLLM:
         self.bus.publish(
             PersonaStatus.model_validate({"proto": caller, "status": status, "detail": detail})
         )
-
-    def _publish_metrics(self, m: CallMetrics) -> None:
-        data = asdict(m)
-        data["proto"] = data.pop("caller")
-        data.pop("stop_reason")
-        self.bus.publish(ModelMetrics(**data))
 
 
 def _timings(c: Completion) -> dict[str, float]:

@@ -79,7 +79,7 @@ def test_streamed_generation_sends_keep_alive_zero(fake: FakeOllama) -> None:
     (req,) = fake.chat_requests()
     assert req["keep_alive"] == 0 and req["stream"] is True
     assert req["messages"][0] == {"role": "system", "content": "be brief"}
-    assert metrics[0].caller == "BRICK" and metrics[0].resident == "ollama:phi3:mini"
+    assert metrics[0].proto == "BRICK" and metrics[0].resident == "ollama:phi3:mini"
     assert fake.state.resident == set()  # keep_alive 0: unloaded after the reply
 
 
