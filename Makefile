@@ -2,6 +2,8 @@
 #   make run    create the environment, then start the workbench
 #   make test   create the environment, then run lint, types and the whole test suite
 #   make bench  run the benchmarks (each prints a final JSON line of figures)
+#   make learning  add the optional fine-tuning extra (torch CPU, transformers, peft) and
+#                  llama.cpp's GGUF converter; `make test` installs it too
 
 PYTHON ?= python3
 UV_VERSION := 0.13.8
@@ -11,14 +13,24 @@ PY := $(VENV)/bin/python
 export UV_PYTHON_DOWNLOADS := never
 export UV_PROJECT_ENVIRONMENT := $(VENV)
 
-.PHONY: run test lint typecheck pytest bench clean
+.PHONY: run test lint typecheck pytest bench clean learning
 
 $(UV):
 	$(PYTHON) -m pip install --quiet --disable-pip-version-check --prefix .tools uv==$(UV_VERSION)
 
+# --inexact: the base sync keeps the learning extra when it is installed.
 $(VENV)/.synced: $(UV) pyproject.toml uv.lock
-	$(UV) sync --frozen --python $(PYTHON)
+	$(UV) sync --frozen --inexact --python $(PYTHON)
 	touch $@
+
+# The learning extra (CPU torch from the wheel on disk, see pyproject's [tool.uv.sources]) and
+# convert_hf_to_gguf.py from the llama.cpp that llama-cpp-python vendors, into .tools/llama.cpp.
+$(VENV)/.learning: $(VENV)/.synced
+	$(UV) sync --frozen --inexact --extra learning --python $(PYTHON)
+	$(PY) -m backend.learning.converter install
+	touch $@
+
+learning: $(VENV)/.learning
 
 run: $(VENV)/.synced
 	$(PY) main.py $(ARGS)
@@ -29,12 +41,12 @@ lint: $(VENV)/.synced
 typecheck: $(VENV)/.synced
 	$(VENV)/bin/mypy
 
-pytest: $(VENV)/.synced
+pytest: $(VENV)/.learning
 	$(PY) -m pytest $(PYTEST_ARGS)
 
 test: lint typecheck pytest
 
-bench: $(VENV)/.synced
+bench: $(VENV)/.learning
 	$(PY) -m benchmarks $(ARGS)
 
 clean:

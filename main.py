@@ -42,9 +42,52 @@ commands and their JSON bodies (every body that names a persona calls it "proto"
   model_status   {}
   save_image     {}
   shutdown       {"save": true}
+  search_memory  {"text": "...", "k": 5, "proto": "BRICK"}   (proto optional: that persona's only)
+  ingest_document {"path": "notes.md", "proto": "BRICK"}     (proto optional; relative paths are
+                  taken from this directory; "wait": false returns at once)
+  memory_stats   {}
+  forge_tool     {"proto": "BRICK", "name": "word_count", "description": "count the words in text",
+                  "examples": ["word_count(text='a b') == 2"], "max_attempts": 3}
+                 (streams each attempt; cancel takes its request_id)
+  list_tools     {"proto": "BRICK"}                          (proto optional)
+  run_tool       {"proto": "BRICK", "name": "word_count", "args": {"text": "a b c"}}
+  remove_tool    {"proto": "BRICK", "name": "word_count"}
+  learning_status {"proto": "BRICK"}                        (proto optional; says how to enable
+                  fine-tuning when the `learning` extra is missing)
+  curate         {"proto": "BRICK", "limit": 8}              (ALFRED judges new interactions now)
+  list_scores    {"proto": "BRICK"}
+  list_golden    {"proto": "BRICK", "include_excluded": true}
+  put_golden     {"proto": "BRICK", "prompt": "...", "reply": "..."}   ("id" edits one)
+  exclude_golden {"proto": "BRICK", "id": "g-...", "excluded": true}
+  start_finetune {"proto": "BRICK", "steps": 24, "adopt": true}  (runs in the background:
+                  progress in the backend's log and as events; cancel takes its job_id)
+  adopt_model    {"proto": "BRICK", "candidate": "BRICK-ft-...", "force": false}
+  rollback_model {"proto": "BRICK"}
+  propose_ascension {"proto": "BRICK"}
+  ascend         {"proto": "BRICK", "base": "/path/to/model.gguf"}  (trial on a clone)
+
+dialogues (BRICK and ROBIN argue a goal, ALFRED judges; progress arrives as dialogue_* events):
+  start_dialogue     {"goal": "...", "max_rounds": 4, "breakpoints": ["alfred"], "paused": false}
+  list_dialogues     {}
+  dialogue_status    {"dialogue_id": "d-..."}      (summary, graph state, pending approvals)
+  dialogue_graph     {}                             (nodes, edges, Mermaid text)
+  debug_step         {"dialogue_id": "d-..."}      (run exactly one node)
+  debug_continue     {"dialogue_id": "d-..."}
+  debug_pause        {"dialogue_id": "d-..."}
+  set_breakpoints    {"dialogue_id": "d-...", "nodes": ["robin", "alfred"]}
+  debug_update_state {"dialogue_id": "d-...", "values": {"robin_view": "..."}}
+  debug_history      {"dialogue_id": "d-...", "limit": 200}
+  debug_rewind       {"dialogue_id": "d-...", "checkpoint_id": "...", "resume": true}
+  cancel_dialogue    {"dialogue_id": "d-..."}
+  list_approvals     {"all": false}
+  decide_amendment   {"interrupt_id": "...", "approve": true, "note": "..."}
+  list_goals         {}
+  goal_action        {"goal_id": "g-...", "action": "approve"}   (approve|pause|resume|cancel)
 
 ask_persona streams the answer's tokens to stderr as they arrive, then prints the final
-persona_reply event as JSON on stdout (so `... | jq -r .text` works).
+persona_reply event as JSON on stdout (so `... | jq -r .text` works). forge_tool prints each
+attempt's progress (and the errors fed back to the author) to stderr, then the final
+forge_finished event as JSON on stdout; it exits 1 unless the tool was attached.
 
 exit status: 0 success, 1 error reply (printed as JSON), 2 bad usage, 3 backend unreachable
 """
@@ -100,6 +143,8 @@ def cmd_call(args: argparse.Namespace) -> int:
             'error: JSON_BODY must be a JSON object, e.g. \'{"proto": "BRICK"}\'', file=sys.stderr
         )
         return EXIT_USAGE
+    if args.kind == "ingest_document" and isinstance(body.get("path"), str):
+        body["path"] = str(Path(body["path"]).expanduser().resolve())  # the backend's cwd differs
     streaming = args.kind in STREAMED
     try:
         info = read_connection_file((args.home or default_home()).expanduser().resolve())
@@ -114,10 +159,11 @@ def cmd_call(args: argparse.Namespace) -> int:
         return EXIT_UNREACHABLE
     print(reply.model_dump_json(indent=2))
     failed = isinstance(reply, ErrorReply) or getattr(reply, "error", None) is not None
+    failed = failed or getattr(reply, "outcome", "attached") != "attached"
     return EXIT_ERROR_REPLY if failed else 0
 
 
-STREAMED = frozenset({"ask_persona"})
+STREAMED = frozenset({"ask_persona", "forge_tool"})
 
 
 def _stream(client: Any, request_id: str, timeout: float) -> Any:
@@ -128,7 +174,12 @@ def _stream(client: Any, request_id: str, timeout: float) -> Any:
         )
         if event.kind == "token":
             print(event.text, end="", file=sys.stderr, flush=True)
-        elif event.kind == "persona_reply":
+        elif event.kind == "forge_progress":
+            print(f"[{event.attempt}/{event.max_attempts}] {event.phase}: {event.message}",
+                  file=sys.stderr, flush=True)  # fmt: skip
+            if event.feedback:
+                print("    " + event.feedback.replace("\n", "\n    "), file=sys.stderr)
+        elif event.kind in ("persona_reply", "forge_finished"):
             print(file=sys.stderr)
             return event
 

@@ -12,8 +12,13 @@ from pathlib import Path
 
 from backend.bus import EventBus
 from backend.config import load_config
+from backend.dialogue.debugger import DialogueService
+from backend.dialogue.personas import memory_research
+from backend.forge import ToolForge
 from backend.home import Home, default_home
+from backend.learning.service import LearningService
 from backend.llm.service import PersonaLLM
+from backend.memory.service import MemoryService
 from backend.protos import Proto
 from backend.runtime import Runtime
 from backend.server import Server
@@ -46,8 +51,29 @@ def serve(home_dir: Path) -> int:
         Proto.llm = llm
         key = secrets.token_bytes(32)
         server = Server(runtime, llm, config, bus, key, home.root)
+        memory = MemoryService(
+            home.memory_dir,
+            full_config.memory,
+            bus,
+            ollama_host=full_config.models.ollama_host,
+            runtime=runtime,
+        )
+        llm.memory = server.ctx.memory = memory
+        dialogues = server.ctx.dialogue = DialogueService(
+            runtime, full_config, bus, home.root, research=memory_research(memory)
+        )
+        forge = ToolForge(runtime, llm, bus, full_config.forge)
+        Proto.tool_runner = server.ctx.forge = forge
+        runtime.on_does_not_understand = forge.on_does_not_understand
+        learning = server.ctx.learning = LearningService(
+            runtime, llm, full_config.learning, home.root
+        )
+        dialogues.motivator.forge_submit = forge.submit  # approved goals forge tools
         runtime.start()
         llm.refresh_selections()
+        dialogues.start()
+        forge.start()
+        learning.start()
     except ImageError as exc:
         log.error("%s", exc.message)
         home.release_lock()
@@ -73,11 +99,16 @@ def serve(home_dir: Path) -> int:
         info.request_endpoint,
         info.event_endpoint,
     )
+    memory.start()  # opens in the background: LanceDB takes seconds to import
     try:
         server.serve_forever()
     finally:
         try:
+            learning.close()
+            forge.close()
+            dialogues.close()
             llm.close()
+            memory.close()  # after the models: the last answers are recorded
             runtime.close(save=server.save_on_exit)
         finally:
             connection_path.unlink(missing_ok=True)

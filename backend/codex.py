@@ -57,3 +57,34 @@ def load_personas(directory: Path = PERSONAS_DIR) -> dict[str, Codex]:
     if not codices:
         raise CodexInvalidError(f"No persona codex files (*.json) found in {directory}.")
     return {c.name: c for c in codices}
+
+
+#: The codex fields an approved amendment may change (never ``name`` or the model).
+AMENDABLE_FIELDS = ("role", "system_prompt", "core_principles", "description")
+
+
+def codex_field_text(codex: Codex, field: str) -> str:
+    """A codex field as text (``core_principles``: one principle per line)."""
+    value = getattr(codex, field)
+    return "\n".join(value) if isinstance(value, tuple) else str(value)
+
+
+def amended(codex: Codex, field: str, text: str) -> Codex:
+    """A validated copy of ``codex`` with ``field`` set from ``text`` (as ``codex_field_text``
+    writes it). Only the journaled ``amend_codex`` op (an approved amendment) calls this."""
+    if field not in AMENDABLE_FIELDS:
+        raise CodexInvalidError(
+            f"`{field}` cannot be amended; amendable fields: {', '.join(AMENDABLE_FIELDS)}.",
+            field=field,
+        )
+    raw = codex.model_dump()
+    if field == "core_principles":
+        raw[field] = [line.strip() for line in text.splitlines() if line.strip()]
+    else:
+        raw[field] = text
+    try:
+        return Codex.model_validate(raw)
+    except ValidationError as exc:
+        raise CodexInvalidError(
+            f"The amended `{field}` is invalid: {exc.errors()[0]['msg']}.", field=field
+        ) from None

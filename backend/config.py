@@ -13,7 +13,10 @@ from typing import Literal
 
 from pydantic import BaseModel, ConfigDict, Field, ValidationError, model_validator
 
+from backend.learning.config import LearningConfig
+from backend.memory.config import MemoryConfig
 from shared_api.errors import ConfigInvalidError
+from shared_api.sandbox import Limits
 
 
 class BackendConfig(BaseModel):
@@ -85,11 +88,74 @@ class ModelsConfig(BaseModel):
     personas: dict[str, PersonaModel] = {}
 
 
+class ForgeConfig(BaseModel):
+    """``[forge]``: the Tool Forge (personas write, test and hot-load their own tools)."""
+
+    model_config = ConfigDict(extra="forbid")
+
+    autonomy: bool = Field(
+        default=False,
+        description="on: a message a persona does not understand starts a forge, and the "
+        "call is retried when the tool is attached; off: a forge is proposed as a goal",
+    )
+    author: str = Field(default="BRICK", description="the persona who writes the code")
+    max_attempts: int = Field(default=3, ge=1, le=10)
+    max_tokens: int = Field(default=768, ge=64, le=32768, description="per written attempt")
+    runtime: str | None = Field(default=None, description="sandbox runtime; default: strongest")
+    limits: Limits = Field(default=Limits(), description="for test runs and tool calls alike")
+    concurrent: int = Field(default=2, ge=1, le=16, description="forges at once")
+
+
+class DialogueConfig(BaseModel):
+    """``[dialogue]``: the Socratic Contrapunto (BRICK and ROBIN argue, ALFRED judges)."""
+
+    model_config = ConfigDict(extra="forbid")
+
+    max_rounds: int = Field(default=6, ge=1, le=100, description="rounds unless a start says")
+    impasse_rounds: int = Field(
+        default=2, ge=1, le=100, description="dissonant rounds in a row that pause the graph"
+    )
+    dissonance_threshold: float = Field(default=0.6, ge=0.0, le=1.0)
+    convergence_threshold: float = Field(default=0.7, ge=0.0, le=1.0)
+    max_tokens: int = Field(default=160, ge=8, le=32768, description="per persona turn")
+    keep_checkpoints: int = Field(
+        default=400, ge=0, description="per dialogue, newest kept; 0 keeps every checkpoint"
+    )
+    keep_dialogues: int = Field(default=50, ge=1, description="finished dialogues kept")
+    prune_every: int = Field(default=25, ge=1, description="steps between prunings")
+    logic: str = Field(default="BRICK", description="who argues the logical side")
+    empathy: str = Field(default="ROBIN", description="who answers with empathic synthesis")
+    judge: str = Field(default="ALFRED", description="who supervises and judges")
+    research: str = Field(default="BABS", description="who researches facts")
+
+
+class MotivatorConfig(BaseModel):
+    """``[motivator]``: dissonance and curiosity deficits become goals, rate-limited."""
+
+    model_config = ConfigDict(extra="forbid")
+
+    enabled: bool = True
+    curiosity_interval_s: float = Field(
+        default=300.0, ge=0, description="seconds between curiosity checks; 0 disables them"
+    )
+    max_goals_per_hour: int = Field(default=6, ge=0, le=1000)
+    cooldown_s: float = Field(default=600.0, ge=0, description="per source and subject")
+    min_score: float = Field(default=0.5, ge=0.0, le=1.0, description="weaker events are ignored")
+    auto_approve: bool = Field(
+        default=False, description="start goals' dialogues without waiting for the user"
+    )
+
+
 class Config(BaseModel):
     model_config = ConfigDict(extra="forbid")
 
     backend: BackendConfig = BackendConfig()
     models: ModelsConfig = ModelsConfig()
+    memory: MemoryConfig = MemoryConfig()
+    dialogue: DialogueConfig = DialogueConfig()
+    motivator: MotivatorConfig = MotivatorConfig()
+    forge: ForgeConfig = ForgeConfig()
+    learning: LearningConfig = LearningConfig()
 
 
 def load_config(path: Path) -> Config:

@@ -15,11 +15,20 @@ from dataclasses import dataclass, field
 from typing import Any
 
 from backend import __version__, ops
+from backend.forge import ToolForge
 from backend.llm.service import PersonaLLM
+from backend.memory.service import MemoryService
 from backend.runtime import Runtime
 from backend.state_tree import copy_tree, get_path
 from shared_api import commands as c
-from shared_api.errors import AlreadyExistsError, InvalidValueError, ModelUnreachableError
+from shared_api.errors import (
+    AlreadyExistsError,
+    InvalidValueError,
+    MemoryUnavailableError,
+    ModelUnreachableError,
+    NotFoundError,
+    UnavailableError,
+)
 from shared_api.replies import (
     CancelReply,
     EchoReply,
@@ -35,6 +44,7 @@ from shared_api.replies import (
     ShuttingDown,
     StateReply,
     StatusReply,
+    ToolList,
 )
 from shared_api.version import PROTOCOL_VERSION
 
@@ -47,6 +57,18 @@ class Context:
     request_stop: Callable[[bool], None]
     started: float = field(default_factory=time.monotonic)
     stats: dict[str, Any] = field(default_factory=dict)
+    #: The dialogue service (``backend.dialogue.debugger.DialogueService``), set at startup.
+    dialogue: Any = None
+    forge: ToolForge | None = None
+    #: The episodic memory (``backend.memory.service.MemoryService``), set at startup.
+    memory: MemoryService | None = None
+    #: The learning loop (``backend.learning.service.LearningService``), set at startup.
+    learning: Any = None
+
+    def tool_forge(self) -> ToolForge:
+        if self.forge is None:
+            raise UnavailableError("The Tool Forge is not running in this backend.")
+        return self.forge
 
 
 Handler = Callable[[Context, Any], Reply]
@@ -104,6 +126,10 @@ def status(ctx: Context, cmd: c.Status) -> Reply:
                 "resident": _resident(ctx),
                 "selections": {n: s.model_dump() for n, s in ctx.llm.selections.items()},
             },
+            "forge": ctx.forge.status() if ctx.forge else None,
+            "memory": {"state": ctx.memory.state, "error": ctx.memory.error}
+            if ctx.memory
+            else None,
         },
     )
 
@@ -113,7 +139,11 @@ def list_protos(ctx: Context, cmd: c.ListProtos) -> Reply:
     return ProtoList(
         protos=[
             ProtoSummary(
-                name=p.name, role=p.codex.role, version=p.version, methods=sorted(p.methods)
+                name=p.name,
+                role=p.codex.role,
+                version=p.version,
+                methods=sorted(p.methods),
+                tools=sorted(p.tools),
             )
             for p in ctx.runtime.manager.list()
         ]
@@ -132,11 +162,18 @@ def describe_proto(ctx: Context, cmd: c.DescribeProto) -> Reply:
             state=copy_tree(p.state),
             methods={n: m.source for n, m in p.methods.items()},
             description=p.get_self_description(),
-            history=[_clip(i) for i in p.history[-HISTORY_SHOWN:]],
+            history=[_clip(_judged(p, i)) for i in p.history[-HISTORY_SHOWN:]],
+            tools=list(p.tools.values()),
         )
 
 
 HISTORY_SHOWN = 20
+
+
+def _judged(proto: Any, interaction: dict[str, Any]) -> dict[str, Any]:
+    """The interaction with ALFRED's overall score, once the curator has judged it."""
+    score = proto.learning.get("scores", {}).get(interaction.get("id"))
+    return {**interaction, "judge_score": score.get("overall")} if score else interaction
 
 
 def _clip(interaction: dict[str, Any], limit: int = 2000) -> dict[str, Any]:
@@ -231,7 +268,12 @@ def ask_persona(ctx: Context, cmd: c.AskPersona) -> Reply:
 
 @route("cancel")
 def cancel(ctx: Context, cmd: c.Cancel) -> Reply:
-    return CancelReply(request_id=cmd.request_id, cancelled=ctx.llm.cancel(cmd.request_id))
+    cancelled = (
+        ctx.llm.cancel(cmd.request_id)
+        or bool(ctx.forge and ctx.forge.cancel(cmd.request_id))
+        or bool(ctx.learning and ctx.learning.cancel(cmd.request_id))
+    )
+    return CancelReply(request_id=cmd.request_id, cancelled=cancelled)
 
 
 @route("list_models", blocking=True)
@@ -280,6 +322,32 @@ def save_image(ctx: Context, cmd: c.SaveImage) -> Reply:
     return ctx.runtime.save_image()
 
 
+# -- episodic memory (backend/memory/) --------------------------------------------------------
+def _memory(ctx: Context) -> MemoryService:
+    if ctx.memory is None:
+        raise MemoryUnavailableError("This backend runs without a memory.")
+    return ctx.memory
+
+
+@route("search_memory", blocking=True)
+def search_memory(ctx: Context, cmd: c.SearchMemory) -> Reply:
+    if cmd.proto is not None:
+        ctx.runtime.manager.get(cmd.proto)  # NotFoundError names the known personas
+    return _memory(ctx).search(cmd.text, cmd.k, cmd.proto)
+
+
+@route("ingest_document", blocking=True)
+def ingest_document(ctx: Context, cmd: c.IngestDocument) -> Reply:
+    if cmd.proto is not None:
+        ctx.runtime.manager.get(cmd.proto)
+    return _memory(ctx).ingest(cmd.path, cmd.proto, cmd.wait)
+
+
+@route("memory_stats", blocking=True)
+def memory_stats(ctx: Context, cmd: c.MemoryStats) -> Reply:
+    return _memory(ctx).stats()
+
+
 @route("shutdown", blocking=True)
 def shutdown(ctx: Context, cmd: c.Shutdown) -> Reply:
     saved = False
@@ -288,3 +356,45 @@ def shutdown(ctx: Context, cmd: c.Shutdown) -> Reply:
         saved = True
     ctx.request_stop(cmd.save)
     return ShuttingDown(saved=saved)
+
+
+# -- the Tool Forge ----------------------------------------------------------------------------
+
+
+@route("forge_tool", blocking=True)
+def forge_tool(ctx: Context, cmd: c.ForgeTool) -> Reply:
+    return ctx.tool_forge().submit(
+        cmd.proto, cmd.name, cmd.description, list(cmd.examples), cmd.max_attempts
+    )
+
+
+@route("list_tools")
+def list_tools(ctx: Context, cmd: c.ListTools) -> Reply:
+    manager = ctx.runtime.manager
+    with manager.lock:
+        protos = [manager.get(cmd.proto)] if cmd.proto else manager.list()
+        return ToolList(tools=[t for p in protos for t in p.tools.values()])
+
+
+@route("remove_tool", blocking=True)
+def remove_tool(ctx: Context, cmd: c.RemoveTool) -> Reply:
+    p = ctx.runtime.commit({"op": "remove_tool", "proto": cmd.proto, "name": cmd.name})
+    return _updated(p.name, p.version, "remove_tool")
+
+
+@route("run_tool", blocking=True)
+def run_tool(ctx: Context, cmd: c.RunTool) -> Reply:
+    proto = ctx.runtime.manager.get(cmd.proto)
+    tool = proto.tools.get(cmd.name)
+    if tool is None:
+        raise NotFoundError(
+            f"{proto.name} has no forged tool {cmd.name!r}. Known: "
+            f"{', '.join(sorted(proto.tools)) or 'none'}; forge one with forge_tool.",
+            proto=proto.name,
+        )
+    return ctx.tool_forge().call(proto.name, tool, dict(cmd.args))
+
+
+# The dialogue commands register themselves in ROUTES (backend/dialogue/routes.py).
+import backend.dialogue.routes  # noqa: E402, F401
+from backend.learning import routes as _learning_routes  # noqa: E402, F401

@@ -31,6 +31,8 @@ class Home:
         self.image_dir = self.root / "image"
         self.journal_dir = self.root / "journal"
         self.keys_dir = self.root / "keys"
+        #: The episodic memory (LanceDB tables + manifest.json), created when it first opens.
+        self.memory_dir = self.root / "memory"
         self.config_path = self.root / "config.toml"
         self.lock_path = self.root / "backend.lock"
         self._lock_file: IO[str] | None = None

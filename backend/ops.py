@@ -8,9 +8,12 @@ from __future__ import annotations
 
 from typing import Any
 
+from backend.codex import amended
+from backend.learning import image_ops as learning_ops
 from backend.protos import Proto, ProtoManager
 from backend.state_tree import check_depth, copy_tree, set_path
 from shared_api.errors import AlreadyExistsError, InvalidValueError
+from shared_api.tools import Tool
 
 Op = dict[str, Any]
 
@@ -36,12 +39,28 @@ def apply(manager: ProtoManager, op: Op) -> Proto:
     elif kind == "remove_method":
         proto.remove_method(op["name"])
         detail = {"method": op["name"]}
+    elif kind == "attach_tool":
+        tool = Tool.model_validate(op["tool"])
+        if tool.proto != proto.name:  # a clone's copy answers to the clone
+            tool = tool.model_copy(update={"proto": proto.name})
+        proto.attach_tool(tool)
+        detail = {"tool": tool.name}
+    elif kind == "remove_tool":
+        proto.detach_tool(op["name"])
+        detail = {"tool": op["name"]}
+    elif kind == "amend_codex":
+        # The one path that changes a codex: an amendment the user approved (dialogue).
+        proto._codex = amended(proto.codex, op["field"], op["value"])
+        detail = {"field": op["field"], "interrupt_id": op.get("interrupt_id", "")}
     elif kind == "record_interaction":
         # History is not an edit: it does not bump the version, so it never makes a
         # concurrent swap stale.
         proto.history.append(op["interaction"])
         manager.notify(proto, "interaction", {"id": op["interaction"].get("id", "")})
         return proto
+    elif kind.startswith("learning_"):
+        # Judge scores, golden examples and the model pointer (backend/learning/).
+        return learning_ops.apply(manager, proto, op)
     elif kind == "remove":
         return manager.remove(proto.name)
     elif kind == "clone":

@@ -31,9 +31,12 @@ from shared_api.errors import (
     StaleVersionError,
     UnavailableError,
 )
+from shared_api.tools import Tool
 
 HISTORY_CHUNK = 1000
-_SLOTS = frozenset({"name", "_codex", "state", "version", "_methods", "history"})
+_SLOTS = frozenset(
+    {"name", "_codex", "state", "version", "_methods", "_tools", "history", "learning"}
+)
 
 
 class DoesNotUnderstand(AttributeError):  # Smalltalk's name for it
@@ -108,6 +111,8 @@ class Proto:
 
     #: The process's model service (``backend.llm.service.PersonaLLM``), set at startup.
     llm: ClassVar[Any] = None
+    #: Runs forged tools in the sandbox (``backend.forge.ToolForge``), set at startup.
+    tool_runner: ClassVar[Any] = None
 
     def __init__(
         self, name: str, codex: Codex, state: dict[str, Any] | None = None, version: int = 0
@@ -117,7 +122,11 @@ class Proto:
         self.state: dict[str, Any] = state if state is not None else {}
         self.version = version
         self._methods: dict[str, Method] = {}
+        self._tools: dict[str, Tool] = {}
         self.history: list[dict[str, Any]] = []
+        #: The learning loop's plain data (backend/learning/image_ops.py): judge scores,
+        #: golden examples, the model pointer and its history. Changed only by journaled ops.
+        self.learning: dict[str, Any] = {}
 
     # -- identity ---------------------------------------------------------------------------
     @property
@@ -144,8 +153,18 @@ class Proto:
     def has_method(self, name: str) -> bool:
         return name in self._methods
 
+    def understands(self, name: str) -> bool:
+        """True for a method or a forged tool of that name."""
+        return name in self._methods or name in self._tools
+
     def define_method(self, name: str, source: str) -> Method:
         """Compile and bind; on any error the old method (if any) stays."""
+        if name in self._tools:
+            raise AlreadyExistsError(
+                f"{self.name} has a forged tool named {name!r}; remove the tool first "
+                "(remove_tool) or pick another method name.",
+                proto=self.name,
+            )
         method = compile_method(self.name, name, source)
         self._methods[name] = method
         return method
@@ -154,12 +173,63 @@ class Proto:
         if self._methods.pop(name, None) is None:
             raise NotFoundError(f"{self.name} has no method {name!r}.", proto=self.name)
 
+    # -- forged tools: methods whose bodies run in the sandbox ------------------------------
+    @property
+    def tools(self) -> dict[str, Tool]:
+        return dict(self._tools)
+
+    def attach_tool(self, tool: Tool) -> None:
+        """Attach (or replace) a forged tool; a plain method of that name is never shadowed."""
+        if tool.name in self._methods:
+            raise AlreadyExistsError(
+                f"{self.name} already has a method named {tool.name!r}; remove it or forge "
+                "the tool under another name.",
+                proto=self.name,
+            )
+        self._tools[tool.name] = tool
+
+    def detach_tool(self, name: str) -> Tool:
+        tool = self._tools.pop(name, None)
+        if tool is None:
+            raise NotFoundError(
+                f"{self.name} has no forged tool {name!r}. Known: "
+                f"{', '.join(sorted(self._tools)) or 'none'}.",
+                proto=self.name,
+            )
+        return tool
+
+    def _tool_caller(self, tool: Tool) -> Callable[..., Any]:
+        def call(*args: Any, **kwargs: Any) -> Any:
+            if len(args) > len(tool.params):
+                raise TypeError(f"{tool.signature} takes {len(tool.params)} arguments")
+            kwargs.update(zip(tool.params, args, strict=False))
+            return self._call_tool(tool, kwargs)
+
+        call.__name__ = tool.name
+        call.__doc__ = tool.description
+        return call
+
+    def _call_tool(self, tool: Tool, args: dict[str, Any]) -> Any:
+        if Proto.tool_runner is None:
+            raise UnavailableError("No sandbox service runs in this process to run tools.")
+        unknown = sorted(set(args) - set(tool.params))
+        if unknown:
+            raise InvalidValueError(
+                f"Bad arguments for {self.name}.{tool.signature}: unexpected "
+                f"{', '.join(unknown)}.",
+                method=tool.name,
+            )
+        return Proto.tool_runner.call(self.name, tool, args).result
+
     def __getattr__(self, attr: str) -> Any:
         # Only called when normal lookup fails: methods are looked up here, so method code
-        # can call ``self.other(...)``.
+        # can call ``self.other(...)``; a forged tool answers the same way, in the sandbox.
         methods = self.__dict__.get("_methods", {})
         if attr in methods:
             return types.MethodType(methods[attr].function, self)
+        tools = self.__dict__.get("_tools", {})
+        if attr in tools:
+            return self._tool_caller(tools[attr])
         if attr.startswith("_"):
             raise AttributeError(attr)
         raise DoesNotUnderstand(self.__dict__.get("name", "?"), attr)
@@ -169,6 +239,8 @@ class Proto:
         name, ``InvalidValueError`` for bad arguments, ``MethodFailedError`` if it raises."""
         method = self._methods.get(name)
         if method is None:
+            if name in self._tools:
+                return self._call_tool(self._tools[name], args)
             raise DoesNotUnderstand(self.name, name)
         bound = types.MethodType(method.function, self)
         try:
@@ -203,7 +275,9 @@ class Proto:
         """A deep, independent copy: editing the clone never touches the original."""
         twin = Proto(name or self.name, self._codex, copy_tree(self.state), self.version)
         twin._methods = dict(self._methods)  # Method objects are immutable; binding is per call
+        twin._tools = dict(self._tools)  # Tool models are frozen
         twin.history = list(self.history)
+        twin.learning = copy_tree(self.learning)
         return twin
 
     def get_self_description(self) -> dict[str, Any]:
@@ -219,8 +293,25 @@ class Proto:
                 {"name": m.name, "signature": m.signature, "doc": inspect.getdoc(m.function) or ""}
                 for m in self._methods.values()
             ],
+            "tools": [
+                {"name": t.name, "signature": t.signature, "doc": t.description}
+                for t in self._tools.values()
+            ],
             "state_keys": sorted(self.state),
             "interactions": len(self.history),
+            "learning": self._learning_view(),
+        }
+
+    def _learning_view(self) -> dict[str, Any]:
+        """The learning loop at a glance: the model, golden examples, the judge's scores."""
+        scores = [s.get("overall") for s in self.learning.get("scores", {}).values()]
+        judged = [s for s in scores if isinstance(s, int | float)]
+        golden = self.learning.get("golden", {}).values()
+        return {
+            "model": (self.learning.get("model") or {}).get("id", ""),
+            "golden": sum(not g.get("excluded") for g in golden),
+            "judged": len(judged),
+            "mean_score": round(sum(judged) / len(judged), 3) if judged else None,
         }
 
     # -- pickling (the image) ---------------------------------------------------------------
@@ -235,10 +326,12 @@ class Proto:
             "state": self.state,
             "version": self.version,
             "methods": {n: m.source for n, m in self._methods.items()},
+            "tools": {n: t.model_dump(mode="json") for n, t in self._tools.items()},
             "history": [
                 pickle.dumps(self.history[i : i + HISTORY_CHUNK], protocol=5)
                 for i in range(0, len(self.history), HISTORY_CHUNK)
             ],
+            "learning": self.learning,
         }
 
     def __setstate__(self, data: dict[str, Any]) -> None:
@@ -247,15 +340,21 @@ class Proto:
         object.__setattr__(self, "state", data["state"])
         object.__setattr__(self, "version", data["version"])
         object.__setattr__(self, "_methods", {})
+        tools = {n: Tool.model_validate(t) for n, t in data.get("tools", {}).items()}
+        object.__setattr__(self, "_tools", tools)
         history: list[dict[str, Any]] = []
         for chunk in data["history"]:
             history.extend(pickle.loads(chunk))  # noqa: S301 - inside a verified image
         object.__setattr__(self, "history", history)
+        object.__setattr__(self, "learning", data.get("learning", {}))
         for name, source in data["methods"].items():
             self._methods[name] = compile_method(self.name, name, source)
 
     def __repr__(self) -> str:
-        return f"<Proto {self.name} v{self.version} methods={sorted(self._methods)}>"
+        return (
+            f"<Proto {self.name} v{self.version} methods={sorted(self._methods)} "
+            f"tools={sorted(self._tools)}>"
+        )
 
 
 Listener = Callable[[Proto, str, dict[str, Any]], None]

@@ -12,6 +12,7 @@ import os
 import shutil
 import threading
 import time
+from collections.abc import Callable
 from typing import Any
 
 from pydantic import ValidationError
@@ -57,6 +58,10 @@ class Runtime:
         self._save_lock = threading.Lock()
         self._stop = threading.Event()
         self._autosaver: threading.Thread | None = None
+        #: Answers an unknown message instead of ``does_not_understand`` (the Tool Forge).
+        self.on_does_not_understand: (
+            Callable[[Proto, str, dict[str, Any]], InvokeResult | DoesNotUnderstandReply] | None
+        ) = None
         self.manager.subscribe(self._announce)
 
     # -- startup ----------------------------------------------------------------------------
@@ -128,7 +133,9 @@ class Runtime:
         self, name: str, method: str, args: dict[str, Any]
     ) -> InvokeResult | DoesNotUnderstandReply:
         proto = self.manager.get(name)
-        if not proto.has_method(method):
+        if not proto.understands(method):
+            if self.on_does_not_understand is not None:
+                return self.on_does_not_understand(proto, method, args)
             return self.does_not_understand(proto, method, args)
         before = pack(proto.state)
         try:
@@ -173,9 +180,16 @@ class Runtime:
                     ) from None
 
     def does_not_understand(
-        self, proto: Proto, message: str, args: dict[str, Any]
+        self,
+        proto: Proto,
+        message: str,
+        args: dict[str, Any],
+        proposal: dict[str, Any] | None = None,
+        forge: dict[str, Any] | None = None,
     ) -> DoesNotUnderstandReply:
-        known = sorted(proto.methods)
+        """Publish the dissonance and answer it. ``proposal``: the ``forge_tool`` body that
+        would teach the message (a goal for the user); ``forge``: the forge that was tried."""
+        known = sorted([*proto.methods, *proto.tools])
         self.bus.publish(
             CognitiveDissonance(
                 proto=proto.name,
@@ -185,11 +199,21 @@ class Runtime:
                     f"{proto.name} was asked to {message!r}",
                     f"{proto.name} knows only: {', '.join(known) or 'no methods'}",
                 ],
-                detail={"message": message, "args": args},
+                detail={
+                    "message": message,
+                    "args": args,
+                    **({"proposal": proposal} if proposal else {}),
+                    **({"forge": forge} if forge else {}),
+                },
             )
         )
         return DoesNotUnderstandReply(
-            proto=proto.name, message=message, args=args, known_methods=known
+            proto=proto.name,
+            message=message,
+            args=args,
+            known_methods=known,
+            proposal=proposal,
+            forge=forge,
         )
 
     # -- image ------------------------------------------------------------------------------

@@ -22,6 +22,10 @@ BENCHMARKS = {
     "models": "embedded tokens/s via ModelManager vs direct llama.cpp; scheduler overhead; RSS",
     "ui_frames": "frame time of 200 morphs under 10 Hz events (Widget vs Scatter); event->UI",
     "sandbox": "sandbox cold start per runtime (median of 20) vs bare `python3 -c pass`",
+    "dialogue": "debugger step/continue/edit latency; checkpoint bytes, 1,000 steps pruned or not",
+    "memory": "100k memories: IVF_PQ and HNSW-SQ recall@10/p50 vs exact; ingest chunks/s; RSS",
+    "forge": "forged-tool call via each sandbox vs in-process; forge success on 10 tasks",
+    "learning": "CPU fine-tune s per 100 examples; ALFRED's judged win rate of the candidate",
 }
 
 

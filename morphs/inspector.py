@@ -21,9 +21,10 @@ from kivy.uix.scrollview import ScrollView
 from kivy.uix.textinput import TextInput
 
 from morphs.behaviors import DraggableBehavior
+from morphs.inspector_tools import ToolsSection, describe_reply
 from shared_api.commands import DefineMethod, SetState
 from shared_api.errors import ErrorReply
-from shared_api.replies import ProtoDescription
+from shared_api.replies import DoesNotUnderstand, ProtoDescription
 
 ROW = 30
 MAX_DEPTH_SHOWN = 4
@@ -68,7 +69,19 @@ def history_line(item: dict[str, Any]) -> str:
     meta = f"{item.get('model', '?')}" + (
         f", {rate:.0f} tok/s" if isinstance(rate, int | float) else ""
     )
+    score = item.get("judge_score")
+    if isinstance(score, int | float):
+        meta += f", judged {score:.2f}"
     return f"[color=e0c36c]> {prompt}[/color]\n{reply} [color=8899aa]({meta})[/color]"
+
+
+def learning_line(view: dict[str, Any]) -> str:
+    """ALFRED's judgement of the persona's interactions, its golden data and model."""
+    model = view.get("model") or "the default model"
+    return (
+        f"[color=b59cf0]judged {view.get('judged')}: mean score {view.get('mean_score')}, "
+        f"{view.get('golden')} golden examples, talks through {_escape(str(model))}[/color]"
+    )
 
 
 def performance_line(history: list[dict[str, Any]]) -> str:
@@ -102,7 +115,7 @@ def _label(text: str, **kwargs: Any) -> Label:
     return label
 
 
-class InspectorMorph(DraggableBehavior, BoxLayout):
+class InspectorMorph(ToolsSection, DraggableBehavior, BoxLayout):
     persona = StringProperty("")
 
     __events__ = ("on_intent", "on_moved", "on_meta_click")
@@ -128,7 +141,11 @@ class InspectorMorph(DraggableBehavior, BoxLayout):
         self.results: dict[str, Label] = {}
         self.inputs: dict[str, TextInput] = {}
         self.description: ProtoDescription | None = None
+        self.forge_label = _label("", color=(0.55, 0.85, 0.75, 1), height=0)
         self._redraw()
+
+    def _label(self, text: str, **kwargs: Any) -> Label:
+        return _label(text, **kwargs)
 
     def _redraw(self, *_: Any) -> None:
         self._bg.pos, self._bg.size = self.pos, self.size
@@ -167,8 +184,12 @@ class InspectorMorph(DraggableBehavior, BoxLayout):
         for name, source in sorted(description.methods.items()):
             self._method_editor(name, source)
         self._method_editor("", "def new_method(self):\n    return None\n", new=True)
+        self._tools_section(description)
         total = description.description.get("interactions", 0)
         body.add_widget(_label(f"[b]History[/b]  [color=8899aa]{total} interactions[/color]"))
+        learning = description.description.get("learning")
+        if isinstance(learning, dict) and learning.get("judged"):
+            body.add_widget(_label(learning_line(learning)))
         for item in reversed(description.history[-8:]):
             body.add_widget(_label(history_line(item)))
         body.add_widget(_label("[b]Performance[/b]"))
@@ -271,7 +292,11 @@ class InspectorMorph(DraggableBehavior, BoxLayout):
         """The backend's answer to an edit: its error inline, or a confirmation."""
         if key not in self.results:
             return
-        if isinstance(reply, ErrorReply):
+        if isinstance(reply, DoesNotUnderstand):
+            self.offer_forge(reply)
+        if not key.startswith(("state:", "method:")):
+            self._say(key, *describe_reply(reply))
+        elif isinstance(reply, ErrorReply):
             where = ""
             if reply.detail.get("line") is not None:
                 where = f"line {reply.detail['line']}, column {reply.detail.get('column')}: "

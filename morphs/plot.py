@@ -42,6 +42,9 @@ TITLES = {
     "queue_wait_ms": "queue wait ms",
     "ttft_ms": "first token ms",
     "total_ms": "total ms",
+    "memory_search_ms": "memory search ms",
+    "memory_rows": "memories",
+    "memory_ingest_chunks_per_s": "ingest chunks/s",
 }
 LINE_COLOURS = ("#6cb6e0", "#e0c36c", "#7be07b", "#e07bb6", "#b59cf0", "#f09c6c")
 TEXT = "#dfe5ec"

@@ -17,7 +17,7 @@ from kivy.uix.widget import Widget
 
 from morphs.halo import HaloMorph
 from morphs.persona import PersonaMorph
-from shared_api.commands import AskPersona
+from shared_api.commands import AskPersona, IngestDocument
 from shared_api.errors import DocumentError
 from ui.documents import prompt_for, read_document
 
@@ -33,7 +33,7 @@ class World(Widget):
     #: The open halo, if any.
     halo: Any = ObjectProperty(None, allownone=True)
     #: Halo handles drawn dimmed because their feature has not landed yet.
-    unavailable_handles: tuple[str, ...] = ("debug",)
+    unavailable_handles: tuple[str, ...] = ()
 
     __events__ = ("on_intent", "on_notice", "on_background_click", "on_halo_action")
 
@@ -114,6 +114,9 @@ class World(Widget):
             self.dispatch("on_notice", exc.message)
             return
         text = prompt_for(document, int(self.prompt_budget_chars))
+        # Remembered too (in the background; the same content twice adds nothing).
+        path = str(document.path.resolve())
+        self.dispatch("on_intent", IngestDocument(path=path, proto=target.model.name, wait=False))
         self.dispatch("on_intent", AskPersona(proto=target.model.name, text=text))
 
     def on_touch_down(self, touch: Any) -> bool:

@@ -9,6 +9,8 @@ from typing import Annotated, Literal
 
 from pydantic import BaseModel, ConfigDict, Field, TypeAdapter
 
+from shared_api.learning import ChatTurn, GoldenId
+from shared_api.tools import ToolName
 from shared_api.types import Json, JsonObject, MethodName, ProtoName, StatePath
 
 MAX_SOURCE = 256 * 1024
@@ -149,6 +151,295 @@ class Shutdown(_Command):
     save: bool = True
 
 
+class ForgeTool(_Command):
+    """Have BRICK write ``name`` with its tests, test it in the sandbox (retrying with the
+    errors up to ``max_attempts`` times) and attach it to ``proto`` as a sandboxed method.
+    The reply is ``forge_accepted``; ``forge_progress`` events follow, then one
+    ``forge_finished`` event."""
+
+    kind: Literal["forge_tool"] = "forge_tool"
+    proto: ProtoName
+    name: ToolName
+    description: str = Field(min_length=1, max_length=4000)
+    examples: list[Annotated[str, Field(max_length=1000)]] = Field(default=[], max_length=20)
+    max_attempts: int | None = Field(default=None, ge=1, le=10)
+
+
+class ListTools(_Command):
+    """The forged tools, of one Proto or of all."""
+
+    kind: Literal["list_tools"] = "list_tools"
+    proto: ProtoName | None = None
+
+
+class RemoveTool(_Command):
+    kind: Literal["remove_tool"] = "remove_tool"
+    proto: ProtoName
+    name: ToolName
+
+
+class RunTool(_Command):
+    """Call a forged tool in the sandbox with JSON keyword ``args``."""
+
+    kind: Literal["run_tool"] = "run_tool"
+    proto: ProtoName
+    name: ToolName
+    args: JsonObject = {}
+
+
+# -- dialogues, the Live Debugger, approvals and goals (backend/dialogue/) ---------------
+DialogueId = Annotated[str, Field(min_length=1, max_length=64, pattern=r"^[A-Za-z0-9_\-]+$")]
+NodeName = Annotated[str, Field(min_length=1, max_length=32, pattern=r"^[a-z_]+$")]
+
+
+class StartDialogue(_Command):
+    """BRICK and ROBIN argue ``goal`` in turns while ALFRED judges; the reply is
+    ``dialogue_accepted`` and the dialogue runs on its own thread (``dialogue_*`` events).
+    ``personas`` maps a role (logic, empathy, judge, research) to another Proto (a clone)."""
+
+    kind: Literal["start_dialogue"] = "start_dialogue"
+    goal: str = Field(min_length=1, max_length=4000)
+    max_rounds: int | None = Field(default=None, ge=1, le=100)
+    breakpoints: list[NodeName] = []
+    personas: dict[str, ProtoName] = {}
+    #: Start paused before the first node (to step from the very beginning).
+    paused: bool = False
+
+
+class ListDialogues(_Command):
+    kind: Literal["list_dialogues"] = "list_dialogues"
+
+
+class DialogueStatus(_Command):
+    """A dialogue's summary, its current graph state and pending approvals."""
+
+    kind: Literal["dialogue_status"] = "dialogue_status"
+    dialogue_id: DialogueId
+
+
+class DialogueGraph(_Command):
+    """The Contrapunto graph: nodes, edges and its Mermaid text."""
+
+    kind: Literal["dialogue_graph"] = "dialogue_graph"
+
+
+class DebugStep(_Command):
+    """Run exactly one node of a paused dialogue, then pause again."""
+
+    kind: Literal["debug_step"] = "debug_step"
+    dialogue_id: DialogueId
+
+
+class DebugContinue(_Command):
+    """Run a paused dialogue until it ends or meets a breakpoint, impasse or approval."""
+
+    kind: Literal["debug_continue"] = "debug_continue"
+    dialogue_id: DialogueId
+
+
+class DebugPause(_Command):
+    """Pause a running dialogue before its next node."""
+
+    kind: Literal["debug_pause"] = "debug_pause"
+    dialogue_id: DialogueId
+
+
+class SetBreakpoints(_Command):
+    """Pause before each of these nodes (replaces the dialogue's breakpoints)."""
+
+    kind: Literal["set_breakpoints"] = "set_breakpoints"
+    dialogue_id: DialogueId
+    nodes: list[NodeName] = []
+
+
+class DebugUpdateState(_Command):
+    """Edit a paused dialogue's graph state: a fork of the current checkpoint."""
+
+    kind: Literal["debug_update_state"] = "debug_update_state"
+    dialogue_id: DialogueId
+    values: JsonObject = Field(min_length=1)
+
+
+class DebugHistory(_Command):
+    """The steps of the dialogue's current branch, oldest first, from its checkpoints."""
+
+    kind: Literal["debug_history"] = "debug_history"
+    dialogue_id: DialogueId
+    limit: int = Field(default=200, ge=1, le=2000)
+
+
+class DebugRewind(_Command):
+    """Time travel: make an earlier checkpoint current (``resume`` runs from it at once)."""
+
+    kind: Literal["debug_rewind"] = "debug_rewind"
+    dialogue_id: DialogueId
+    checkpoint_id: str = Field(min_length=1, max_length=64)
+    resume: bool = False
+
+
+class CancelDialogue(_Command):
+    kind: Literal["cancel_dialogue"] = "cancel_dialogue"
+    dialogue_id: DialogueId
+
+
+class DecideAmendment(_Command):
+    """Approve or reject a proposed codex amendment; resumes its dialogue."""
+
+    kind: Literal["decide_amendment"] = "decide_amendment"
+    interrupt_id: str = Field(min_length=1, max_length=128)
+    approve: bool
+    note: str = Field(default="", max_length=2000)
+
+
+class ListApprovals(_Command):
+    """Amendments awaiting a decision (``all``: decided ones too)."""
+
+    kind: Literal["list_approvals"] = "list_approvals"
+    all: bool = False
+
+
+class ListGoals(_Command):
+    kind: Literal["list_goals"] = "list_goals"
+
+
+class GoalAction(_Command):
+    """approve (starts its dialogue), pause, resume or cancel a queued goal."""
+
+    kind: Literal["goal_action"] = "goal_action"
+    goal_id: str = Field(min_length=1, max_length=64)
+    action: Literal["approve", "pause", "resume", "cancel"]
+
+
+# -- episodic memory (backend/memory/) ----------------------------------------------------
+class SearchMemory(_Command):
+    """The ``k`` memories (document chunks and past interactions) nearest to ``text``; with
+    ``proto``, only that persona's. The reply is ``memory_hits``; each hit carries its text."""
+
+    kind: Literal["search_memory"] = "search_memory"
+    text: str = Field(min_length=1, max_length=64 * 1024)
+    k: int = Field(default=5, ge=1, le=100)
+    proto: ProtoName | None = None
+
+
+class IngestDocument(_Command):
+    """Read, chunk, embed and store a document (txt md py json csv pdf) the backend can read
+    at ``path`` (absolute). Re-ingesting the same content adds nothing. ``wait: false``
+    replies ``queued`` at once; progress and the outcome then arrive as events."""
+
+    kind: Literal["ingest_document"] = "ingest_document"
+    path: str = Field(min_length=1, max_length=4096)
+    proto: ProtoName | None = None
+    wait: bool = True
+
+
+class MemoryStats(_Command):
+    kind: Literal["memory_stats"] = "memory_stats"
+
+
+# -- the learning loop: curator, golden data, fine-tunes, adoption (backend/learning/) ------
+class LearningStatus(_Command):
+    """Each persona's (or one's) model pointer, golden data, judge scores and the jobs."""
+
+    kind: Literal["learning_status"] = "learning_status"
+    proto: ProtoName | None = None
+
+
+class Curate(_Command):
+    """Have the judge score interactions not yet judged now (``limit`` per persona) and
+    promote the best to golden examples."""
+
+    kind: Literal["curate"] = "curate"
+    proto: ProtoName | None = None
+    limit: int | None = Field(default=None, ge=1, le=1000)
+
+
+class ListScores(_Command):
+    kind: Literal["list_scores"] = "list_scores"
+    proto: ProtoName
+    limit: int = Field(default=100, ge=1, le=10_000)
+
+
+class ListGolden(_Command):
+    kind: Literal["list_golden"] = "list_golden"
+    proto: ProtoName
+    include_excluded: bool = True
+
+
+class PutGolden(_Command):
+    """Add a golden example, or edit the one with ``id``. Give ``prompt`` and ``reply`` (the
+    codex system prompt is added) or whole ChatML ``messages``."""
+
+    kind: Literal["put_golden"] = "put_golden"
+    proto: ProtoName
+    id: GoldenId | None = None
+    prompt: str | None = Field(default=None, min_length=1, max_length=256 * 1024)
+    reply: str | None = Field(default=None, min_length=1, max_length=256 * 1024)
+    messages: list[ChatTurn] | None = Field(default=None, min_length=2, max_length=64)
+    note: str = Field(default="", max_length=2000)
+
+
+class ExcludeGolden(_Command):
+    """Leave a golden example out of fine-tunes (``excluded: false`` takes it back)."""
+
+    kind: Literal["exclude_golden"] = "exclude_golden"
+    proto: ProtoName
+    id: GoldenId
+    excluded: bool = True
+
+
+class StartFinetune(_Command):
+    """Fine-tune ``proto``'s model on its golden examples in a separate process, validate it
+    blind against the current model on held-out examples, and adopt it on a significant win
+    (unless ``adopt`` is false). The reply is ``learning_accepted``; ``learning_progress``
+    events follow (phase, loss, ETA), then one ``learning_finished``; ``cancel`` stops it."""
+
+    kind: Literal["start_finetune"] = "start_finetune"
+    proto: ProtoName
+    engine: Literal["auto", "cpu", "unsloth"] | None = None
+    steps: int | None = Field(default=None, ge=1, le=100_000)
+    adopt: bool = True
+
+
+class AdoptModel(_Command):
+    """Make a candidate model ``proto``'s model. Refused unless the candidate won its
+    validation significantly, or ``force`` is set (recorded as such)."""
+
+    kind: Literal["adopt_model"] = "adopt_model"
+    proto: ProtoName
+    candidate: str = Field(min_length=1, max_length=128)
+    force: bool = False
+    reason: str = Field(default="", max_length=2000)
+
+
+class RollbackModel(_Command):
+    """Go back to the model ``proto`` talked through before its last adoption."""
+
+    kind: Literal["rollback_model"] = "rollback_model"
+    proto: ProtoName
+    reason: str = Field(default="", max_length=2000)
+
+
+class ProposeAscension(_Command):
+    """BABS proposes a new base model for ``proto``: from the installed Ollama models and
+    the GGUF files added to ``learning.bases``."""
+
+    kind: Literal["propose_ascension"] = "propose_ascension"
+    proto: ProtoName
+
+
+class Ascend(_Command):
+    """Trial ``base`` (a GGUF path, or ``embedded``) on a clone of ``proto``: a temporary
+    LoRA on the golden data, judged blind against production. On a significant win the
+    production Proto swaps atomically to it and a full fine-tune follows. The codex never
+    changes. The reply is ``learning_accepted``."""
+
+    kind: Literal["ascend"] = "ascend"
+    proto: ProtoName
+    base: str = Field(min_length=1, max_length=4096)
+    steps: int | None = Field(default=None, ge=1, le=100_000)
+    follow_up: bool = True
+
+
 Command = Annotated[
     Ping
     | Echo
@@ -168,7 +459,41 @@ Command = Annotated[
     | ListModels
     | ModelStatus
     | SaveImage
-    | Shutdown,
+    | Shutdown
+    | SearchMemory
+    | IngestDocument
+    | MemoryStats
+    | StartDialogue
+    | ListDialogues
+    | DialogueStatus
+    | DialogueGraph
+    | DebugStep
+    | DebugContinue
+    | DebugPause
+    | SetBreakpoints
+    | DebugUpdateState
+    | DebugHistory
+    | DebugRewind
+    | CancelDialogue
+    | DecideAmendment
+    | ListApprovals
+    | ListGoals
+    | GoalAction
+    | ForgeTool
+    | ListTools
+    | RemoveTool
+    | RunTool
+    | LearningStatus
+    | Curate
+    | ListScores
+    | ListGolden
+    | PutGolden
+    | ExcludeGolden
+    | StartFinetune
+    | AdoptModel
+    | RollbackModel
+    | ProposeAscension
+    | Ascend,
     Field(discriminator="kind"),
 ]
 COMMAND_ADAPTER: TypeAdapter[Command] = TypeAdapter(Command)

@@ -40,6 +40,7 @@ class ErrorCode(StrEnum):
     SANDBOX_FAILED = "sandbox_failed"
     DOCUMENT_REJECTED = "document_rejected"
     LAYOUT_INVALID = "layout_invalid"
+    MEMORY_UNAVAILABLE = "memory_unavailable"
     INTERNAL = "internal"
 
 
@@ -173,6 +174,13 @@ class LayoutError(EntropicError):
     """A layout file that cannot be loaded or saved; the message says what to do."""
 
     code = ErrorCode.LAYOUT_INVALID
+
+
+class MemoryUnavailableError(EntropicError):
+    """The episodic memory cannot serve (disabled, still opening, or failed to open); the
+    message says what to do. The rest of the backend keeps running."""
+
+    code = ErrorCode.MEMORY_UNAVAILABLE
 
 
 class RemoteError(EntropicError):

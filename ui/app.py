@@ -16,8 +16,10 @@ from kivy.clock import Clock
 from kivy.core.window import Window
 from kivy.uix.floatlayout import FloatLayout
 from kivy.uix.label import Label
+from kivy.utils import escape_markup
 
 from morphs.inspector import InspectorMorph
+from morphs.memory import MEMORY_METRICS, MemoryMorph
 from morphs.menu import confirm_dismiss, open_menu
 from morphs.persona import PersonaMorph
 from morphs.plot import DEFAULT_METRICS, PlotMorph
@@ -36,13 +38,17 @@ from shared_api.errors import EntropicError, ErrorReply
 from shared_api.layout import Layout
 from shared_api.replies import (
     ImageSaved,
+    MemoryHits,
+    MemoryStatsReply,
     ModelStatusReply,
     ProtoDescription,
     ProtoList,
     ProtoUpdated,
     Reply,
 )
+from ui.dialogues import DialogueController
 from ui.layout_io import DEFAULT_LAYOUT, apply_layout, load_layout, save_layout
+from ui.learning import LearningController
 from ui.link import CONNECTED, BackendLink
 from ui.store import WorkbenchStore
 
@@ -87,12 +93,15 @@ class WorkbenchApp(App):
         root.add_widget(self.status_bar)
         root.add_widget(self.toast_bar)
         self.store.bind(connection=self._render_status, connection_detail=self._render_status)
+        self.store.bind(progress=self._render_status)
         self.store.bind(toasts=self._show_toast)
         self.world.bind(
             on_intent=self._on_intent, on_notice=lambda _w, text: self.store.toast(text)
         )
         self.world.bind(on_halo_action=self._on_halo_action, on_background_click=self._world_menu)
         self.store.bind(on_change=self._on_proto_change)
+        self.dialogues = DialogueController(self)
+        self.learning = LearningController(self)
         Window.bind(on_drop_file=self._on_drop_file)
         if self.link is None:
             self.link = BackendLink(self.home, self.store.apply, self._on_connection)
@@ -115,6 +124,7 @@ class WorkbenchApp(App):
         if state == CONNECTED and self.link is not None:
             self.link.send(ListProtos(), self._populate)
             self.link.send(ModelStatus(), self._show_models)
+            self.dialogues.refresh()
 
     def _show_models(self, reply: Reply) -> None:
         if isinstance(reply, ModelStatusReply):
@@ -140,6 +150,8 @@ class WorkbenchApp(App):
         name = model.name if model is not None else getattr(morph, "persona", "")
         if action == "inspect" and name:
             self.open_inspector(name, (morph.right + 20, morph.top - 560))
+        elif action == "debug" and name:
+            self.dialogues.open_for_persona(name)
         elif action == "duplicate" and isinstance(morph, PersonaMorph):
             self.link_send(CloneProto(proto=name), lambda r: self._cloned(r, morph))
         elif action == "dismiss":
@@ -177,6 +189,9 @@ class WorkbenchApp(App):
     def open_inspector(self, persona: str, pos: tuple[float, float] = (60, 60)) -> InspectorMorph:
         inspector = InspectorMorph(persona, pos=(max(0, pos[0]), max(0, pos[1])))
         inspector.bind(on_intent=self._inspector_intent)
+        model = self.store.persona(persona)
+        inspector.show_forge(model.forge)
+        model.bind(forge=lambda _m, text: inspector.show_forge(text))
         self.world.add_widget(inspector)
         self._refresh_inspectors(persona)
         return inspector
@@ -205,6 +220,29 @@ class WorkbenchApp(App):
     def _on_proto_change(self, _store: WorkbenchStore, persona: str) -> None:
         self._refresh_inspectors(persona)
 
+    # -- memory -----------------------------------------------------------------------------
+    def open_memory(self, pos: tuple[float, float] = (80, 80)) -> MemoryMorph:
+        morph = MemoryMorph(pos=(max(0, pos[0]), max(0, pos[1] - 600)))
+        morph.bind(on_intent=self._memory_intent)
+        morph.bind(
+            on_plot=lambda m: self.add_plot((m.right + 20, m.y), metrics=list(MEMORY_METRICS))
+        )
+        self.world.add_widget(morph)
+        morph.refresh_stats()
+        return morph
+
+    def _memory_intent(self, morph: MemoryMorph, command: Command) -> None:
+        def show(reply: Reply) -> None:
+            if isinstance(reply, MemoryHits):
+                morph.show_hits(reply)
+                morph.refresh_stats()
+            elif isinstance(reply, MemoryStatsReply):
+                morph.show_stats(reply)
+            elif isinstance(reply, ErrorReply):
+                morph.show_error(reply.message)
+
+        self.link_send(command, show)
+
     # -- world menu -------------------------------------------------------------------------
     #: Extra world-menu entries, ``touch -> [(text, action)]`` (e.g. from plots).
     world_menu_extra: Any = None
@@ -216,6 +254,9 @@ class WorkbenchApp(App):
         ]
         layout = self.layout_path if self.layout_path.exists() else DEFAULT_LAYOUT
         items += [
+            ("Memory", lambda: self.open_memory(touch.pos)),
+            *self.dialogues.menu_items(touch),
+            *self.learning.menu_items(touch),
             ("New plot", lambda: self.add_plot((touch.x, max(0, touch.y - 300)))),
             ("Save image", lambda: self.link_send(SaveImage(), self._image_saved)),
             ("Save layout", self._save_layout_now),
@@ -311,6 +352,9 @@ class WorkbenchApp(App):
         state = self.store.connection
         colour = STATE_COLOURS.get(state, "ff6b6b")
         detail = self.store.connection_detail
+        busy = escape_markup("   ".join(self.store.progress.values()))
+        if busy:
+            detail = f"[color=e0c36c]{busy}[/color]   {detail}"
         self.status_bar.text = (
             f"  [b][color={colour}]{state.upper()}[/color][/b]  "
             f"[color=8899aa]{detail}   home {self.home}[/color]"

@@ -13,7 +13,8 @@ import itertools
 import logging
 import threading
 import time
-from collections.abc import Callable
+from collections.abc import Callable, Iterator
+from contextlib import contextmanager
 from dataclasses import dataclass, field
 
 from backend.llm.base import ChatMessage, Completion, GenerationParams, ModelBackend, OnToken
@@ -147,6 +148,21 @@ class ModelManager:
                 self._resident = None
         finally:
             self._leave(ticket)
+
+    @contextmanager
+    def exclusive(self, caller: str, cancel: threading.Event | None = None) -> Iterator[None]:
+        """Hold the one model slot with nothing resident, e.g. while a fine-tune's trainer
+        holds a model in memory: calls queue meanwhile."""
+        ticket = self._enter(caller, cancel or threading.Event())
+        try:
+            if self._resident is not None:
+                self.backends[self._resident[0]].unload()
+                self._resident = None
+            self._on_status(caller, "loading", "held for training")
+            yield
+        finally:
+            self._leave(ticket)
+            self._on_status(caller, "idle", "")
 
     # -- scheduling -------------------------------------------------------------------------
     def _enter(self, caller: str, cancel: threading.Event) -> _Ticket:

@@ -6,6 +6,7 @@ from __future__ import annotations
 import logging
 import threading
 import time
+from collections.abc import Callable
 from concurrent.futures import ThreadPoolExecutor
 from typing import Any
 
@@ -15,6 +16,7 @@ from backend.llm.base import ChatMessage, Completion, GenerationParams, ModelBac
 from backend.llm.embedded import EmbeddedBackend
 from backend.llm.manager import GIB, ModelManager
 from backend.llm.ollama_backend import OllamaBackend
+from backend.memory.service import MemoryService
 from backend.protos import Proto
 from backend.runtime import Runtime
 from shared_api.envelope import new_msg_id
@@ -25,7 +27,7 @@ from shared_api.errors import (
     ModelUnreachableError,
     UnavailableError,
 )
-from shared_api.events import PersonaReply, PersonaStatus, Token, Usage
+from shared_api.events import Citation, PersonaReply, PersonaStatus, Token, Usage
 from shared_api.replies import AskAccepted, ModelSelection
 
 log = logging.getLogger(__name__)
@@ -66,6 +68,11 @@ class PersonaLLM:
         self._pool = ThreadPoolExecutor(max_workers=8, thread_name_prefix="ask")
         self._probe: tuple[float, set[str], str | None] | None = None
         self.selections: dict[str, ModelSelection] = {}
+        #: The episodic memory: retrieval into prompts, and every interaction recorded.
+        self.memory: MemoryService | None = None
+        self._citations: dict[str, list[Citation]] = {}  # request id -> for its reply event
+        #: The learning loop's model pointer: a persona's adopted model, if it has one.
+        self.pointer_selection: Callable[[Proto], ModelSelection | None] | None = None
 
     @property
     def ollama(self) -> OllamaBackend:
@@ -88,6 +95,10 @@ class PersonaLLM:
     def select(self, proto: Proto) -> ModelSelection:
         """The codex model on Ollama when reachable and installed, else the embedded model;
         ``[models] backend`` in config.toml can force either."""
+        if self.pointer_selection is not None:
+            adopted = self.pointer_selection(proto)
+            if adopted is not None:
+                return adopted
         override = self.config.personas.get(proto.name)
         wanted = override.model if override else proto.codex.default_model
         embedded = self.manager.backends["embedded"].list_models()[0].name
@@ -139,15 +150,30 @@ class PersonaLLM:
         max_tokens: int | None = None,
         on_token: Any = None,
         cancel: threading.Event | None = None,
+        recall: bool = True,
     ) -> Completion:
-        """Ask ``proto`` synchronously through its model; records the interaction."""
+        """Ask ``proto`` synchronously through its model; records the interaction.
+        With ``recall`` the most relevant memories go in front of ``text``, with sources."""
         request_id = request_id or new_msg_id()
         selection = self.select(proto)
         self._remember(proto, selection)
-        messages = [ChatMessage("user", text)]
         params = GenerationParams(
             max_tokens=max_tokens or self.config.max_tokens, temperature=self.config.temperature
         )
+        memories = None
+        if recall and self.memory is not None:
+            memories = self.memory.recall(
+                proto.name,
+                text,
+                system=proto.codex.system_prompt,
+                n_ctx=self.config.n_ctx,
+                max_tokens=params.max_tokens,
+            )
+        citations = memories.citations if memories else []
+        with self._lock:
+            if citations and request_id in self._requests:
+                self._citations[request_id] = citations
+        messages = [ChatMessage("user", memories.prompt if memories else text)]
         completion = self.manager.generate(
             backend=selection.backend,
             model=selection.model,
@@ -159,11 +185,17 @@ class PersonaLLM:
             on_token=on_token,
             cancel=cancel,
         )
-        self._record(proto, request_id, text, selection, completion)
+        self._record(proto, request_id, text, selection, completion, citations)
         return completion
 
     def _record(
-        self, proto: Proto, request_id: str, text: str, sel: ModelSelection, c: Completion
+        self,
+        proto: Proto,
+        request_id: str,
+        text: str,
+        sel: ModelSelection,
+        c: Completion,
+        citations: list[Citation] | None = None,
     ) -> None:
         interaction = {
             "id": request_id,
@@ -182,6 +214,8 @@ class PersonaLLM:
             )
         else:
             proto.history.append(interaction)  # a detached clone: its own history only
+        if self.memory is not None:
+            self.memory.record_interaction(proto.name, interaction, citations)
 
     def submit(self, proto_name: str, text: str, max_tokens: int | None = None) -> AskAccepted:
         """Start an asynchronous ask; the answer arrives as events."""
@@ -241,6 +275,7 @@ class PersonaLLM:
                 model=sel.model if sel else "",
                 usage=Usage(prompt_tokens=c.prompt_tokens, completion_tokens=c.completion_tokens),
                 timings=_timings(c),
+                citations=self._citations.pop(request_id, []),
             )
         except EntropicError as exc:
             stop = "cancelled" if exc.code == ErrorCode.CANCELLED else "error"
@@ -261,6 +296,7 @@ class PersonaLLM:
         finally:
             with self._lock:
                 self._requests.pop(request_id, None)
+                self._citations.pop(request_id, None)
             current_request.reset(token)
         self.bus.publish(reply)
 

@@ -8,7 +8,9 @@ when the reply is done. It records every request, and the most models ever resid
 
 from __future__ import annotations
 
+import hashlib
 import json
+import re
 import threading
 import time
 from dataclasses import dataclass, field
@@ -24,6 +26,7 @@ class FakeOllamaState:
     reply_words: list[str] = field(
         default_factory=lambda: ["the", "quick", "brown", "fox", "jumps"]
     )
+    scripted: list[str] = field(default_factory=list)  # whole replies, used first, in order
     load_delay_s: float = 0.05
     token_delay_s: float = 0.005
     requests: list[dict[str, Any]] = field(default_factory=list)
@@ -106,8 +109,20 @@ class _Handler(BaseHTTPRequestHandler):
             )
         elif self.path == "/api/chat":
             self._chat(body, model)
+        elif self.path == "/api/embed":
+            self._embed(body, model)
         else:
             self._json(404, {"error": "not found"})
+
+    def _embed(self, body: dict[str, Any], model: str) -> None:
+        """Deterministic bag-of-words vectors (feature hashing), so texts sharing words are
+        near each other: enough for retrieval tests, nothing like a real model."""
+        if model not in self.state.models:
+            self._json(404, {"error": f"model '{model}' not found, try pulling it first"})
+            return
+        texts = body.get("input", "")
+        texts = [texts] if isinstance(texts, str) else list(texts)
+        self._json(200, {"model": model, "embeddings": [hashed_embedding(t) for t in texts]})
 
     def _chat(self, body: dict[str, Any], model: str) -> None:
         st = self.state
@@ -118,8 +133,12 @@ class _Handler(BaseHTTPRequestHandler):
         st.load(model)
         time.sleep(st.load_delay_s)
         load_ns = int((time.perf_counter() - loaded_at) * 1e9)
-        limit = int((body.get("options") or {}).get("num_predict") or len(st.reply_words))
-        words = st.reply_words[:limit]
+        with st.lock:
+            script = st.scripted.pop(0) if st.scripted else None
+        # A scripted reply streams line by line (so code survives); else the stock words.
+        pieces = script.splitlines(keepends=True) if script is not None else st.reply_words
+        limit = int((body.get("options") or {}).get("num_predict") or len(pieces))
+        words = pieces[:limit] if script is None else pieces
         try:
             if body.get("stream", True):
                 self.send_response(200)
@@ -129,7 +148,7 @@ class _Handler(BaseHTTPRequestHandler):
                     time.sleep(st.token_delay_s)
                     chunk = {
                         "model": model,
-                        "message": {"role": "assistant", "content": w + " "},
+                        "message": {"role": "assistant", "content": w if script is not None else w + " "},
                         "done": False,
                     }
                     self.wfile.write((json.dumps(chunk) + "\n").encode())
@@ -138,7 +157,7 @@ class _Handler(BaseHTTPRequestHandler):
                 self.wfile.write((json.dumps(final) + "\n").encode())
             else:
                 final = self._final(model, words, load_ns, limit)
-                final["message"]["content"] = " ".join(words)
+                final["message"]["content"] = "".join(words) if script is not None else " ".join(words)
                 self._json(200, final)
         except (BrokenPipeError, ConnectionResetError):
             pass  # the client cancelled
@@ -160,6 +179,17 @@ class _Handler(BaseHTTPRequestHandler):
         }
 
 
+EMBED_DIM = 64
+
+
+def hashed_embedding(text: str, dim: int = EMBED_DIM) -> list[float]:
+    vector = [0.0] * dim
+    for word in re.findall(r"[a-z0-9]+", text.lower()):
+        digest = hashlib.md5(word.encode(), usedforsecurity=False).digest()
+        vector[digest[0] % dim] += 1.0 if digest[1] % 2 else -1.0
+    return vector if any(vector) else [1.0] + [0.0] * (dim - 1)
+
+
 class FakeOllama:
     """Run with ``with FakeOllama({"llama3.1:8b": 5 * GB}) as fake: fake.host ...``."""
 
@@ -178,6 +208,11 @@ class FakeOllama:
     def __exit__(self, *exc: object) -> None:
         self._server.shutdown()
         self._server.server_close()
+
+    def script(self, *replies: str) -> None:
+        """Queue whole replies for the next chats, in order (then the stock words again)."""
+        with self.state.lock:
+            self.state.scripted.extend(replies)
 
     def chat_requests(self) -> list[dict[str, Any]]:
         with self.state.lock:

@@ -54,7 +54,9 @@ def test_unknown_method_is_does_not_understand_and_dissonance(events: Client) ->
     event = events.wait_event(lambda e: isinstance(e, CognitiveDissonance) and e.proto == "BABS")
     assert isinstance(event, CognitiveDissonance)
     assert event.source == "does_not_understand"
-    assert event.detail == {"message": "fly", "args": {"height": 3}}
+    assert (event.detail["message"], event.detail["args"]) == ("fly", {"height": 3})
+    assert event.detail["proposal"]["name"] == "fly"  # type: ignore[index,call-overload]
+    assert reply.proposal == event.detail["proposal"]  # autonomy is off: a forge is proposed
     assert 0.0 < event.score <= 1.0
 
 

@@ -10,7 +10,7 @@ from kivy.tests.common import UnitTestTouch
 
 from morphs.persona import CALM, PersonaMorph
 from morphs.world import DROP_HINT, World
-from shared_api.commands import AskPersona
+from shared_api.commands import AskPersona, IngestDocument
 from shared_api.events import CognitiveDissonance, PersonaReply, PersonaStatus, Token
 from tests.ui.conftest import frames, screenshot, settle
 from ui.store import WorkbenchStore
@@ -107,14 +107,16 @@ def test_drop_on_a_persona_sends_its_text(window: Any, tmp_path: Path) -> None:
     robin = morphs["ROBIN"]
     x, y = robin.center
     window.dispatch("on_drop_file", str(doc).encode(), x, window.height - y)
-    assert len(intents) == 1 and isinstance(intents[0], AskPersona)
-    assert intents[0].proto == "ROBIN" and "three pillars" in intents[0].text
+    # remembered in the background, and sent to the persona
+    assert intents[0] == IngestDocument(path=str(doc.resolve()), proto="ROBIN", wait=False)
+    assert len(intents) == 2 and isinstance(intents[1], AskPersona)
+    assert intents[1].proto == "ROBIN" and "three pillars" in intents[1].text
     window.dispatch("on_drop_file", str(doc).encode(), 1200, 20)  # empty canvas
     assert notices == [DROP_HINT]
     binary = tmp_path / "blob.bin"
     binary.write_bytes(b"\x00\x01")
     window.dispatch("on_drop_file", str(binary).encode(), x, window.height - y)
-    assert len(intents) == 1 and len(notices) == 2 and ".txt" in notices[1]
+    assert len(intents) == 2 and len(notices) == 2 and ".txt" in notices[1]
     window.unbind(on_drop_file=forward)
 
 
@@ -156,8 +158,10 @@ def test_halo_handles(window: Any) -> None:
         assert actions[-1] == ("BRICK", name)
         assert world.halo is None  # an action closes the halo
     press(brick.x + 10, brick.y + 10, button="right")
+    assert world.halo.handles["debug"].available  # the Live Debugger has landed
     press(*world.halo.handles["debug"].center)
-    assert "Live Debugger" in notices[-1] and world.halo is not None  # not available yet
+    assert actions[-1] == ("BRICK", "debug") and world.halo is None
+    press(brick.x + 10, brick.y + 10, button="right")
     press(1200, 50)  # a background click closes the halo
     assert world.halo is None
 

@@ -76,10 +76,12 @@ def test_drop_a_document_and_see_the_streamed_reply(window: Any, tmp_path: Path)
         Clock.tick()
 
 
-def start_app(window: Any, home: Path) -> WorkbenchApp:
+def start_app(window: Any, home: Path, ollama_host: str | None = None) -> WorkbenchApp:
+    """The workbench on ``home``, connected, its personas laid out; no Ollama unless
+    ``ollama_host`` names one (e.g. a FakeOllama)."""
     home.mkdir(parents=True, exist_ok=True)
-    nobody = f"http://127.0.0.1:{free_port()}"
-    (home / "config.toml").write_text(f'[models]\nollama_host = "{nobody}"\nmax_tokens = 16\n')
+    host = ollama_host or f"http://127.0.0.1:{free_port()}"
+    (home / "config.toml").write_text(f'[models]\nollama_host = "{host}"\nmax_tokens = 16\n')
     app = WorkbenchApp(home)
     root = app.build()
     root.size = window.size

@@ -1,0 +1,66 @@
+"""Forged tools: what the Tool Forge produces and keeps, as plain data that crosses the wire.
+
+A ``Tool`` is a Python function a persona wrote, with the tests it passed in the sandbox and
+the record of every attempt. It is attached to a Proto as a live method whose body runs in
+the sandbox on every call, with JSON arguments and a JSON result.
+"""
+
+from __future__ import annotations
+
+import re
+from typing import Annotated, Literal
+
+from pydantic import BaseModel, ConfigDict, Field
+
+TOOL_NAME = re.compile(r"^[a-z_][a-z0-9_]{0,63}$")
+"""A tool's name: a lower-case Python identifier (it becomes a method name)."""
+ToolName = Annotated[str, Field(pattern=TOOL_NAME.pattern)]
+
+AttemptStage = Literal["write", "check", "test"]
+"""Where an attempt stopped: ``write`` the model's reply held no usable code, ``check`` the
+code or its tests were refused before running (e.g. a test that asserts nothing), ``test``
+the tests ran in the sandbox."""
+
+
+class ToolAttempt(BaseModel):
+    """One write-check-test round of a forge."""
+
+    model_config = ConfigDict(frozen=True)
+
+    number: int = Field(ge=1)
+    stage: AttemptStage
+    passed: bool
+    feedback: str = Field(default="", description="what was wrong, as shown to the author")
+    tests: list[str] = Field(default=[], description="the test functions that ran")
+    runtime: str | None = None
+    duration_s: float = 0.0
+
+
+class Provenance(BaseModel):
+    model_config = ConfigDict(frozen=True)
+
+    forge_id: str
+    author: str = Field(description="the persona that wrote the code (BRICK)")
+    requested_by: str = Field(description="user, or does_not_understand")
+    backend: str = ""
+    model: str = ""
+    forged_at: float = Field(description="UNIX time the tests passed")
+
+
+class Tool(BaseModel):
+    """A forged tool: its source, its tests and how it came to be."""
+
+    model_config = ConfigDict(frozen=True)
+
+    name: ToolName
+    proto: str
+    description: str
+    source: str = Field(description="the module: the function plus any helpers and imports")
+    tests: str = Field(description="the test functions it passed")
+    params: list[str] = Field(default=[], description="the function's parameter names")
+    provenance: Provenance
+    attempts: list[ToolAttempt] = []
+
+    @property
+    def signature(self) -> str:
+        return f"{self.name}({', '.join(self.params)})"

@@ -1,0 +1,214 @@
+"""The forge loop in-process, with ScriptedModel (a TEST DOUBLE standing in for BRICK's model,
+to force a first attempt that fails and a second that passes) and a real sandbox
+(bubblewrap) running the tests and every later call of the tool."""
+
+from __future__ import annotations
+
+import threading
+from collections.abc import Iterator
+from dataclasses import dataclass
+from pathlib import Path
+
+import pytest
+
+from backend.bus import EventBus
+from backend.config import BackendConfig, ForgeConfig, ModelsConfig
+from backend.forge import ToolForge
+from backend.home import Home
+from backend.llm.ollama_backend import OllamaBackend
+from backend.llm.service import PersonaLLM
+from backend.protos import Proto
+from backend.runtime import Runtime
+from backend.sandbox import SecureCodeExecutor
+from shared_api.errors import AlreadyExistsError, InvalidValueError, MethodFailedError
+from shared_api.events import Event, ForgeFinished, ForgeProgress
+from shared_api.replies import DoesNotUnderstand, InvokeResult
+from tests.doubles.scripted_model import ScriptedModel
+from tests.forge.scripts import NO_ASSERT, RIGHT, WRONG
+
+
+@dataclass
+class World:
+    runtime: Runtime
+    forge: ToolForge
+    model: ScriptedModel
+    events: list[Event]
+    llm: PersonaLLM
+
+    def close(self) -> None:
+        self.forge.close()
+        self.llm.close()
+        self.runtime.close(save=False)
+        Proto.llm = Proto.tool_runner = None
+
+
+def build(root: Path, sandbox: SecureCodeExecutor, **forge: object) -> World:
+    bus = EventBus()
+    events: list[Event] = []
+    bus.subscribe(lambda e, _p: events.append(e))
+    runtime = Runtime(Home(root).ensure(), BackendConfig(autosave_interval_s=0), bus)
+    model = ScriptedModel()
+    unreachable = OllamaBackend("http://127.0.0.1:9", 1.0)
+    llm = PersonaLLM(runtime, ModelsConfig(), bus, {"ollama": unreachable, "embedded": model})
+    tool_forge = ToolForge(runtime, llm, bus, ForgeConfig.model_validate(forge), sandbox)
+    Proto.llm, Proto.tool_runner = llm, tool_forge
+    runtime.on_does_not_understand = tool_forge.on_does_not_understand
+    runtime.start()
+    return World(runtime, tool_forge, model, events, llm)
+
+
+@pytest.fixture
+def world(tmp_path: Path, bubblewrap: SecureCodeExecutor) -> Iterator[World]:
+    w = build(tmp_path, bubblewrap)
+    yield w
+    w.close()
+
+
+def forge(w: World, proto: str = "ROBIN", attempts: int = 3) -> ForgeFinished:
+    return w.forge.forge(
+        proto, "add_numbers", "add two numbers", ["add_numbers(a=1, b=2) == 3"], attempts,
+        "forge-1", threading.Event(),
+    )  # fmt: skip
+
+
+def test_fails_once_then_attaches_a_tool_that_runs_in_the_sandbox(world: World) -> None:
+    world.model.script(WRONG, RIGHT)
+    finished = forge(world)
+    assert finished.outcome == "attached" and finished.tool is not None
+    first, second = finished.attempts
+    assert (first.stage, first.passed, second.passed) == ("test", False, True)
+    assert "test_adds failed" in first.feedback and first.runtime == "bubblewrap"
+    # the failure went back to the author, with the code it had written
+    assert "AssertionError" in world.model.prompts[1] and "return a - b" in world.model.prompts[1]
+
+    robin = world.runtime.manager.get("ROBIN")
+    assert sorted(robin.tools) == ["add_numbers"] and not robin.has_method("add_numbers")
+    tool = robin.tools["add_numbers"]
+    assert tool.params == ["a", "b"] and tool.provenance.author == "BRICK"
+    assert tool.provenance.model == "scripted" and len(tool.attempts) == 2
+    # a live method, whose body runs in the sandbox: invoke, and from another method
+    reply = world.runtime.invoke("ROBIN", "add_numbers", {"a": 20, "b": 22})
+    assert isinstance(reply, InvokeResult) and reply.result == 42
+    world.runtime.commit(
+        {
+            "op": "define_method",
+            "proto": "ROBIN",
+            "name": "double_sum",
+            "source": "def double_sum(self, x):\n    return 2 * self.add_numbers(x, x)\n",
+        }
+    )
+    assert world.runtime.invoke("ROBIN", "double_sum", {"x": 5}).result == 20  # type: ignore[union-attr]
+
+    phases = [(e.attempt, e.phase) for e in world.events if isinstance(e, ForgeProgress)]
+    assert phases == [
+        (1, "writing"),
+        (1, "testing"),
+        (1, "failed"),
+        (2, "writing"),
+        (2, "testing"),
+        (2, "passed"),
+    ]
+    failed = next(e for e in world.events if isinstance(e, ForgeProgress) and e.phase == "failed")
+    assert "AssertionError" in failed.feedback
+    assert any(isinstance(e, ForgeFinished) and e.outcome == "attached" for e in world.events)
+
+
+def test_the_tool_survives_journal_replay_and_image_save(
+    tmp_path: Path, bubblewrap: SecureCodeExecutor
+) -> None:
+    w = build(tmp_path, bubblewrap)
+    w.model.script(RIGHT)
+    assert forge(w).outcome == "attached"
+    w.close()  # no save: the attach must come back from the journal
+    w = build(tmp_path, bubblewrap)
+    assert w.runtime.invoke("ROBIN", "add_numbers", {"a": 1, "b": 2}).result == 3  # type: ignore[union-attr]
+    w.runtime.save_image()
+    w.close()
+    w = build(tmp_path, bubblewrap)  # now from the image, nothing left to replay
+    assert w.runtime.image_info.replayed_records == 0
+    robin = w.runtime.manager.get("ROBIN")
+    assert robin.tools["add_numbers"].tests.startswith("def test_adds")
+    assert w.runtime.invoke("ROBIN", "add_numbers", {"a": 2, "b": 2}).result == 4  # type: ignore[union-attr]
+    w.runtime.commit({"op": "remove_tool", "proto": "ROBIN", "name": "add_numbers"})
+    assert isinstance(w.runtime.invoke("ROBIN", "add_numbers", {}), DoesNotUnderstand)
+    w.close()
+
+
+def test_gives_up_after_max_attempts_and_attaches_nothing(world: World) -> None:
+    world.model.script(NO_ASSERT, "I am not sure.", WRONG)
+    finished = forge(world)
+    assert finished.outcome == "gave_up" and finished.tool is None
+    assert [(a.stage, a.passed) for a in finished.attempts] == [
+        ("check", False), ("write", False), ("test", False),
+    ]  # fmt: skip
+    assert "does not assert" in finished.attempts[0].feedback
+    assert "add_numbers" not in world.runtime.manager.get("ROBIN").tools
+
+
+def test_bad_calls_are_typed_errors(world: World) -> None:
+    world.model.script(RIGHT)
+    forge(world)
+    with pytest.raises(InvalidValueError, match="unexpected c"):
+        world.runtime.invoke("ROBIN", "add_numbers", {"a": 1, "b": 2, "c": 3})
+    with pytest.raises(MethodFailedError, match="exited with status 1") as info:
+        world.runtime.invoke("ROBIN", "add_numbers", {"a": 1, "b": "x"})
+    assert "TypeError" in (info.value.detail.get("traceback") or "")
+    with pytest.raises(AlreadyExistsError, match="forged tool"):
+        world.runtime.commit(
+            {
+                "op": "define_method",
+                "proto": "ROBIN",
+                "name": "add_numbers",
+                "source": "def add_numbers(self): pass",
+            }
+        )
+
+
+def test_a_tool_never_shadows_a_method(world: World) -> None:
+    world.runtime.commit(
+        {
+            "op": "define_method",
+            "proto": "ROBIN",
+            "name": "add_numbers",
+            "source": "def add_numbers(self): return 1",
+        }
+    )
+    with pytest.raises(AlreadyExistsError):
+        world.forge.submit("ROBIN", "add_numbers", "add")
+
+
+def test_cancel_stops_between_attempts(world: World) -> None:
+    cancel = threading.Event()
+    world.model.script(WRONG, RIGHT)
+    world.forge.bus.subscribe(
+        lambda e, _p: cancel.set() if isinstance(e, ForgeProgress) and e.phase == "failed" else None
+    )
+    finished = world.forge.forge("ROBIN", "add_numbers", "add", [], 3, "f-2", cancel)
+    assert finished.outcome == "cancelled" and len(finished.attempts) == 1
+    assert finished.error is not None and finished.error.code == "cancelled"
+
+
+def test_does_not_understand_proposes_a_forge_when_autonomy_is_off(world: World) -> None:
+    reply = world.runtime.invoke("BABS", "add_numbers", {"a": 1, "b": 2})
+    assert isinstance(reply, DoesNotUnderstand) and reply.forge is None
+    assert reply.proposal is not None and reply.proposal["name"] == "add_numbers"
+    assert '{"a": 1, "b": 2}' in str(reply.proposal["description"])
+    assert world.model.prompts == []  # nothing was written without the user
+
+
+def test_does_not_understand_forges_and_retries_when_autonomy_is_on(
+    tmp_path: Path, bubblewrap: SecureCodeExecutor
+) -> None:
+    w = build(tmp_path, bubblewrap, autonomy=True)
+    try:
+        w.model.script(RIGHT)
+        reply = w.runtime.invoke("BABS", "add_numbers", {"a": 40, "b": 2})
+        assert isinstance(reply, InvokeResult) and reply.result == 42
+        tool = w.runtime.manager.get("BABS").tools["add_numbers"]
+        assert tool.provenance.requested_by == "does_not_understand"
+        w.model.script("no code today", "still none", "nope")
+        reply = w.runtime.invoke("BABS", "mystery", {})
+        assert isinstance(reply, DoesNotUnderstand) and reply.forge is not None
+        assert reply.forge["outcome"] == "gave_up" and reply.forge["attempts"] == 3
+    finally:
+        w.close()
