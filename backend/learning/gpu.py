@@ -17,7 +17,7 @@ from collections.abc import Callable
 from pathlib import Path
 from typing import Any
 
-from backend.learning.spec import TrainSpec
+from backend.learning.spec import LORA_TARGETS, TrainSpec
 
 Emit = Callable[..., None]
 
@@ -48,15 +48,7 @@ def train_unsloth(
         r=spec.rank,
         lora_alpha=spec.alpha,
         lora_dropout=0.0,
-        target_modules=[
-            "q_proj",
-            "k_proj",
-            "v_proj",
-            "o_proj",
-            "gate_proj",
-            "up_proj",
-            "down_proj",
-        ],
+        target_modules=list(LORA_TARGETS),
         use_gradient_checkpointing="unsloth",
         random_state=spec.seed,
     )

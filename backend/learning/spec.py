@@ -15,6 +15,8 @@ from pydantic import BaseModel, ConfigDict, Field
 #: Quantization types the export may use, best first; never the base GGUF's own type.
 QUANT_PREFERENCE = ("Q4_K_M", "Q5_K_M", "Q8_0")
 RESULT_FILE = "result.json"
+#: The projections LoRA adapts, on the CPU (peft) and the GPU (Unsloth) paths alike.
+LORA_TARGETS = ("q_proj", "k_proj", "v_proj", "o_proj", "gate_proj", "up_proj", "down_proj")
 
 
 class TrainSpec(BaseModel):

@@ -30,7 +30,7 @@ from backend.learning.export import (
     read_facts,
     sha256_file,
 )
-from backend.learning.spec import RESULT_FILE, TrainResult, TrainSpec
+from backend.learning.spec import LORA_TARGETS, RESULT_FILE, TrainResult, TrainSpec
 
 _stop = False
 
@@ -115,15 +115,7 @@ def train_lora(spec: TrainSpec, out: Path) -> tuple[Path, list[float], float, in
         r=spec.rank,
         lora_alpha=spec.alpha,
         lora_dropout=0.0,
-        target_modules=[
-            "q_proj",
-            "k_proj",
-            "v_proj",
-            "o_proj",
-            "gate_proj",
-            "up_proj",
-            "down_proj",
-        ],
+        target_modules=list(LORA_TARGETS),
         task_type="CAUSAL_LM",
     )
     model = get_peft_model(model, lora)
