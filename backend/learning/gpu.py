@@ -29,7 +29,7 @@ def train_unsloth(
     import torch
     from unsloth import FastLanguageModel  # first: it patches transformers
 
-    from backend.learning.worker import encode, load_examples
+    from backend.learning.worker import encode, load_examples, next_batch
 
     torch.manual_seed(spec.seed)
     emit(
@@ -71,11 +71,7 @@ def train_unsloth(
         optimizer.zero_grad()
         total = 0.0
         for _ in range(spec.grad_accum):
-            batch = []
-            for _ in range(min(spec.batch_size, len(data))):
-                if not order:
-                    order = torch.randperm(len(data), generator=generator).tolist()
-                batch.append(data[order.pop()])
+            batch = next_batch(torch, data, order, generator, spec.batch_size)
             ids, labels, mask = _pad(torch, batch, pad)
             tokens += int(mask.sum())
             loss = model(

@@ -94,6 +94,19 @@ def encode(
     return ids, labels
 
 
+def next_batch(
+    torch: Any, data: list[Any], order: list[int], generator: Any, size: int
+) -> list[Any]:
+    """``size`` examples (fewer if there are fewer), drawn without replacement from a shuffled
+    ``order`` that is refilled, seeded, whenever it runs out (shared by both trainers)."""
+    batch = []
+    for _ in range(min(size, len(data))):
+        if not order:
+            order.extend(torch.randperm(len(data), generator=generator).tolist())
+        batch.append(data[order.pop()])
+    return batch
+
+
 def train_lora(spec: TrainSpec, out: Path) -> tuple[Path, list[float], float, int]:
     """CPU LoRA; returns (merged HF dir, losses, seconds training, examples)."""
     import torch
@@ -133,11 +146,7 @@ def train_lora(spec: TrainSpec, out: Path) -> tuple[Path, list[float], float, in
         optimizer.zero_grad()
         total = 0.0
         for _ in range(spec.grad_accum):
-            batch = []
-            for _ in range(min(spec.batch_size, len(data))):
-                if not order:
-                    order = torch.randperm(len(data), generator=generator).tolist()
-                batch.append(data[order.pop()])
+            batch = next_batch(torch, data, order, generator, spec.batch_size)
             width = max(len(ids) for ids, _ in batch)
             ids_t = torch.full((len(batch), width), pad, dtype=torch.long)
             labels_t = torch.full((len(batch), width), -100, dtype=torch.long)
