@@ -31,6 +31,12 @@ class BackendConfig(BaseModel):
     event_port: int = Field(default=0, ge=0, le=65535)
     heartbeat_interval_s: float = Field(default=1.0, gt=0, le=60)
     autosave_interval_s: float = Field(default=300.0, ge=0, description="0 disables autosave.")
+    autosave_records: int = Field(
+        default=10_000,
+        ge=0,
+        description="also save the image once this many journal records are unsaved, so a "
+        "restart after a crash never replays more; 0: only on the timer",
+    )
     image_generations: int = Field(default=5, ge=2, le=100)
     max_message_bytes: int = Field(default=16 * 1024 * 1024, ge=64 * 1024)
     workers: int = Field(default=8, ge=1, le=64)

@@ -57,7 +57,12 @@ class Runtime:
         self.image_info = ImageInfo()
         self._save_lock = threading.Lock()
         self._stop = threading.Event()
+        #: Wakes the autosaver: a stop, or ``autosave_records`` unsaved journal records.
+        self._wake = threading.Event()
         self._autosaver: threading.Thread | None = None
+        #: True while the journal is replayed: a reconstruction, not a change, so nothing
+        #: is announced (and nothing can block on an event socket nobody reads yet).
+        self._replaying = False
         #: Answers an unknown message instead of ``does_not_understand`` (the Tool Forge).
         self.on_does_not_understand: (
             Callable[[Proto, str, dict[str, Any]], InvokeResult | DoesNotUnderstandReply] | None
@@ -88,20 +93,29 @@ class Runtime:
             self.bus.publish(BackendLog(level="warning", message=warning))
         if needs_save:
             self.save_image()
-        if self.config.autosave_interval_s > 0:
+        if self.config.autosave_interval_s > 0 or self.config.autosave_records > 0:
             self._autosaver = threading.Thread(target=self._autosave, name="autosave", daemon=True)
             self._autosaver.start()
+            if self._records_due():
+                self._wake.set()  # a long replay: save it now, in the background
 
     def _replay(self, after_seq: int) -> bool:
         """Replay journal records after ``after_seq``. Returns True when an image must be
         saved now (the journal had an untrusted record and was set aside)."""
+        started = time.perf_counter()
         report = self.journal.replay(after_seq)
-        with self.manager.lock:
-            for seq, op in report.records:
-                try:
-                    ops.apply(self.manager, op)
-                except EntropicError as exc:
-                    report.warnings.append(f"journal record {seq} ({op.get('op')}) failed: {exc}")
+        self._replaying = True
+        try:
+            with self.manager.lock:
+                for seq, op in report.records:
+                    try:
+                        ops.apply(self.manager, op)
+                    except EntropicError as exc:
+                        report.warnings.append(
+                            f"journal record {seq} ({op.get('op')}) failed: {exc}"
+                        )
+        finally:
+            self._replaying = False
         self.image_info.replayed_records = len(report.records)
         self.image_info.warnings.extend(report.warnings)
         untrusted = report.untrusted
@@ -113,7 +127,11 @@ class Runtime:
             self.image_info.warnings.append(f"untrusted journal moved to {quarantine}")
         self.journal.open(max(report.last_seq, after_seq) if not untrusted else after_seq)
         if report.records:
-            log.info("replayed %d journal records", len(report.records))
+            log.info(
+                "replayed %d journal records in %.2fs",
+                len(report.records),
+                time.perf_counter() - started,
+            )
         return untrusted
 
     # -- changes ----------------------------------------------------------------------------
@@ -122,9 +140,13 @@ class Runtime:
         with self.manager.lock:
             proto = ops.apply(self.manager, op)
             self.journal.append(op)
+        if self._autosaver is not None and self._records_due():
+            self._wake.set()
         return proto
 
     def _announce(self, proto: Proto, change: str, detail: dict[str, Any]) -> None:
+        if self._replaying:
+            return
         self.bus.publish(
             ProtoChanged(proto=proto.name, version=proto.version, change=change, detail=detail)
         )
@@ -255,9 +277,21 @@ class Runtime:
     def dirty(self) -> bool:
         return self.journal.seq > self.image_info.journal_seq
 
+    def _records_due(self) -> bool:
+        """True when ``autosave_records`` or more journal records are not in an image."""
+        limit = self.config.autosave_records
+        return limit > 0 and self.journal.seq - self.image_info.journal_seq >= limit
+
     def _autosave(self) -> None:
-        while not self._stop.wait(self.config.autosave_interval_s):
-            if self.dirty:
+        """Save every ``autosave_interval_s`` while dirty, and after ``autosave_records``
+        journal records, so a crash never leaves a long journal to replay."""
+        interval = self.config.autosave_interval_s or None
+        while not self._stop.is_set():
+            timed_out = not self._wake.wait(interval)
+            self._wake.clear()
+            if self._stop.is_set():
+                break
+            if (timed_out and self.dirty) or self._records_due():
                 try:
                     self.save_image()
                 except Exception as exc:
@@ -266,6 +300,7 @@ class Runtime:
 
     def close(self, save: bool = True) -> None:
         self._stop.set()
+        self._wake.set()
         if self._autosaver is not None:
             self._autosaver.join(timeout=60)
         if save and self.dirty:

@@ -218,5 +218,5 @@ class Server:
         payload = self.codec.encode_with(Header.make(event.kind, parent_id), event)
         if threading.get_ident() == self._loop_thread:
             self.sockets.publish(payload)
-        else:
-            self.sockets.mail([MAIL_EVENT, payload])
+        elif not self.sockets.mail([MAIL_EVENT, payload], block=False):
+            self._drop("event_backlog", event.kind)  # never block the publisher

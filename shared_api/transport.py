@@ -98,8 +98,10 @@ class ServerSockets:
             log.warning("event dropped: subscribers too slow")
 
     # -- any other thread -------------------------------------------------------------------
-    def mail(self, frames: list[bytes]) -> None:
-        """Thread-safe: hand ``frames`` to the loop (see ``MAIL_*``)."""
+    def mail(self, frames: list[bytes], *, block: bool = True) -> bool:
+        """Thread-safe: hand ``frames`` to the loop (see ``MAIL_*``). With ``block=False``
+        the mail is dropped (False) instead of waiting when the loop is not draining its
+        mailbox, e.g. before it runs: an event must never stall its publisher."""
         box: zmq.Socket[bytes] | None = getattr(self._local, "box", None)
         if box is None:
             box = self.context.socket(zmq.DEALER)
@@ -109,7 +111,11 @@ class ServerSockets:
             with self._mail_lock:
                 self._mailboxes.append(box)
             self._local.box = box
-        box.send_multipart(frames)
+        try:
+            box.send_multipart(frames, 0 if block else zmq.NOBLOCK)
+        except zmq.Again:
+            return False
+        return True
 
     def is_mail(self, frames: list[bytes]) -> bool:
         return frames[0].startswith(self.mail_id)

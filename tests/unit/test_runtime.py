@@ -203,3 +203,21 @@ def test_swap_without_state_journals_the_state_it_carried(tmp_path: Path) -> Non
     again, _ = make(tmp_path)
     assert again.manager.get("BRICK").state.get("made_by_a_method") == 1
     again.close(save=False)
+
+
+def test_replay_announces_nothing_and_a_long_journal_is_saved(tmp_path: Path) -> None:
+    """Replay is a reconstruction: it publishes no event per record (before the request
+    loop runs, nothing drains them); a journal over ``autosave_records`` is saved at once."""
+    rt, _ = make(tmp_path)
+    for i in range(30):
+        rt.commit({"op": "set_state", "proto": "BRICK", "path": f"k{i}", "value": i})
+    rt.journal.close()  # a crash
+    again, events = make(tmp_path, BackendConfig(autosave_interval_s=0, autosave_records=20))
+    assert again.image_info.replayed_records == 30
+    assert not [e for e in events if getattr(e, "change", None) == "set_state"]
+    for _ in range(100):
+        if not again.dirty:
+            break
+        threading.Event().wait(0.05)
+    assert not again.dirty and again.image_info.journal_seq == 30
+    again.close(save=False)
