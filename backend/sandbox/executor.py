@@ -52,8 +52,8 @@ def sweep_once(root: Path | None) -> None:
         if (os.getpid(), root) in _swept:
             return
         _swept.add((os.getpid(), root))
+    cgroups.sweep()  # first: it kills whatever is still running in a dead owner's groups
     sweep(root)
-    cgroups.sweep()
 
 
 def default_runtimes() -> list[Runtime]:
