@@ -211,7 +211,7 @@ def cmd_sandbox(args: argparse.Namespace) -> int:
     from backend.sandbox import Limits, SecureCodeExecutor
     from shared_api.errors import SandboxFailedError, SandboxUnavailableError
 
-    executor = SecureCodeExecutor()
+    executor = SecureCodeExecutor(pool_size=0)  # one run, then exit: nothing to keep warm
     if args.sandbox_command == "status":
         print(json.dumps(executor.status(), indent=2))
         return 0 if executor.runtime_name else EXIT_NO_SANDBOX

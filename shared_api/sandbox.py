@@ -31,6 +31,9 @@ class Limits(BaseModel):
     memory_mb: int = Field(default=256, ge=32, le=1 << 20, description="address space / RAM")
     pids: int = Field(default=32, ge=4, le=4096, description="processes and threads")
     file_size_mb: int = Field(default=16, ge=1, le=1 << 20, description="largest file written")
+    disk_mb: int = Field(
+        default=64, ge=1, le=1 << 20, description="all files written, together (scratch space)"
+    )
     output_bytes: int = Field(
         default=1 << 20, ge=1024, le=1 << 30, description="stdout + stderr kept; more is killed"
     )
@@ -58,4 +61,9 @@ class SandboxResult(BaseModel):
     killed_reason: KilledReason | None = None
     duration_s: float
     cpu_s: float | None = Field(default=None, description="CPU seconds used, when measured")
+    disk_full: bool | None = Field(
+        default=None,
+        description="the run filled its scratch space (limits.disk_mb): writes past it failed "
+        "with ENOSPC; None where the host cannot measure it",
+    )
     limits: Limits = Limits()

@@ -1,23 +1,28 @@
 """Find (or install) llama.cpp's ``convert_hf_to_gguf.py``, the one that matches the
 llama-cpp-python in use: its sdist vendors llama.cpp, the wheel does not.
 
-Looked for, in order: ``learning.llama_cpp_dir`` / ``$ENTROPIC_LLAMA_CPP_DIR``; the repository's
-``.tools/llama.cpp`` (``make learning`` fills it); the llama-cpp-python sdist that uv unpacked
-into its cache when it built the wheel. ``python -m backend.learning.converter install``
-copies the converter (with its ``conversion/`` and ``gguf-py/`` folders) into ``.tools``,
-from uv's cache or else from the sdist, downloaded with pip.
+Looked for, in order: ``learning.llama_cpp_dir`` / ``$ENTROPIC_LLAMA_CPP_DIR`` (a checkout
+the user chose); the repository's ``.tools/llama.cpp`` (``make learning`` fills it).
+``python -m backend.learning.converter install`` copies the converter (with its
+``conversion/`` and ``gguf-py/`` folders) into ``.tools`` from llama-cpp-python's source
+archive, whose sha256 must match the one ``uv.lock`` pins for that version: the archive is
+downloaded from the URL uv.lock names (or found in the download cache) and verified before
+anything is read from it. Nothing unverified is used: not uv's unpacked cache, not a download
+that does not match.
 """
 
 from __future__ import annotations
 
 import argparse
+import hashlib
 import importlib.metadata
 import os
 import shutil
-import subprocess
 import sys
 import tarfile
 import tempfile
+import tomllib
+import urllib.request
 from pathlib import Path
 
 from shared_api.errors import UnavailableError
@@ -26,6 +31,8 @@ SCRIPT = "convert_hf_to_gguf.py"
 REPO = Path(__file__).resolve().parents[2]
 TOOLS_DIR = REPO / ".tools" / "llama.cpp"
 PARTS = (SCRIPT, "conversion", "gguf-py", "LICENSE")
+LOCK = REPO / "uv.lock"
+PACKAGE = "llama-cpp-python"
 
 
 def llama_cpp_version() -> str:
@@ -35,22 +42,76 @@ def llama_cpp_version() -> str:
         return ""
 
 
-def _uv_cache_dirs() -> list[Path]:
-    dirs = []
-    if os.environ.get("UV_CACHE_DIR"):
-        dirs.append(Path(os.environ["UV_CACHE_DIR"]))
-    xdg = os.environ.get("XDG_CACHE_HOME")
-    dirs.append(Path(xdg) / "uv" if xdg else Path.home() / ".cache" / "uv")
-    return [d for d in dirs if d.is_dir()]
+def pinned_sdist(version: str, lock: Path = LOCK) -> tuple[str, str]:
+    """``(url, "sha256:...")`` of llama-cpp-python ``version``'s source archive, as uv.lock
+    pins it; ``UnavailableError`` when it pins none."""
+    try:
+        packages = tomllib.loads(lock.read_text(encoding="utf-8")).get("package", [])
+    except (OSError, tomllib.TOMLDecodeError) as exc:
+        raise UnavailableError(
+            f"cannot read {lock} for the converter's pinned hash: {exc}"
+        ) from exc
+    for package in packages:
+        if package.get("name") == PACKAGE and package.get("version") == version:
+            sdist = package.get("sdist") or {}
+            url, digest = sdist.get("url", ""), sdist.get("hash", "")
+            if url.startswith("https://") and digest.startswith("sha256:"):
+                return url, digest
+    raise UnavailableError(
+        f"{lock.name} pins no source archive (with a sha256) for {PACKAGE} {version}, so its "
+        "converter cannot be verified. Install the version uv.lock names (`make learning`)."
+    )
 
 
-def _in_uv_cache(version: str) -> Path | None:
-    for cache in _uv_cache_dirs():
-        pattern = f"sdists-v*/pypi/llama-cpp-python/{version}/*/src/vendor/llama.cpp/{SCRIPT}"
-        for hit in sorted(cache.glob(pattern)):
-            if (hit.parent / "conversion").is_dir():
-                return hit
-    return None
+def download_cache() -> Path:
+    """``${XDG_CACHE_HOME:-~/.cache}/entropic-os/downloads``."""
+    base = os.environ.get("XDG_CACHE_HOME") or str(Path.home() / ".cache")
+    return Path(base) / "entropic-os" / "downloads"
+
+
+def sha256_of(path: Path) -> str:
+    digest = hashlib.sha256()
+    with path.open("rb") as f:
+        for block in iter(lambda: f.read(1 << 20), b""):
+            digest.update(block)
+    return "sha256:" + digest.hexdigest()
+
+
+def _download(url: str, dest: Path) -> None:
+    """Fetch ``url`` (https, PyPI's file host) into ``dest``."""
+    if not url.startswith("https://"):
+        raise UnavailableError(f"refusing to download the converter over a non-https URL: {url}")
+    print(f"downloading {url}", file=sys.stderr, flush=True)
+    with urllib.request.urlopen(url, timeout=60) as response, dest.open("wb") as out:  # noqa: S310
+        shutil.copyfileobj(response, out, 1 << 20)
+
+
+def verified_sdist(version: str, cache: Path | None = None) -> Path:
+    """llama-cpp-python ``version``'s source archive, its sha256 checked against uv.lock:
+    from the download cache when the cached copy matches, else downloaded. A mismatch is
+    deleted and refused with ``UnavailableError``; nothing of it is read."""
+    url, digest = pinned_sdist(version)
+    folder = cache or download_cache()
+    folder.mkdir(parents=True, exist_ok=True)
+    archive = folder / url.rsplit("/", 1)[-1]
+    if archive.is_file() and sha256_of(archive) == digest:
+        return archive
+    part = archive.with_name(archive.name + ".part")
+    try:
+        _download(url, part)
+    except OSError as exc:
+        part.unlink(missing_ok=True)
+        raise UnavailableError(f"cannot download {PACKAGE} {version}'s source: {exc}") from exc
+    found = sha256_of(part)
+    if found != digest:
+        part.unlink(missing_ok=True)
+        raise UnavailableError(
+            f"{PACKAGE} {version}'s source archive does not match uv.lock (expected {digest}, "
+            f"got {found}); it was deleted and not used. Retry; if it persists, the download "
+            "is being tampered with."
+        )
+    part.replace(archive)
+    return archive
 
 
 def locate(configured: str = "") -> Path:
@@ -62,9 +123,6 @@ def locate(configured: str = "") -> Path:
             return script
     if (TOOLS_DIR / SCRIPT).is_file():
         return TOOLS_DIR / SCRIPT
-    cached = _in_uv_cache(llama_cpp_version())
-    if cached is not None:
-        return cached
     raise UnavailableError(
         f"llama.cpp's {SCRIPT} was not found. Run `make learning` (it installs it into "
         ".tools/llama.cpp), or set learning.llama_cpp_dir in config.toml to a llama.cpp "
@@ -87,44 +145,26 @@ def _copy_from(source_dir: Path, dest: Path) -> Path:
     return dest / SCRIPT
 
 
-def _pip() -> list[str]:
-    """A pip to download with: this interpreter's, else the system's (uv venvs have none)."""
-    import importlib.util
-
-    if importlib.util.find_spec("pip") is not None:
-        return [sys.executable, "-m", "pip"]
-    system = shutil.which("python3") or shutil.which("python")
-    if system is None:
-        raise UnavailableError("No pip to download llama-cpp-python's sdist with.")
-    return [system, "-m", "pip"]
-
-
-def _from_sdist(version: str, dest: Path) -> Path:
-    with tempfile.TemporaryDirectory() as tmp:
-        subprocess.run(  # noqa: S603 - pip, the ordinary client, for the pinned sdist
-            [*_pip(), "download", "--quiet", "--no-deps", "--no-binary", ":all:",
-             f"llama-cpp-python=={version}", "-d", tmp],
-            check=True,
-        )  # fmt: skip
-        archive = next(Path(tmp).glob("llama_cpp_python-*.tar.gz"))
-        prefix = f"{archive.name.removesuffix('.tar.gz')}/vendor/llama.cpp/"
-        with tarfile.open(archive) as tar:
-            members = [m for m in tar.getmembers() if m.name.startswith(prefix)]
-            tar.extractall(tmp, members=members, filter="data")
+def _from_archive(archive: Path, dest: Path) -> Path:
+    prefix = f"{archive.name.removesuffix('.tar.gz')}/vendor/llama.cpp/"
+    with tempfile.TemporaryDirectory() as tmp, tarfile.open(archive) as tar:
+        members = [m for m in tar.getmembers() if m.name.startswith(prefix)]
+        tar.extractall(tmp, members=members, filter="data")
         return _copy_from(Path(tmp) / prefix, dest)
 
 
-def install(dest: Path = TOOLS_DIR) -> Path:
-    """Copy the converter matching the installed llama-cpp-python into ``dest``."""
+def install(dest: Path = TOOLS_DIR, cache: Path | None = None) -> Path:
+    """Copy the converter matching the installed llama-cpp-python into ``dest``, from its
+    verified source archive (``cache``: where downloads are kept)."""
     version = llama_cpp_version()
     if not version:
         raise UnavailableError("llama-cpp-python is not installed; run `make run` first.")
-    stamp = dest / "VERSION"
-    if (dest / SCRIPT).is_file() and stamp.is_file() and stamp.read_text().strip() == version:
-        return dest / SCRIPT
-    cached = _in_uv_cache(version)
-    script = _copy_from(cached.parent, dest) if cached else _from_sdist(version, dest)
-    stamp.write_text(version + "\n")
+    _, digest = pinned_sdist(version)
+    stamp, expected = dest / "VERSION", f"{version} {digest}"
+    if (dest / SCRIPT).is_file() and stamp.is_file() and stamp.read_text().strip() == expected:
+        return dest / SCRIPT  # installed from the verified archive before
+    script = _from_archive(verified_sdist(version, cache), dest)
+    stamp.write_text(expected + "\n")
     return script
 
 

@@ -1,21 +1,25 @@
 """What every sandbox runtime provides, and the constants they share.
 
-A runtime runs ``python3 main.py`` inside a prepared scratch directory under ``Limits`` and
-returns a ``SandboxResult``. The conformance suite (``tests/sandbox``) runs the same hostile
-cases against every runtime that is available.
+A runtime ``start``s a sandbox under ``Limits``: the interpreter loads and waits for its
+program on stdin (``BOOT``). ``Warm.run`` hands it the program, which the bootstrap writes to
+``/scratch/main.py`` and runs as ``__main__``, and returns a ``SandboxResult``; the sandbox is
+then destroyed. A cold run is a start followed at once by its run; a pool keeps a few started
+ones (``pool.WarmPool``). The conformance suite (``tests/sandbox``) runs the same hostile
+cases against every runtime that is available, cold and pooled.
 """
 
 from __future__ import annotations
 
+import contextlib
 import math
 import os
 import shutil
-import tempfile
-from collections.abc import Iterator
-from contextlib import contextmanager
+from collections.abc import Callable
 from pathlib import Path
 from typing import Protocol, runtime_checkable
 
+from backend.sandbox.scratch import Scratch
+from backend.sandbox.supervise import CpuProbe, Killer, Outcome, Spawned
 from shared_api.errors import SandboxFailedError
 from shared_api.sandbox import Limits, SandboxResult
 
@@ -41,7 +45,34 @@ SANDBOX_ENV = {
 }
 """The whole environment a sandboxed script sees (the host's is never passed in)."""
 
-PYTHON_ARGS = ("-B", "-E", "-s", SCRIPT_NAME)
+BOOT = """\
+def _boot():
+    import builtins, json, linecache, sys, traceback, types  # tools use them: load them now
+    source = sys.stdin.buffer.read()  # blocks until the program comes; EOF ends it
+    with open("/scratch/main.py", "wb") as f:
+        f.write(source)
+    space = sys.modules["__main__"].__dict__
+    space.clear()
+    space.update(__name__="__main__", __doc__=None, __package__=None, __loader__=None,
+                 __spec__=None, __file__="/scratch/main.py", __cached__=None,
+                 __builtins__=builtins)
+    sys.argv[:] = ["main.py"]
+    sys.path[0] = "/scratch"
+    try:
+        exec(compile(source, "/scratch/main.py", "exec"), space)
+    except SystemExit:
+        raise
+    except BaseException as exc:  # as python3 main.py reports it, without this frame
+        exc = exc.with_traceback(exc.__traceback__.tb_next)
+        sys.excepthook(type(exc), exc, exc.__traceback__)
+        sys.exit(1)
+_boot()
+"""
+"""What the sandbox runs: it loads the interpreter (and what tools use), then reads its
+program on stdin, writes it to ``/scratch/main.py`` and runs it as ``python3 main.py``
+would, in the same process. Nothing of the host is in it."""
+
+PYTHON_ARGS = ("-B", "-E", "-s", "-c", BOOT)
 """Interpreter flags: no bytecode, ignore PYTHON* variables, no user site-packages."""
 
 
@@ -57,11 +88,93 @@ class Runtime(Protocol):
     def enforcement(self) -> dict[str, str]:
         """How each limit (``Limits`` field) and isolation property is enforced."""
 
-    def run(self, scratch: Path, limits: Limits) -> SandboxResult:
-        """Run ``scratch/main.py``; ``scratch`` is visible (read-write) at ``/scratch``.
+    def start(self, limits: Limits, root: Path | None = None) -> Warm:
+        """A sandbox for one run under ``limits``, started and waiting for its program.
 
-        Raises ``SandboxFailedError`` when the sandbox itself (not the script) failed.
+        Its host-side directories go under ``root`` (default: the system's temporary
+        directory). Raises ``SandboxFailedError`` when it cannot be set up.
         """
+
+
+class Warm:
+    """A started sandbox: ``run`` hands it its one program, ``discard`` destroys it unused.
+
+    The runtime supplies how to watch it (``cpu_usage``, ``kill``), how to read its outcome
+    (``interpret``: may raise ``SandboxFailedError``) and how to remove everything it made
+    on the host (``cleanup``, always called exactly once).
+    """
+
+    def __init__(
+        self,
+        runtime: str,
+        limits: Limits,
+        spawned: Spawned,
+        *,
+        scratch: Scratch,
+        interpret: Callable[[Outcome], SandboxResult],
+        cleanup: Callable[[], None],
+        cpu_usage: CpuProbe | None = None,
+        kill: Killer | None = None,
+    ) -> None:
+        self.runtime = runtime
+        self.limits = limits
+        self.spawned = spawned
+        self.scratch = scratch
+        self._interpret = interpret
+        self._cleanup = cleanup
+        self._cpu_usage = cpu_usage
+        self._kill = kill
+        self.defer: Callable[[Callable[[], None]], None] | None = None
+        """Where to hand the removal of what is left on the host once the run is over (a
+        pool's cleaner, off the caller's path); None: done before ``run`` returns."""
+
+    def alive(self) -> bool:
+        """Still waiting for its program (it did not die meanwhile)."""
+        return self.spawned.alive()
+
+    def run(self, source: str) -> SandboxResult:
+        """Run ``source`` as ``/scratch/main.py``; the sandbox is destroyed after."""
+        try:
+            outcome = self.spawned.finish(
+                source.encode("utf-8", "surrogateescape"),
+                self.limits,
+                cpu_usage=self._cpu_usage,
+                kill=self._kill,
+            )
+            result = self._interpret(outcome)
+            full = self.scratch.full()
+        finally:
+            # The sandbox's processes are gone by now (reaped, or killed through its cgroup
+            # by the cleanup); what is left is its empty cgroup, scratch and directories.
+            if self.defer is not None:
+                self.defer(self._finish)
+            else:
+                self._finish()
+        return result.model_copy(update={"disk_full": full})
+
+    def discard(self) -> None:
+        """Destroy it without running anything."""
+        try:
+            self.spawned.abort(self._kill)
+        finally:
+            self._finish()
+
+    def _finish(self) -> None:
+        try:
+            self._cleanup()
+        finally:
+            self.scratch.remove()
+
+
+def start_or_clean(build: Callable[[], Warm], *cleanups: Callable[[], None]) -> Warm:
+    """``build()``, running ``cleanups`` (in order) when it fails."""
+    try:
+        return build()
+    except BaseException:
+        for cleanup in cleanups:
+            with contextlib.suppress(Exception):
+                cleanup()
+        raise
 
 
 class ProbedRuntime:
@@ -79,14 +192,17 @@ class ProbedRuntime:
     def _check(self) -> str | None:
         raise NotImplementedError
 
-    def run(self, scratch: Path, limits: Limits) -> SandboxResult:
+    def start(self, limits: Limits, root: Path | None = None) -> Warm:
         raise NotImplementedError
+
+    def run(self, source: str, limits: Limits, root: Path | None = None) -> SandboxResult:
+        """A cold run: start a sandbox and run ``source`` in it at once."""
+        return self.start(limits, root).run(source)
 
     def _smoke_test(self, what: str, wall_s: float) -> str | None:
         """Run ``print("ok")`` in this runtime: None when it works, else why it does not."""
         try:
-            with scratch_dir('print("ok")') as scratch:
-                probe = self.run(scratch, Limits(wall_s=wall_s))
+            probe = self.run('print("ok")', Limits(wall_s=wall_s))
         except SandboxFailedError as exc:
             return f"{what} does not work here: {exc.message}"
         if probe.exit_code != 0 or probe.stdout != "ok\n":
@@ -151,21 +267,3 @@ def rlimits(limits: Limits) -> dict[str, tuple[int, int]]:
         "nofile": (256, 256),
         "core": (0, 0),
     }
-
-
-@contextmanager
-def scratch_dir(source: str, root: Path | None = None) -> Iterator[Path]:
-    """A fresh private directory holding ``main.py``, owned by the sandbox uid when we are
-    root (mode 0700, so no other host user can look in), removed with all its contents after.
-    """
-    path = Path(tempfile.mkdtemp(prefix="entropic-scratch-", dir=root))
-    try:
-        script = path / SCRIPT_NAME
-        script.write_text(source, encoding="utf-8")
-        script.chmod(0o644)
-        if is_root():
-            os.chown(path, SANDBOX_UID, SANDBOX_UID)
-        yield path
-    finally:
-        # rmtree does not follow symlinks the script may have planted (fd-based on Linux).
-        shutil.rmtree(path, ignore_errors=True)

@@ -14,7 +14,10 @@ The command line, outermost first:
    is cleared; the seccomp filter is loaded; the sandbox dies with its parent,
 5. ``prlimit``, *inside* the new user namespace, sets the rlimits, so RLIMIT_NPROC counts
    this run's processes only (the kernel counts it per user namespace),
-6. ``python3 -B -E -s main.py``.
+6. ``python3 -B -E -s -c BOOT``, which waits for its program on stdin.
+
+/scratch is a tmpfs of ``Limits.disk_mb``: mounted on the host as root (see ``scratch``),
+else made by bwrap itself (``--size --tmpfs``) inside the sandbox.
 """
 
 from __future__ import annotations
@@ -32,13 +35,23 @@ from backend.sandbox.base import (
     SANDBOX_UID,
     SCRATCH,
     ProbedRuntime,
+    Warm,
     find_tool,
     host_python,
     is_root,
     rlimits,
     root_entries,
+    start_or_clean,
 )
-from backend.sandbox.supervise import children, kill_children, kill_tree, supervise, to_result
+from backend.sandbox.scratch import Scratch, owner_tag
+from backend.sandbox.supervise import (
+    Outcome,
+    Spawned,
+    children,
+    kill_children,
+    kill_tree,
+    to_result,
+)
 from shared_api.errors import SandboxFailedError
 from shared_api.sandbox import Limits, SandboxResult
 
@@ -87,34 +100,55 @@ class BubblewrapRuntime(ProbedRuntime):
             + ("" if cgroup.startswith("v") else " (unavailable: per process only)"),
             "pids": "RLIMIT_NPROC inside the run's own user namespace (per run); pids cgroup",
             "file_size_mb": "RLIMIT_FSIZE",
+            "disk_mb": "/scratch is a tmpfs of that size (the only writable place)",
             "output_bytes": "read by the supervisor, killed past the limit",
             "cgroup": cgroup,
         }
 
-    def run(self, scratch: Path, limits: Limits) -> SandboxResult:
-        group = self._cgroup(limits)
+    def start(self, limits: Limits, root: Path | None = None) -> Warm:
+        scratch = Scratch.create(limits.disk_mb, root)
+        group: cgroups.RunCgroup | None = None
+
+        def cleanup() -> None:
+            if group is not None:
+                group.close()
+
+        def build() -> Warm:
+            nonlocal group
+            group = self._cgroup(limits)
+            spawned = self._spawn(scratch, limits, group)
+            return Warm(
+                self.name,
+                limits,
+                spawned,
+                scratch=scratch,
+                interpret=lambda outcome: self._interpret(outcome, limits, group),
+                cleanup=cleanup,
+                cpu_usage=group.cpu_s if group is not None else None,
+                kill=_kill if is_root() else kill_tree,
+            )
+
+        return start_or_clean(build, cleanup, scratch.remove)
+
+    def _spawn(self, scratch: Scratch, limits: Limits, group: cgroups.RunCgroup | None) -> Spawned:
         read_fd, write_fd = os.pipe()
         try:
-            os.write(write_fd, seccomp.build_filter())
+            os.write(write_fd, seccomp.build_filter())  # bwrap reads it once it runs
             os.close(write_fd)
             write_fd = -1
             argv = self._argv(scratch, limits, read_fd)
             if group is not None:
                 argv = group.wrap(argv)
-            outcome = supervise(
-                argv,
-                limits,
-                cpu_usage=group.cpu_s if group is not None else None,
-                kill=_kill if is_root() else kill_tree,
-                pass_fds=(read_fd,),
-            )
-            oom = group.oom_killed() if group is not None else False
+            return Spawned(argv, pass_fds=(read_fd,))
         finally:
             os.close(read_fd)
             if write_fd >= 0:
                 os.close(write_fd)
-            if group is not None:
-                group.close()
+
+    def _interpret(
+        self, outcome: Outcome, limits: Limits, group: cgroups.RunCgroup | None
+    ) -> SandboxResult:
+        oom = group.oom_killed() if group is not None else False
         if (
             outcome.killed_reason is None
             and outcome.status == 1
@@ -133,14 +167,14 @@ class BubblewrapRuntime(ProbedRuntime):
             return None
         try:
             return cgroups.RunCgroup.create(
-                f"bwrap-{uuid.uuid4().hex[:12]}",
-                memory_bytes=limits.memory_mb * MIB,
+                f"bwrap-{owner_tag()}-{uuid.uuid4().hex[:12]}",
+                memory_bytes=(limits.memory_mb + limits.disk_mb) * MIB,  # tmpfs pages count
                 pids=limits.pids + 4,  # + sh/setpriv/bwrap's own processes
             )
         except OSError:
             return None  # rlimits alone still enforce every limit, per process
 
-    def _argv(self, scratch: Path, limits: Limits, seccomp_fd: int) -> list[str]:
+    def _argv(self, scratch: Scratch, limits: Limits, seccomp_fd: int) -> list[str]:
         bwrap, prlimit, python = find_tool("bwrap"), _usr_tool("prlimit"), host_python()
         if bwrap is None or prlimit is None or python is None:
             raise SandboxFailedError("bubblewrap, prlimit or python3 disappeared; reinstall")
@@ -170,7 +204,11 @@ class BubblewrapRuntime(ProbedRuntime):
             else:
                 argv += ["--symlink", target, f"/{name}"]
         argv += ["--proc", "/proc", "--dev", "/dev"]
-        argv += ["--bind", str(scratch), SCRATCH, "--chdir", SCRATCH, "--clearenv"]
+        if scratch.path is not None:
+            argv += ["--bind", str(scratch.path), SCRATCH]
+        else:
+            argv += ["--perms", "0700", "--size", str(scratch.size_mb * MIB), "--tmpfs", SCRATCH]
+        argv += ["--chdir", SCRATCH, "--clearenv"]
         for key, value in SANDBOX_ENV.items():
             argv += ["--setenv", key, value]
         argv += ["--seccomp", str(seccomp_fd), "--", prlimit]

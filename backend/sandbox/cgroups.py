@@ -11,11 +11,14 @@ from __future__ import annotations
 
 import contextlib
 import os
+import re
 import signal
 import time
 from dataclasses import dataclass
 from functools import cache
 from pathlib import Path
+
+from backend.sandbox.scratch import start_ticks
 
 GROUP = "entropic-sandbox"
 
@@ -212,3 +215,33 @@ def _enable_v2(base: Path) -> None:
     base.mkdir(exist_ok=True)
     if not {"memory", "pids"} <= set((base / "cgroup.subtree_control").read_text().split()):
         _write(base / "cgroup.subtree_control", wanted)
+
+
+_OWNED = re.compile(r"-(\d+)-(\d+)-[0-9a-f]{12}$")
+
+
+def sweep() -> list[str]:
+    """Remove the run groups whose owner process is gone (killing what is left in them).
+
+    Run groups are named ``...-PID-START-RANDOM`` after the process that made them; others'
+    groups, and those of live processes, are left alone.
+    """
+    layout = _layout()
+    if layout is None:
+        return []
+    removed: list[str] = []
+    names: set[str] = set()
+    for base in layout.bases.values():
+        with contextlib.suppress(OSError):
+            names.update(child.name for child in base.iterdir() if child.is_dir())
+    for name in sorted(names):
+        match = _OWNED.search(name)
+        if match is None:
+            continue
+        pid, start = int(match.group(1)), int(match.group(2))
+        if start_ticks(pid) == start:
+            continue  # its owner still runs
+        dirs = {key: base / name for key, base in layout.bases.items() if (base / name).is_dir()}
+        RunCgroup(layout, dirs).close()
+        removed.append(name)
+    return removed

@@ -1,10 +1,12 @@
 """The Docker + gVisor runtime: ``docker run --runtime=runsc`` against a local image.
 
 Chosen first when a Docker daemon answers, has the ``runsc`` runtime registered and holds the
-image (default ``python:3.11-slim``; it is never pulled implicitly). The container has no
-network, a read-only root, uid 65534, no capabilities, no_new_privs, and only the scratch
-directory mounted (read-write at /scratch). Killing the ``docker run`` client does not stop
-the container, so every kill is a ``docker kill``; the container is removed afterwards.
+image, pinned by digest (``$ENTROPIC_SANDBOX_IMAGE``, or the one ``backend.sandbox.image``
+built from Debian packages and loaded); it is never pulled (``--pull=never``). The container
+has no network, a read-only root, uid 65534, no capabilities, no_new_privs, and only the
+scratch space mounted (a tmpfs of ``Limits.disk_mb``, read-write at /scratch). Killing the
+``docker run`` client does not stop the container, so every kill is a ``docker kill``; the
+container is removed afterwards.
 
 gVisor ignores RLIMIT_CPU, so the container's CPU time is read from its cgroup (found from
 the id in ``--cidfile``) and the container killed past the limit; where that cgroup cannot
@@ -22,9 +24,8 @@ from __future__ import annotations
 import contextlib
 import json
 import os
-import shutil
+import re
 import subprocess
-import tempfile
 import time
 import uuid
 from pathlib import Path
@@ -35,15 +36,36 @@ from backend.sandbox.base import (
     SANDBOX_UID,
     SCRATCH,
     ProbedRuntime,
+    Warm,
     find_tool,
     rlimits,
+    start_or_clean,
 )
 from backend.sandbox.gvisor import OVERHEAD_MB, host_tasks
-from backend.sandbox.supervise import HOST_ENV, supervise, to_result
+from backend.sandbox.scratch import Scratch, make_dir, owner_tag, remove
+from backend.sandbox.supervise import HOST_ENV, Outcome, Spawned, to_result
 from shared_api.errors import SandboxFailedError
 from shared_api.sandbox import Limits, SandboxResult
 
-DEFAULT_IMAGE = "python:3.11-slim"
+IMAGE_ENV = "ENTROPIC_SANDBOX_IMAGE"
+"""Names the image to run, pinned by digest: ``sha256:<id>`` (an image loaded locally, e.g.
+by ``python -m backend.sandbox.image load``) or ``NAME@sha256:<digest>``."""
+
+_PINNED = re.compile(r"^(?:sha256:[0-9a-f]{64}|[^@\s]+@sha256:[0-9a-f]{64})$")
+
+
+def default_image() -> str:
+    """The image from ``$ENTROPIC_SANDBOX_IMAGE``, else the one ``backend.sandbox.image``
+    built and loaded last (its digest, recorded in the user's cache); "" when neither."""
+    from backend.sandbox.image import recorded_image
+
+    return os.environ.get(IMAGE_ENV, "").strip() or recorded_image() or ""
+
+
+def pinned(image: str) -> bool:
+    """Whether ``image`` names one immutable image (by digest), not a movable tag."""
+    return bool(_PINNED.match(image))
+
 
 _CGROUP_CPU_FILES = (
     "/sys/fs/cgroup/cpuacct/docker/{id}/cpuacct.usage",
@@ -73,8 +95,8 @@ def runtimes_from_info(info_json: str) -> set[str]:
 class DockerGvisorRuntime(ProbedRuntime):
     name = "docker-gvisor"
 
-    def __init__(self, *, image: str = DEFAULT_IMAGE, docker: str = "docker") -> None:
-        self.image = image
+    def __init__(self, *, image: str | None = None, docker: str = "docker") -> None:
+        self.image = image if image is not None else default_image()
         self.docker = docker
 
     def _check(self) -> str | None:
@@ -90,8 +112,16 @@ class DockerGvisorRuntime(ProbedRuntime):
                 "Docker has no runsc runtime: apt-get install runsc && runsc install, "
                 "then restart dockerd"
             )
+        if not pinned(self.image):
+            return (
+                f"no sandbox image pinned by digest (got {self.image!r}): build and load one "
+                f"with `python -m backend.sandbox.image load`, or set {IMAGE_ENV}=sha256:..."
+            )
         if self._docker("image", "inspect", self.image, timeout=10).returncode != 0:
-            return f"image {self.image} is not present locally: docker pull {self.image}"
+            return (
+                f"image {self.image} is not present locally (it is never pulled): "
+                "python -m backend.sandbox.image load"
+            )
         return self._smoke_test("docker --runtime=runsc", wall_s=60)
 
     def _docker(self, *args: str, timeout: float) -> subprocess.CompletedProcess[str]:
@@ -116,49 +146,69 @@ class DockerGvisorRuntime(ProbedRuntime):
             f"has no --ulimit as); --memory at the limit + {OVERHEAD_MB} MB",
             "pids": "--ulimit nproc inside gVisor; --pids-limit as a backstop",
             "file_size_mb": "--ulimit fsize",
+            "disk_mb": "/scratch is a tmpfs of that size (the only writable place)",
             "output_bytes": "read by the supervisor, docker-killed past the limit",
         }
 
-    def command(self, scratch: Path, limits: Limits, name: str, cidfile: Path) -> list[str]:
-        """The ``docker run`` command line for one run."""
+    def command(self, scratch: Scratch, limits: Limits, name: str, cidfile: Path) -> list[str]:
+        """The ``docker run`` command line for one run (its program comes on stdin)."""
         limit = rlimits(limits)
         # docker's --ulimit has no RLIMIT_AS (and gVisor ignores RLIMIT_DATA): a bootstrap
         # sets it inside, then execs the interpreter, so the script runs exactly as elsewhere.
         address_space = limit.pop("as")
         ulimits = [f"--ulimit={key}={soft}:{hard}" for key, (soft, hard) in limit.items()]
-        memory = f"{limits.memory_mb + OVERHEAD_MB}m"
+        memory = f"{limits.memory_mb + limits.disk_mb + OVERHEAD_MB}m"
+        if scratch.path is not None:
+            mount = f"--volume={scratch.path}:{SCRATCH}:rw"
+        else:
+            mount = (f"--tmpfs={SCRATCH}:rw,nosuid,nodev,size={scratch.size_mb}m,mode=0700,"
+                     f"uid={SANDBOX_UID},gid={SANDBOX_UID}")  # fmt: skip
         argv = [
-            self.docker, "run", "--rm", f"--name={name}", f"--cidfile={cidfile}",
+            self.docker, "run", "--rm", "--interactive", "--pull=never", f"--name={name}",
+            f"--cidfile={cidfile}",
             "--runtime=runsc", "--network=none", "--read-only",
             f"--user={SANDBOX_UID}:{SANDBOX_UID}", "--cap-drop=ALL",
             "--security-opt=no-new-privileges", "--ipc=private", "--hostname=sandbox",
             f"--memory={memory}", f"--memory-swap={memory}", "--cpus=1",
             f"--pids-limit={host_tasks(limits)}",
             *ulimits,
-            f"--volume={scratch}:{SCRATCH}:rw", f"--workdir={SCRATCH}",
+            mount, f"--workdir={SCRATCH}",
             *(f"--env={key}={value}" for key, value in SANDBOX_ENV.items()),
             "--log-driver=none",
             self.image, "python3", "-I", "-S", "-c", _SET_AS % address_space, *PYTHON_ARGS,
         ]  # fmt: skip
         return argv
 
-    def run(self, scratch: Path, limits: Limits) -> SandboxResult:
-        work = Path(tempfile.mkdtemp(prefix="entropic-docker-"))
-        name = f"entropic-{uuid.uuid4().hex[:16]}"
-        cidfile = work / "cid"
-        started = time.monotonic()
-        probe = _CpuProbe(cidfile, started)
-        try:
-            outcome = supervise(
-                self.command(scratch, limits, name, cidfile),
+    def start(self, limits: Limits, root: Path | None = None) -> Warm:
+        scratch = Scratch.create(limits.disk_mb, root)
+        work: Path | None = None
+        name = f"entropic-{owner_tag()}-{uuid.uuid4().hex[:12]}"
+
+        def cleanup() -> None:
+            self._docker("rm", "--force", name, timeout=30)
+            if work is not None:
+                remove(work)
+
+        def build() -> Warm:
+            nonlocal work
+            work = make_dir("docker", root)
+            cidfile = work / "cid"
+            probe = _CpuProbe(cidfile)
+            argv = self.command(scratch, limits, name, cidfile)
+            return Warm(
+                self.name,
                 limits,
+                Spawned(argv, env=_docker_env()),
+                scratch=scratch,
+                interpret=lambda outcome: self._interpret(outcome, limits, probe),
+                cleanup=cleanup,
                 cpu_usage=probe,
                 kill=lambda _pid: self._kill(name),
-                env=_docker_env(),
             )
-        finally:
-            self._docker("rm", "--force", name, timeout=30)
-            shutil.rmtree(work, ignore_errors=True)
+
+        return start_or_clean(build, cleanup, scratch.remove)
+
+    def _interpret(self, outcome: Outcome, limits: Limits, probe: _CpuProbe) -> SandboxResult:
         if outcome.killed_reason is None and outcome.status == 125:
             raise SandboxFailedError(
                 "docker could not run the container: "
@@ -185,9 +235,9 @@ class _CpuProbe:
     """CPU seconds of the container, from its cgroup (the last reading once the container is
     gone); elapsed time while that cgroup is unknown."""
 
-    def __init__(self, cidfile: Path, started: float) -> None:
+    def __init__(self, cidfile: Path) -> None:
         self.cidfile = cidfile
-        self.started = started
+        self.started = time.monotonic()
         self.path: Path | None = None
         self.last: float | None = None
 

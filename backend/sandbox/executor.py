@@ -4,23 +4,56 @@ Runtimes are tried in this order: Docker + gVisor, gVisor (``runsc``), bubblewra
 that works is used (``runtime_name``; ``status()`` says which and why the others are not).
 When none works, running code raises ``SandboxUnavailableError`` naming the packages to
 install; code never runs unsandboxed.
+
+Runs are served by warm sandboxes (``pool.WarmPool``) when the pool holds one for the
+run's runtime and limits, else started cold; either way each sandbox serves one run only.
+On construction, directories that dead processes left behind are swept (``scratch.sweep``).
 """
 
 from __future__ import annotations
 
+import os
 import threading
 from collections.abc import Sequence
 from pathlib import Path
 from typing import Any
 
-from backend.sandbox.base import INSTALL_HINT, Runtime, scratch_dir
+from backend.sandbox import cgroups
+from backend.sandbox.base import INSTALL_HINT, Runtime
 from backend.sandbox.bubblewrap import BubblewrapRuntime
 from backend.sandbox.docker import DockerGvisorRuntime
 from backend.sandbox.gvisor import GvisorRuntime
+from backend.sandbox.pool import WarmPool
+from backend.sandbox.scratch import sweep
 from shared_api.errors import InvalidValueError, SandboxUnavailableError
 from shared_api.sandbox import Limits, SandboxResult
 
 RUNTIME_ORDER = ("docker-gvisor", "runsc", "bubblewrap")
+
+POOL_ENV = "ENTROPIC_SANDBOX_POOL"
+DEFAULT_POOL_SIZE = 2
+"""Warm sandboxes kept by default (``$ENTROPIC_SANDBOX_POOL`` or ``pool_size`` overrides)."""
+
+_swept: set[tuple[int, Path | None]] = set()
+_sweep_lock = threading.Lock()
+
+
+def pool_size_from_env() -> int:
+    try:
+        return max(0, int(os.environ.get(POOL_ENV, DEFAULT_POOL_SIZE)))
+    except ValueError:
+        return DEFAULT_POOL_SIZE
+
+
+def sweep_once(root: Path | None) -> None:
+    """Sweep what dead processes left under ``root`` (and their run cgroups), once per
+    process and root."""
+    with _sweep_lock:
+        if (os.getpid(), root) in _swept:
+            return
+        _swept.add((os.getpid(), root))
+    cgroups.sweep()  # first: it kills whatever is still running in a dead owner's groups
+    sweep(root)
 
 
 def default_runtimes() -> list[Runtime]:
@@ -32,8 +65,10 @@ class SecureCodeExecutor:
     """Runs Python source in a sandbox under ``Limits`` and returns a ``SandboxResult``.
 
     Availability is probed once per runtime (a real sandboxed ``print``), on first use.
-    Safe to share between threads; runs do not share scratch directories, cgroups or
-    container ids.
+    Safe to share between threads; runs do not share scratch space, cgroups or container
+    ids. ``pool_size`` warm sandboxes are kept (default ``$ENTROPIC_SANDBOX_POOL`` or 2; 0
+    for none) once code has run, for the runtime and limits of the last run; ``close()``
+    destroys them (so does the process's exit).
     """
 
     def __init__(
@@ -42,12 +77,16 @@ class SecureCodeExecutor:
         *,
         limits: Limits | None = None,
         scratch_root: Path | None = None,
+        pool_size: int | None = None,
     ) -> None:
         found = list(runtimes) if runtimes is not None else default_runtimes()
         self.runtimes: dict[str, Runtime] = {rt.name: rt for rt in found}
         self.limits = limits or Limits()
         self.scratch_root = scratch_root
         self._lock = threading.Lock()
+        size = pool_size_from_env() if pool_size is None else pool_size
+        self.pool = WarmPool(size, scratch_root)
+        sweep_once(scratch_root)
 
     def _available(self, name: str) -> str | None:
         with self._lock:  # probes run once, not once per concurrent caller
@@ -69,6 +108,12 @@ class SecureCodeExecutor:
             "runtime": self.runtime_name,
             "install_hint": None if self.runtime_name else INSTALL_HINT,
             "default_limits": self.limits.model_dump(),
+            "pool": {
+                "size": self.pool.size,
+                "ready": self.pool.ready(),
+                "served": self.pool.served,
+                "missed": self.pool.missed,
+            },
             "runtimes": {
                 name: {
                     "available": reasons[name] is None,
@@ -117,5 +162,19 @@ class SecureCodeExecutor:
         (the sandbox broke); whatever the script itself does is in the result.
         """
         chosen = self.select(runtime)
-        with scratch_dir(source, self.scratch_root) as scratch:
-            return chosen.run(scratch, limits or self.limits)
+        limits = limits or self.limits
+        warm = self.pool.take(chosen, limits)
+        if warm is None:
+            warm = chosen.start(limits, self.scratch_root)
+        return warm.run(source)
+
+    def warm_up(
+        self, limits: Limits | None = None, runtime: str | None = None, timeout: float = 60.0
+    ) -> bool:
+        """Have the pool keep sandboxes for these limits and runtime, and wait until one is
+        ready (False when none is within ``timeout``, or the pool size is 0)."""
+        return self.pool.fill(self.select(runtime), limits or self.limits, timeout)
+
+    def close(self) -> None:
+        """Destroy the warm sandboxes; later runs start cold."""
+        self.pool.close()

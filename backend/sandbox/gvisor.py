@@ -20,9 +20,7 @@ from __future__ import annotations
 
 import contextlib
 import json
-import shutil
 import subprocess
-import tempfile
 import uuid
 from pathlib import Path
 from typing import Any
@@ -35,13 +33,16 @@ from backend.sandbox.base import (
     SANDBOX_UID,
     SCRATCH,
     ProbedRuntime,
+    Warm,
     find_tool,
     host_python,
     is_root,
     rlimits,
     root_entries,
+    start_or_clean,
 )
-from backend.sandbox.supervise import supervise, to_result
+from backend.sandbox.scratch import Scratch, make_dir, owner_tag, remove
+from backend.sandbox.supervise import Outcome, Spawned, to_result
 from shared_api.errors import SandboxFailedError
 from shared_api.sandbox import Limits, SandboxResult
 
@@ -94,66 +95,89 @@ class GvisorRuntime(ProbedRuntime):
             "for gVisor itself",
             "pids": "RLIMIT_NPROC inside gVisor; host pids cgroup as a backstop",
             "file_size_mb": "RLIMIT_FSIZE inside gVisor",
+            "disk_mb": "/scratch is a tmpfs of that size (the only writable place)",
             "output_bytes": "read by the supervisor, killed past the limit",
             "cgroup": cgroups.describe(),
         }
 
-    def run(self, scratch: Path, limits: Limits) -> SandboxResult:
+    def start(self, limits: Limits, root: Path | None = None) -> Warm:
         runsc = find_tool("runsc")
         if runsc is None:
             raise SandboxFailedError("runsc disappeared from PATH: apt-get install runsc")
-        work = Path(tempfile.mkdtemp(prefix="entropic-runsc-"))
-        cid = f"entropic-{uuid.uuid4().hex[:16]}"
+        try:
+            scratch = Scratch.create(limits.disk_mb, root)
+            work = make_dir("runsc", root)
+        except OSError as exc:
+            raise SandboxFailedError(f"could not prepare the runsc sandbox: {exc}") from exc
+        cid = f"entropic-{owner_tag()}-{uuid.uuid4().hex[:12]}"
         state, log = work / "state", work / "runsc.log"
         base = [runsc, "--root", str(state), "--log", str(log)]
         group: cgroups.RunCgroup | None = None
-        try:
-            bundle = self._bundle(work, scratch, limits)
-            group = cgroups.RunCgroup.create(
-                cid,
-                memory_bytes=(limits.memory_mb + OVERHEAD_MB) * MIB,
-                pids=host_tasks(limits),
-            )
-            argv = [
-                # `runsc run` leaves its sandbox and gofer processes to the host's init to
-                # reap (which may take its time); a subreaper reaps them before it exits.
-                str(host_python() or "python3"),
-                "-I",
-                "-S",
-                "-c",
-                _REAPER,
-                *base,
-                f"--platform={self.platform}",
-                "--network=none",
-                "--ignore-cgroups",  # we place the whole tree in our own cgroup instead
-                "run",
-                "--bundle",
-                str(bundle),
-                cid,
-            ]
-            outcome = supervise(
-                group.wrap(argv),
-                limits,
-                cpu_usage=group.cpu_s,
-                kill=lambda pid: _kill(pid, base, cid, group),
-            )
-            oom = group.oom_killed()
-            error = None if outcome.killed_reason or oom else _logged_error(log)
-        except OSError as exc:
-            raise SandboxFailedError(f"could not prepare the runsc sandbox: {exc}") from exc
-        finally:
+
+        def cleanup() -> None:
             if state.exists() and any(state.iterdir()):  # runsc run did not delete it itself
                 subprocess.run(  # noqa: S603
                     [*base, "delete", "-force", cid], capture_output=True, timeout=30, check=False
                 )
             if group is not None:
                 group.close()  # kills anything still left in the run's cgroup
-            shutil.rmtree(work, ignore_errors=True)
+            remove(work)
+
+        def build() -> Warm:
+            nonlocal group
+            try:
+                bundle = self._bundle(work, scratch, limits)
+                group = cgroups.RunCgroup.create(
+                    cid,
+                    memory_bytes=(limits.memory_mb + limits.disk_mb + OVERHEAD_MB) * MIB,
+                    pids=host_tasks(limits),
+                )
+                run_group = group
+                spawned = Spawned(group.wrap(self._argv(base, bundle, cid)))
+            except OSError as exc:
+                raise SandboxFailedError(f"could not prepare the runsc sandbox: {exc}") from exc
+            return Warm(
+                self.name,
+                limits,
+                spawned,
+                scratch=scratch,
+                interpret=lambda outcome: self._interpret(outcome, limits, run_group, log),
+                cleanup=cleanup,
+                cpu_usage=group.cpu_s,
+                kill=lambda pid: _kill(pid, base, cid, run_group),
+            )
+
+        return start_or_clean(build, cleanup, scratch.remove)
+
+    def _argv(self, base: list[str], bundle: Path, cid: str) -> list[str]:
+        return [
+            # `runsc run` leaves its sandbox and gofer processes to the host's init to
+            # reap (which may take its time); a subreaper reaps them before it exits.
+            str(host_python() or "python3"),
+            "-I",
+            "-S",
+            "-c",
+            _REAPER,
+            *base,
+            f"--platform={self.platform}",
+            "--network=none",
+            "--ignore-cgroups",  # we place the whole tree in our own cgroup instead
+            "run",
+            "--bundle",
+            str(bundle),
+            cid,
+        ]
+
+    def _interpret(
+        self, outcome: Outcome, limits: Limits, group: cgroups.RunCgroup, log: Path
+    ) -> SandboxResult:
+        oom = group.oom_killed()
+        error = None if outcome.killed_reason or oom else _logged_error(log)
         if error is not None:
             raise SandboxFailedError(f"runsc failed: {error}", runtime=self.name)
         return to_result(outcome, self.name, limits, oom_killed=oom)
 
-    def _bundle(self, work: Path, scratch: Path, limits: Limits) -> Path:
+    def _bundle(self, work: Path, scratch: Scratch, limits: Limits) -> Path:
         python = host_python()
         if python is None:
             raise SandboxFailedError("no python3 under /usr: apt-get install python3")
@@ -173,7 +197,14 @@ class GvisorRuntime(ProbedRuntime):
                 mounts.append(_bind(f"/{name}", f"/{name}", readonly=True))
             else:
                 (rootfs / name).symlink_to(target)
-        mounts.append(_bind(str(scratch), SCRATCH, readonly=False))
+        if scratch.path is not None:
+            mounts.append(_bind(str(scratch.path), SCRATCH, readonly=False))
+        else:  # gVisor's own tmpfs, of the same size
+            options = ["nosuid", "nodev", f"size={scratch.size_mb}m", "mode=0700",
+                       f"uid={SANDBOX_UID}", f"gid={SANDBOX_UID}"]  # fmt: skip
+            mounts.append(
+                {"destination": SCRATCH, "type": "tmpfs", "source": "tmpfs", "options": options}
+            )
         spec = {
             "ociVersion": "1.0.2",
             "process": {

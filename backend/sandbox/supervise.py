@@ -17,6 +17,7 @@ from __future__ import annotations
 
 import contextlib
 import os
+import resource
 import selectors
 import signal
 import subprocess
@@ -104,58 +105,140 @@ def supervise(
     argv: Sequence[str],
     limits: Limits,
     *,
+    program: bytes = b"",
     cpu_usage: CpuProbe | None = None,
     kill: Killer | None = None,
     pass_fds: Sequence[int] = (),
     env: Mapping[str, str] | None = None,
 ) -> Outcome:
-    """Run ``argv`` to completion or until a limit is hit; never leaves it running.
+    """Start ``argv``, hand it ``program`` on stdin and run it to completion or until a limit
+    is hit; never leaves it running. (``Spawned`` does the same in two steps.)"""
+    return Spawned(argv, pass_fds=pass_fds, env=env).finish(
+        program, limits, cpu_usage=cpu_usage, kill=kill
+    )
 
-    ``cpu_usage`` returns the CPU seconds the whole run has used so far (None if unknown).
-    ``kill(pid)`` stops the sandbox under the supervised process ``pid`` so that it can reap
-    and exit by itself; without one, a kill is ``kill_tree``. The command gets ``env`` (by
-    default only ``HOST_ENV``) and runs in ``/``: nothing of this process's environment or
-    working directory reaches it (a sandbox can read its own init's /proc/1/environ).
+
+class Spawned:
+    """A started command waiting for its program on stdin (a sandbox that is warm).
+
+    The command gets ``env`` (by default only ``HOST_ENV``) and runs in ``/`` in a new
+    session: nothing of this process's environment or working directory reaches it (a
+    sandbox can read its own init's /proc/1/environ). ``finish`` then delivers the program,
+    closes stdin and supervises the run; its limits count from that moment.
     """
-    started = time.monotonic()
-    proc = subprocess.Popen(  # noqa: S603 - argv is built by the runtime, never by the script
-        list(argv),
-        stdin=subprocess.DEVNULL,
-        stdout=subprocess.PIPE,
-        stderr=subprocess.PIPE,
-        start_new_session=True,
-        pass_fds=tuple(pass_fds),
-        env=dict(env if env is not None else HOST_ENV),
-        cwd="/",
-    )
-    assert proc.stdout is not None and proc.stderr is not None
-    pidfd = os.pidfd_open(proc.pid)
-    watcher = _Watcher(proc, pidfd, limits, cpu_usage, kill or kill_tree, started)
-    try:
-        if not watcher.watch():
-            kill_tree(proc.pid)  # gave up on it (it lingered, or ignored the runtime's kill)
-    except BaseException:
-        kill_tree(proc.pid)
-        raise
-    finally:
-        if watcher.killer is not None:
-            watcher.killer.join(timeout=ESCALATE_S)
-        _, wait_status, usage = os.wait4(proc.pid, 0)
-        proc.returncode = os.waitstatus_to_exitcode(wait_status)
-        duration = time.monotonic() - started
-        os.close(pidfd)
-        proc.stdout.close()
-        proc.stderr.close()
-    return Outcome(
-        returncode=proc.returncode,
-        stdout=bytes(watcher.out[0]),
-        stderr=bytes(watcher.out[1]),
-        truncated=(watcher.truncated[0], watcher.truncated[1]),
-        killed_reason=watcher.reason,
-        duration_s=duration,
-        rusage_cpu_s=usage.ru_utime + usage.ru_stime,
-        cpu_s=cpu_usage() if cpu_usage is not None else None,
-    )
+
+    def __init__(
+        self,
+        argv: Sequence[str],
+        *,
+        pass_fds: Sequence[int] = (),
+        env: Mapping[str, str] | None = None,
+    ) -> None:
+        self.proc = subprocess.Popen(  # noqa: S603 - argv is built by the runtime, not the script
+            list(argv),
+            stdin=subprocess.PIPE,
+            stdout=subprocess.PIPE,
+            stderr=subprocess.PIPE,
+            start_new_session=True,
+            pass_fds=tuple(pass_fds),
+            env=dict(env if env is not None else HOST_ENV),
+            cwd="/",
+        )
+        self.pidfd = os.pidfd_open(self.proc.pid)
+        self._done = False
+
+    @property
+    def pid(self) -> int:
+        return self.proc.pid
+
+    def alive(self) -> bool:
+        """Still waiting (it has not exited by itself)."""
+        return not self._done and self.proc.poll() is None
+
+    def finish(
+        self,
+        program: bytes,
+        limits: Limits,
+        *,
+        cpu_usage: CpuProbe | None = None,
+        kill: Killer | None = None,
+    ) -> Outcome:
+        """Deliver ``program`` and watch the run (see ``supervise``); once only.
+
+        ``cpu_usage`` returns the CPU seconds the whole run has used so far (None if
+        unknown); what it read before delivery is not counted. ``kill(pid)`` stops the
+        sandbox under the supervised process so that it can reap and exit by itself;
+        without one, a kill is ``kill_tree``.
+        """
+        if self._done:
+            raise RuntimeError("a started sandbox runs one program only")
+        self._done = True
+        proc = self.proc
+        assert proc.stdin is not None and proc.stdout is not None and proc.stderr is not None
+        probe = _since_now(cpu_usage)
+        started = time.monotonic()
+        watcher = _Watcher(proc, self.pidfd, limits, probe, kill or kill_tree, started, program)
+        try:
+            if not watcher.watch():
+                kill_tree(proc.pid)  # gave up on it (it lingered, or ignored the runtime's kill)
+        except BaseException:
+            kill_tree(proc.pid)
+            raise
+        finally:
+            if watcher.killer is not None:
+                watcher.killer.join(timeout=ESCALATE_S)
+            usage = self._reap()
+            duration = time.monotonic() - started
+        return Outcome(
+            returncode=proc.returncode,
+            stdout=bytes(watcher.out[0]),
+            stderr=bytes(watcher.out[1]),
+            truncated=(watcher.truncated[0], watcher.truncated[1]),
+            killed_reason=watcher.reason,
+            duration_s=duration,
+            rusage_cpu_s=usage.ru_utime + usage.ru_stime,
+            cpu_s=probe() if probe is not None else None,
+        )
+
+    def abort(self, kill: Killer | None = None) -> None:
+        """Stop it without running anything (a warm sandbox that is not needed)."""
+        if self._done:
+            return
+        self._done = True
+        (kill or kill_tree)(self.proc.pid)
+        deadline = time.monotonic() + ESCALATE_S
+        while self.proc.poll() is None and time.monotonic() < deadline:
+            time.sleep(0.005)
+        if self.proc.poll() is None:
+            kill_tree(self.proc.pid)
+        self._reap()
+
+    def _reap(self) -> resource.struct_rusage:
+        proc = self.proc
+        if proc.returncode is None:
+            _, wait_status, usage = os.wait4(proc.pid, 0)
+            proc.returncode = os.waitstatus_to_exitcode(wait_status)
+        else:  # reaped by poll(): its rusage is gone with it
+            usage = resource.struct_rusage((0.0,) * 2 + (0,) * 14)
+        os.close(self.pidfd)
+        for stream in (proc.stdin, proc.stdout, proc.stderr):
+            if stream is not None:
+                with contextlib.suppress(OSError):
+                    stream.close()
+        return usage
+
+
+def _since_now(cpu_usage: CpuProbe | None) -> CpuProbe | None:
+    """``cpu_usage`` less what it reads now (the sandbox's start-up is not the run's)."""
+    if cpu_usage is None:
+        return None
+    base = cpu_usage() or 0.0
+
+    def used() -> float | None:
+        value = cpu_usage()
+        return None if value is None else max(0.0, value - base)
+
+    return used
 
 
 class _Watcher:
@@ -167,8 +250,10 @@ class _Watcher:
         cpu_usage: CpuProbe | None,
         kill: Killer,
         started: float,
+        program: bytes = b"",
     ) -> None:
         self.proc = proc
+        self.program = memoryview(program)
         self.pidfd = pidfd
         self.limits = limits
         self.cpu_usage = cpu_usage
@@ -199,6 +284,12 @@ class _Watcher:
                 os.set_blocking(stream.fileno(), False)
                 sel.register(stream.fileno(), selectors.EVENT_READ, index)
             sel.register(self.pidfd, selectors.EVENT_READ, -1)
+            assert self.proc.stdin is not None
+            if self.program:
+                os.set_blocking(self.proc.stdin.fileno(), False)
+                sel.register(self.proc.stdin.fileno(), selectors.EVENT_WRITE, -2)
+            else:
+                self.proc.stdin.close()
             return self._loop(sel)
 
     def _loop(self, sel: selectors.BaseSelector) -> bool:
@@ -224,9 +315,26 @@ class _Watcher:
                 if key.data == -1:
                     sel.unregister(self.pidfd)
                     exited_at = time.monotonic()
+                elif key.data == -2:
+                    self._write(sel)
                 else:
                     self._read(sel, key.fd, key.data)
         return True
+
+    def _write(self, sel: selectors.BaseSelector) -> None:
+        """Hand the sandbox the next part of its program; close stdin after the last."""
+        stdin = self.proc.stdin
+        assert stdin is not None
+        try:
+            sent = os.write(stdin.fileno(), self.program)
+        except BlockingIOError:
+            return
+        except OSError:  # it is gone, or closed stdin: the outcome will say
+            sent = len(self.program)
+        self.program = self.program[sent:]
+        if not self.program:
+            sel.unregister(stdin.fileno())
+            stdin.close()
 
     def _check_limits(self, now: float) -> None:
         if now >= self.deadline:

@@ -7,6 +7,7 @@ from __future__ import annotations
 import json
 import os
 import socket
+import tempfile
 import threading
 import time
 from collections.abc import Iterator
@@ -306,6 +307,64 @@ def test_file_size_is_enforced(sandbox: SecureCodeExecutor) -> None:
     source = "open('big', 'wb').write(b'x' * (8 << 20))\nprint('wrote')\n"
     result = sandbox.run_python(source, Limits(file_size_mb=4))
     assert "File too large" in result.stderr and "wrote" not in result.stdout, result
+
+
+DISK = """
+import errno, json, os
+block = b"x" * (1 << 20)
+written, error = 0, None
+try:
+    for i in range(2048):  # 2 GB, in 8 MB files (each under the file size limit)
+        with open(f"part{i // 8}", "ab") as f:
+            f.write(block)
+            f.flush()
+        written += len(block)
+except OSError as exc:
+    error = errno.errorcode.get(exc.errno, str(exc.errno))
+print(json.dumps({"written": written, "error": error}))
+"""
+
+
+def _free(path: Path) -> int:
+    stats = os.statvfs(path)
+    return stats.f_bavail * stats.f_frsize
+
+
+def test_disk_is_capped_for_the_whole_run(sandbox: SecureCodeExecutor, sandbox_root: Path) -> None:
+    # The file size limit is per file; the cap is on everything written together.
+    watched = [sandbox_root, Path(tempfile.gettempdir()), REPO]
+    before = [_free(path) for path in watched]
+    lowest = list(before)
+    done = threading.Event()
+
+    def watch() -> None:  # while it writes: nothing may fill a host disk, even briefly
+        while not done.is_set():
+            for i, path in enumerate(watched):
+                lowest[i] = min(lowest[i], _free(path))
+            time.sleep(0.02)
+
+    watcher = threading.Thread(target=watch)
+    watcher.start()
+    try:
+        result = sandbox.run_python(DISK, Limits(disk_mb=24, file_size_mb=16, wall_s=30))
+    finally:
+        done.set()
+        watcher.join()
+    assert result.exit_code == 0, result
+    report = json.loads(result.stdout)
+    assert report["error"] == "ENOSPC", report  # stopped by the cap, not by anything else
+    assert 16 << 20 <= report["written"] <= 24 << 20, report
+    assert result.disk_full is (True if os.geteuid() == 0 else None), result
+    for path, was, low in zip(watched, before, lowest, strict=True):
+        assert was - low < 256 << 20, f"{path} lost {(was - low) >> 20} MB during the run"
+
+
+def test_default_disk_cap_is_64_mb(sandbox: SecureCodeExecutor) -> None:
+    result = sandbox.run_python(DISK, Limits(wall_s=30))
+    report = json.loads(result.stdout)
+    assert report["error"] == "ENOSPC" and 48 << 20 <= report["written"] <= 64 << 20, report
+    small = sandbox.run_python("open('a', 'wb').write(b'x' * 1000)\nprint('ok')\n")
+    assert small.stdout == "ok\n" and small.disk_full in (False, None), small
 
 
 def test_scratch_is_private_and_removed(sandbox: SecureCodeExecutor, untouched: HostState) -> None:

@@ -6,6 +6,7 @@ from __future__ import annotations
 
 import errno
 import os
+import shutil
 import signal
 import struct
 import time
@@ -16,11 +17,13 @@ from pydantic import ValidationError
 
 from backend.sandbox import INSTALL_HINT, SecureCodeExecutor
 from backend.sandbox import cgroups as sandbox_cgroups
+from backend.sandbox.base import BOOT
 from backend.sandbox.bubblewrap import BubblewrapRuntime
-from backend.sandbox.docker import DockerGvisorRuntime, runtimes_from_info
+from backend.sandbox.docker import IMAGE_ENV, DockerGvisorRuntime, pinned, runtimes_from_info
 from backend.sandbox.gvisor import GvisorRuntime
+from backend.sandbox.scratch import Scratch
 from backend.sandbox.seccomp import DENIED, build_filter
-from backend.sandbox.supervise import Outcome, supervise, to_result
+from backend.sandbox.supervise import Outcome, Spawned, supervise, to_result
 from shared_api.errors import ErrorCode, InvalidValueError, SandboxUnavailableError
 from shared_api.sandbox import Limits, SandboxResult
 
@@ -30,8 +33,9 @@ from shared_api.sandbox import Limits, SandboxResult
 def test_limit_defaults_and_validation() -> None:
     limits = Limits()
     assert (limits.wall_s, limits.cpu_s, limits.memory_mb, limits.pids) == (10, 5, 256, 32)
-    assert (limits.file_size_mb, limits.output_bytes) == (16, 1 << 20)
-    for bad in ({"wall_s": 0}, {"memory_mb": 1}, {"pids": 1}, {"output_bytes": 10}, {"x": 1}):
+    assert (limits.file_size_mb, limits.output_bytes, limits.disk_mb) == (16, 1 << 20, 64)
+    for bad in ({"wall_s": 0}, {"memory_mb": 1}, {"pids": 1}, {"output_bytes": 10}, {"x": 1},
+                {"disk_mb": 0}):  # fmt: skip
         with pytest.raises(ValidationError):
             Limits(**bad)  # type: ignore[arg-type]
 
@@ -69,6 +73,17 @@ def test_result_classification() -> None:
 def test_supervise_collects_output_and_status() -> None:
     out = supervise(["/bin/sh", "-c", "echo out; echo err >&2; exit 7"], Limits())
     assert (out.stdout, out.stderr, out.status, out.killed_reason) == (b"out\n", b"err\n", 7, None)
+
+
+def test_supervise_delivers_the_program_and_times_from_then() -> None:
+    program = b"x" * (1 << 20)  # larger than a pipe: written while the output is read
+    started = Spawned(["/bin/sh", "-c", "wc -c; sleep 0.3"])
+    time.sleep(0.5)  # waiting for its program does not count against its wall time
+    out = started.finish(program, Limits(wall_s=2))
+    assert (out.stdout.strip(), out.status, out.killed_reason) == (b"1048576", 0, None)
+    assert out.duration_s < 1.5
+    with pytest.raises(RuntimeError, match="one program only"):
+        started.finish(b"", Limits())
 
 
 def test_supervise_caps_output_and_kills() -> None:
@@ -143,23 +158,40 @@ def test_seccomp_program_semantics() -> None:
 # --- docker's command line -------------------------------------------------------------------
 
 
+IMAGE = "sha256:" + "ab" * 32
+
+
 def test_docker_command_line(tmp_path: Path) -> None:
-    runtime = DockerGvisorRuntime(image="python:3.11-slim")
-    limits = Limits(memory_mb=128, pids=16, cpu_s=3)
-    argv = runtime.command(tmp_path, limits, "c1", tmp_path / "cid")
+    runtime = DockerGvisorRuntime(image=IMAGE)
+    limits = Limits(memory_mb=128, pids=16, cpu_s=3, disk_mb=32)
+    argv = runtime.command(Scratch(tmp_path, 32), limits, "c1", tmp_path / "cid")
     for flag in ("--runtime=runsc", "--network=none", "--read-only", "--user=65534:65534",
-                 "--cap-drop=ALL", "--security-opt=no-new-privileges", "--memory=384m",
-                 "--memory-swap=384m", "--ulimit=nproc=16:16", "--ulimit=cpu=3:4",
+                 "--cap-drop=ALL", "--security-opt=no-new-privileges", "--memory=416m",
+                 "--memory-swap=416m", "--ulimit=nproc=16:16", "--ulimit=cpu=3:4",
                  "--ulimit=fsize=16777216:16777216", f"--volume={tmp_path}:/scratch:rw",
-                 "--workdir=/scratch", "--rm", "--name=c1", f"--cidfile={tmp_path / 'cid'}"):  # fmt: skip
+                 "--workdir=/scratch", "--rm", "--name=c1", f"--cidfile={tmp_path / 'cid'}",
+                 "--pull=never", "--interactive"):  # fmt: skip
         assert flag in argv, flag
     # docker has no --ulimit as: a bootstrap sets RLIMIT_AS, then execs the interpreter
-    image = argv.index("python:3.11-slim")
+    image = argv.index(IMAGE)
     assert argv[image + 1 : image + 5] == ["python3", "-I", "-S", "-c"]
     assert "RLIMIT_AS, (134217728, 134217728)" in argv[image + 5]
-    assert argv[image + 6 :] == ["-B", "-E", "-s", "main.py"]
+    assert argv[image + 6 :] == ["-B", "-E", "-s", "-c", BOOT]
     assert not any(a.startswith(("--privileged", "--cap-add", "--network=host")) for a in argv)
     assert not any(a.startswith("--ulimit=as") for a in argv)
+    # without a host tmpfs (not root), Docker makes one of the same size
+    tmpfs = runtime.command(Scratch(None, 32), limits, "c1", tmp_path / "cid")
+    assert "--tmpfs=/scratch:rw,nosuid,nodev,size=32m,mode=0700,uid=65534,gid=65534" in tmpfs
+
+
+def test_docker_image_must_be_pinned_by_digest(monkeypatch: pytest.MonkeyPatch) -> None:
+    assert pinned(IMAGE) and pinned("python@sha256:" + "0" * 64)
+    assert not pinned("python:3.11-slim") and not pinned("sha256:abc") and not pinned("")
+    monkeypatch.setenv(IMAGE_ENV, IMAGE)
+    assert DockerGvisorRuntime().image == IMAGE
+    if shutil.which("docker"):
+        why = DockerGvisorRuntime(image="python:3.11-slim")._check()
+        assert why is not None and ("pinned by digest" in why or "daemon" in why), why
 
 
 def test_docker_runtime_detection() -> None:
