@@ -25,13 +25,16 @@ def apply(manager: ProtoManager, op: Op) -> Proto:
     """
     kind = op["op"]
     proto = manager.get(op["proto"])
+    # The live state gets its own copy of a value: a running method may edit the live state
+    # in place, and that must never change the op that is (or will be) journaled.
     if kind == "set_state":
         check_depth(op["value"], op["path"])
-        set_path(proto.state, op["path"], op["value"])
+        value = op["value"]
+        set_path(proto.state, op["path"], copy_tree(value) if _container(value) else value)
         detail: dict[str, Any] = {"path": op["path"]}
     elif kind == "replace_state":
         check_depth(op["state"])
-        proto.state = op["state"]
+        proto.state = copy_tree(op["state"])
         detail = {}
     elif kind == "define_method":
         proto.define_method(op["name"], op["source"])
@@ -88,6 +91,10 @@ def apply(manager: ProtoManager, op: Op) -> Proto:
     proto.version += 1
     manager.notify(proto, kind, detail)
     return proto
+
+
+def _container(value: Any) -> bool:
+    return isinstance(value, dict | list)
 
 
 def free_clone_name(manager: ProtoManager, base: str) -> str:

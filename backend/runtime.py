@@ -7,6 +7,7 @@ lock and serializes outside it, so the live system never stalls for a save.
 
 from __future__ import annotations
 
+import contextlib
 import logging
 import os
 import shutil
@@ -25,6 +26,7 @@ from backend.home import Home
 from backend.image import ImageStore
 from backend.journal import Journal
 from backend.protos import DoesNotUnderstand, Proto, ProtoManager
+from backend.state_tree import set_path
 from shared_api.envelope import new_msg_id
 from shared_api.errors import EntropicError, InvalidValueError, MethodFailedError
 from shared_api.events import BackendLog, CognitiveDissonance, ProtoChanged
@@ -36,6 +38,38 @@ from shared_api.wire import pack, unpack
 log = logging.getLogger(__name__)
 
 DNU_SCORE = 0.5  # an unmet expectation: moderate dissonance
+
+
+class _Committed:
+    """The journaled state of one Proto while methods run on it.
+
+    A method edits the live state in place, uncommitted, until it returns. If it fails, the
+    state goes back to this: its own edits are undone, and ``set_state`` writes acknowledged
+    meanwhile stay, exactly as a journal replay would rebuild them. Kept as packed bytes
+    plus the edits since, so a method that succeeds costs no copy.
+    """
+
+    def __init__(self, state: bytes) -> None:
+        self.users = 0
+        self._base = state
+        self._edits: list[bytes] = []
+
+    def record(self, op: ops.Op) -> None:
+        """Follow a journaled change of this Proto's state."""
+        kind = op["op"]
+        if kind == "set_state":
+            self._edits.append(pack((op["path"], op["value"])))
+        elif kind in ("replace_state", "swap"):
+            self._base = pack(op["state"])
+            self._edits.clear()
+
+    def state(self) -> dict[str, Any]:
+        tree: dict[str, Any] = unpack(self._base)
+        for raw in self._edits:
+            path, value = unpack(raw)
+            with contextlib.suppress(EntropicError):  # replay skips such a record too
+                set_path(tree, path, value)
+        return tree
 
 
 class Runtime:
@@ -60,6 +94,8 @@ class Runtime:
         #: Wakes the autosaver: a stop, or ``autosave_records`` unsaved journal records.
         self._wake = threading.Event()
         self._autosaver: threading.Thread | None = None
+        #: Proto name -> its journaled state, while methods run on it (see ``_Committed``).
+        self._committed: dict[str, _Committed] = {}
         #: True while the journal is replayed: a reconstruction, not a change, so nothing
         #: is announced (and nothing can block on an event socket nobody reads yet).
         self._replaying = False
@@ -140,9 +176,21 @@ class Runtime:
         with self.manager.lock:
             proto = ops.apply(self.manager, op)
             self.journal.append(op)
+            if self._committed:
+                self._follow(op, proto)
         if self._autosaver is not None and self._records_due():
             self._wake.set()
         return proto
+
+    def _follow(self, op: ops.Op, proto: Proto) -> None:
+        """Keep the journaled state of Protos with running methods in step with ``op``."""
+        committed = self._committed.get(op["proto"])
+        if committed is None:
+            return
+        if op["op"] == "clone":  # replay clones the journaled state, not uncommitted edits
+            proto.state = committed.state()
+        else:
+            committed.record(op)
 
     def _announce(self, proto: Proto, change: str, detail: dict[str, Any]) -> None:
         if self._replaying:
@@ -159,14 +207,29 @@ class Runtime:
             if self.on_does_not_understand is not None:
                 return self.on_does_not_understand(proto, method, args)
             return self.does_not_understand(proto, method, args)
-        before = pack(proto.state)
+        with self.manager.lock:
+            committed = self._committed.get(name)
+            try:
+                before: bytes | None = pack(proto.state)
+            except TypeError:  # a method running beside this one left a non-JSON value
+                before = None
+            if committed is None:  # no method runs on it: the live state is the journaled one
+                assert before is not None
+                committed = self._committed[name] = _Committed(before)
+            committed.users += 1
         try:
             result = proto.invoke(method, args)
         except DoesNotUnderstand as exc:  # the method sent an unknown message onward
             dnu = self.manager.get(exc.proto) if exc.proto in self.manager.names() else proto
             return self.does_not_understand(dnu, exc.message, {})
         finally:
-            self._persist_state(proto, before)
+            try:
+                self._persist_state(proto, before, committed)
+            finally:
+                with self.manager.lock:
+                    committed.users -= 1
+                    if not committed.users and self._committed.get(name) is committed:
+                        del self._committed[name]
         try:
             return InvokeResult(proto=name, method=method, result=result, version=proto.version)
         except ValidationError:
@@ -176,15 +239,16 @@ class Runtime:
                 method=method,
             ) from None
 
-    def _persist_state(self, proto: Proto, before: bytes) -> None:
-        """Journal the state a method left behind, if it changed it."""
+    def _persist_state(self, proto: Proto, before: bytes | None, committed: _Committed) -> None:
+        """Journal the state a method left behind, if it changed it; if it cannot be
+        journaled, go back to the journaled state (``_Committed``)."""
         with self.manager.lock:
             if self.manager.get(proto.name) is not proto:
                 return  # swapped out meanwhile: its edits went to the old object
             try:
                 after = pack(proto.state)
             except TypeError:
-                proto.state = unpack(before)
+                self._roll_back(proto, committed)
                 raise MethodFailedError(
                     f"A method of {proto.name} stored a non-JSON value in its state; the state "
                     "was rolled back. Store only dicts, lists, strings, numbers, booleans, None."
@@ -195,11 +259,15 @@ class Runtime:
                         {"op": "replace_state", "proto": proto.name, "state": unpack(after)}
                     )
                 except InvalidValueError as exc:
-                    proto.state = unpack(before)
+                    self._roll_back(proto, committed)
                     raise MethodFailedError(
                         f"A method of {proto.name} left its state invalid ({exc.message}); "
                         "the state was rolled back."
                     ) from None
+
+    def _roll_back(self, proto: Proto, committed: _Committed) -> None:
+        proto.state = committed.state()
+        self.manager.notify(proto, "rolled_back", {})
 
     def does_not_understand(
         self,
