@@ -133,6 +133,11 @@ class DialogueConfig(BaseModel):
     empathy: str = Field(default="ROBIN", description="who answers with empathic synthesis")
     judge: str = Field(default="ALFRED", description="who supervises and judges")
     research: str = Field(default="BABS", description="who researches facts")
+    checkpoints: str = Field(
+        default="",
+        description='where checkpoints live: "" for SQLite in HOME/dialogue, or a '
+        "postgresql://user@host:port/db URL (the password from $PGPASSWORD or ~/.pgpass)",
+    )
 
 
 class MotivatorConfig(BaseModel):

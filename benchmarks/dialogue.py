@@ -175,7 +175,7 @@ def _one_dialogue(rounds: int, keep: int) -> dict[str, Any]:
             while not done:
                 time.sleep(0.05)
             seconds = time.perf_counter() - started
-            path = service.checkpoint_path
+            path = service.dir / "checkpoints.sqlite"
             with sqlite3.connect(path) as db:
                 rows = db.execute(
                     "SELECT COUNT(*), AVG(LENGTH(checkpoint) + LENGTH(metadata)) FROM checkpoints "
@@ -184,8 +184,12 @@ def _one_dialogue(rounds: int, keep: int) -> dict[str, Any]:
                 ).fetchone()
                 steps = rounds * 3
             engine = service.engine()
-            with engine.saver.lock:
-                engine.saver.conn.execute("PRAGMA wal_checkpoint(TRUNCATE)")
+            from langgraph.checkpoint.sqlite import SqliteSaver
+
+            saver = engine.saver
+            assert isinstance(saver, SqliteSaver)
+            with saver.lock:
+                saver.conn.execute("PRAGMA wal_checkpoint(TRUNCATE)")
             return {
                 "steps": steps,
                 "seconds": round(seconds, 1),

@@ -16,7 +16,7 @@ from shared_api.types import JsonObject
 DIALOGUE_NODES: tuple[str, ...] = ("brick", "babs", "robin", "alfred", "impasse", "amend")
 
 DialogueStatusName = Literal[
-    "running", "paused", "awaiting_approval", "finished", "cancelled", "error"
+    "running", "paused", "awaiting_approval", "finished", "cancelled", "error", "damaged"
 ]
 PauseReason = Literal[
     "dissonance", "breakpoint", "step", "approval", "user", "error", "rewound", "restart"

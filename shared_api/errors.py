@@ -27,6 +27,7 @@ class ErrorCode(StrEnum):
     METHOD_FAILED = "method_failed"
     IMAGE_ERROR = "image_error"
     IMAGE_TAMPERED = "image_tampered"
+    CHECKPOINT_TAMPERED = "checkpoint_tampered"
     CODEX_INVALID = "codex_invalid"
     CONFIG_INVALID = "config_invalid"
     TIMEOUT = "timeout"
@@ -110,6 +111,12 @@ class ImageError(EntropicError):
 
 class ImageTamperedError(ImageError):
     code = ErrorCode.IMAGE_TAMPERED
+
+
+class CheckpointTamperedError(EntropicError):
+    """A stored dialogue checkpoint failed its signature or names code; it was not loaded."""
+
+    code = ErrorCode.CHECKPOINT_TAMPERED
 
 
 class CodexInvalidError(EntropicError):

@@ -45,7 +45,7 @@ from shared_api.dialogue import (
     GraphEdge,
     StepInfo,
 )
-from shared_api.errors import InvalidValueError, UnavailableError
+from shared_api.errors import CheckpointTamperedError, InvalidValueError, UnavailableError
 from shared_api.events import (
     DialoguePaused,
 )
@@ -95,7 +95,6 @@ class DialogueService(Worker):
         self.dir = root / "dialogue"
         self.dir.mkdir(mode=0o700, parents=True, exist_ok=True)
         self.store = DialogueStore(self.dir / "dialogues.sqlite")
-        self.checkpoint_path = self.dir / "checkpoints.sqlite"
         self.personas = Personas(runtime, self.config, research)
         self.motivator = Motivator(self, config.motivator)
         self._engine: Engine | None = None
@@ -169,7 +168,8 @@ class DialogueService(Worker):
 
     def status(self, dialogue_id: str) -> tuple[DialogueSummary, JsonObject, list[ApprovalInfo]]:
         summary = self.store.dialogue(dialogue_id)
-        snapshot = self.engine().graph.get_state(self._head_cfg(summary))
+        with self._reading(dialogue_id):
+            snapshot = self.engine().graph.get_state(self._head_cfg(summary))
         values: JsonObject = dict(snapshot.values or {})
         return summary, values, self.store.approvals(dialogue_id=dialogue_id)
 
@@ -239,7 +239,8 @@ class DialogueService(Worker):
             ) from None
         engine = self.engine()
         cfg = self._head_cfg(summary)
-        before = engine.graph.get_state(cfg).values or {}
+        with self._reading(dialogue_id):
+            before = engine.graph.get_state(cfg).values or {}
         seq = int(before.get("seq", 0)) + 1
         record = {
             "id": uuid.uuid4().hex,
@@ -267,11 +268,15 @@ class DialogueService(Worker):
         self, dialogue_id: str, limit: int = 200
     ) -> tuple[DialogueSummary, list[StepInfo], bool]:
         """The current branch's steps, oldest first (the head's ancestors)."""
+        with self._reading(dialogue_id):
+            return self._history(dialogue_id, limit)
+
+    def _history(
+        self, dialogue_id: str, limit: int
+    ) -> tuple[DialogueSummary, list[StepInfo], bool]:
         summary = self.store.dialogue(dialogue_id)
         engine = self.engine()
-        ids, truncated = engine.checkpoints.branch(
-            engine.saver, dialogue_id, summary.head, limit + 1
-        )
+        ids, truncated = engine.store.branch(dialogue_id, summary.head, limit + 1)
         found = (engine.saver.get_tuple(thread_config(dialogue_id, i)) for i in ids)
         chain = [t for t in found if t is not None]  # (pruned meanwhile)
         shown = chain[1:] if len(chain) > limit else chain  # the first is only its parent
@@ -288,13 +293,15 @@ class DialogueService(Worker):
 
     def rewind(self, dialogue_id: str, checkpoint_id: str, resume: bool = False) -> DialogueSummary:
         """Time travel: make ``checkpoint_id`` the head; the next run forks from it."""
-        summary = self.store.dialogue(dialogue_id)
+        summary = self._undamaged(dialogue_id)
         if self._runner(dialogue_id).busy:
             raise UnavailableError(
                 f"Dialogue {dialogue_id} is running; pause it (debug_pause) before rewinding."
             )
         engine = self.engine()
-        if engine.saver.get_tuple(thread_config(dialogue_id, checkpoint_id)) is None:
+        with self._reading(dialogue_id):
+            found = engine.saver.get_tuple(thread_config(dialogue_id, checkpoint_id))
+        if found is None:
             raise InvalidValueError(
                 f"Dialogue {dialogue_id} has no checkpoint {checkpoint_id!r} (pruned, or from "
                 "another dialogue); `debug_history` lists its steps.",
@@ -334,7 +341,7 @@ class DialogueService(Worker):
 
     # -- helpers ------------------------------------------------------------------------------
     def _runnable(self, dialogue_id: str) -> DialogueSummary:
-        summary = self.store.dialogue(dialogue_id)
+        summary = self._undamaged(dialogue_id)
         if self._runner(dialogue_id).busy:
             raise UnavailableError(
                 f"Dialogue {dialogue_id} is running; pause it (debug_pause) first."
@@ -352,7 +359,7 @@ class DialogueService(Worker):
         return summary
 
     def _editable(self, dialogue_id: str) -> DialogueSummary:
-        summary = self.store.dialogue(dialogue_id)
+        summary = self._undamaged(dialogue_id)
         if self._runner(dialogue_id).busy:
             raise UnavailableError(
                 f"Dialogue {dialogue_id} is running; pause it (debug_pause) before editing."
@@ -360,6 +367,17 @@ class DialogueService(Worker):
         if summary.status == "awaiting_approval":
             raise UnavailableError(
                 f"Dialogue {dialogue_id} waits for an amendment decision; decide it first."
+            )
+        return summary
+
+    def _undamaged(self, dialogue_id: str) -> DialogueSummary:
+        summary = self.store.dialogue(dialogue_id)
+        if summary.status == "damaged":
+            raise CheckpointTamperedError(
+                f"Dialogue {dialogue_id} is damaged: one of its checkpoints was refused as "
+                "tampered. Start a new dialogue; restore the checkpoint store from a backup "
+                "to recover this one.",
+                dialogue_id=dialogue_id,
             )
         return summary
 

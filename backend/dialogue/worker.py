@@ -11,7 +11,8 @@ from __future__ import annotations
 import logging
 import threading
 import time
-from collections.abc import Callable
+from collections.abc import Callable, Iterator
+from contextlib import contextmanager
 from pathlib import Path
 from typing import TYPE_CHECKING, Any
 
@@ -22,7 +23,7 @@ from backend.dialogue.personas import Personas
 from backend.dialogue.store import DialogueStore
 from backend.runtime import Runtime
 from shared_api.dialogue import DialogueSummary, PauseReason, StepInfo
-from shared_api.errors import EntropicError, UnavailableError
+from shared_api.errors import CheckpointTamperedError, EntropicError, UnavailableError
 from shared_api.events import (
     AmendmentProposed,
     CognitiveDissonance,
@@ -44,16 +45,16 @@ log = logging.getLogger(__name__)
 class Engine:
     """The LangGraph side, built on first use (importing LangGraph takes seconds)."""
 
-    def __init__(self, path: Path, personas: Personas) -> None:
+    def __init__(self, spec: str, directory: Path, key: bytes, personas: Personas) -> None:
         from backend.dialogue import checkpoints, graph
 
-        self.checkpoints = checkpoints
         self.graph_module = graph
-        self.saver = checkpoints.open_saver(path)
+        self.store = checkpoints.open_store(spec, directory, key)
+        self.saver = self.store.saver
         self.graph = graph.compile_graph(personas, self.saver)
 
     def close(self) -> None:
-        self.saver.conn.close()
+        self.store.close()
 
 
 class Runner:
@@ -92,7 +93,7 @@ class Worker:
     store: DialogueStore
     personas: Personas
     motivator: Motivator
-    checkpoint_path: Path
+    dir: Path
     _engine: Engine | None
     _engine_lock: threading.Lock
     _runners: dict[str, Runner]
@@ -103,7 +104,9 @@ class Worker:
         with self._engine_lock:
             if self._engine is None:
                 started = time.perf_counter()
-                self._engine = Engine(self.checkpoint_path, self.personas)
+                self._engine = Engine(
+                    self.config.checkpoints, self.dir, self.runtime.home.image_key(), self.personas
+                )
                 log.info("dialogue engine ready in %.2fs", time.perf_counter() - started)
             return self._engine
 
@@ -212,8 +215,8 @@ class Worker:
         runner.steps += 1
         if runner.steps % self.config.prune_every == 0:
             summary = self.store.dialogue(dialogue_id)
-            engine.checkpoints.prune_thread(
-                engine.saver, dialogue_id, self.config.keep_checkpoints, protect=[summary.head]
+            engine.store.prune_thread(
+                dialogue_id, self.config.keep_checkpoints, protect=[summary.head]
             )
 
     # -- outcomes -----------------------------------------------------------------------------
@@ -282,6 +285,9 @@ class Worker:
         self.motivator.dialogue_ended(dialogue_id, "cancelled")
 
     def _failed(self, dialogue_id: str, exc: Exception) -> None:
+        if isinstance(exc, CheckpointTamperedError):
+            self._damaged(dialogue_id, exc)
+            return
         message = exc.message if isinstance(exc, EntropicError) else f"{type(exc).__name__}: {exc}"
         try:
             summary = self._set(dialogue_id, status="error", reason="error")
@@ -300,13 +306,30 @@ class Worker:
             )
         )
 
+    def _damaged(self, dialogue_id: str, exc: CheckpointTamperedError) -> None:
+        """A checkpoint of this dialogue was refused: it never runs again (until deleted)."""
+        log.error("dialogue %s is damaged: %s", dialogue_id, exc.message)
+        try:
+            summary = self._set(dialogue_id, status="damaged", reason="tampered")
+        except Exception:
+            log.exception("could not mark dialogue %s damaged", dialogue_id)
+            return
+        self.bus.publish(
+            DialoguePaused(
+                dialogue_id=dialogue_id,
+                reason="error",
+                node=summary.next[0] if summary.next else "",
+                detail={"error": exc.message, "code": str(exc.code)},
+            )
+        )
+
     def _retire_old(self) -> None:
         """Keep the newest ``keep_dialogues`` finished dialogues; delete older ones."""
         ended = self.store.dialogues(("finished", "cancelled"))
         doomed = [d.dialogue_id for d in ended[: max(0, len(ended) - self.config.keep_dialogues)]]
         if doomed:
             engine = self.engine()
-            engine.checkpoints.delete_threads(engine.saver, doomed)
+            engine.store.delete_threads(doomed)
             self.store.delete_dialogues(doomed)
 
     def _abandon_approvals(self, dialogue_id: str, note: str) -> None:
@@ -315,6 +338,15 @@ class Worker:
             self.store.mark_resumed(approval.interrupt_id)
 
     # -- helpers ------------------------------------------------------------------------------
+    @contextmanager
+    def _reading(self, dialogue_id: str) -> Iterator[None]:
+        """Read a dialogue's checkpoints; one that is refused marks the dialogue damaged."""
+        try:
+            yield
+        except CheckpointTamperedError as exc:
+            self._damaged(dialogue_id, exc)
+            raise
+
     def _runner(self, dialogue_id: str) -> Runner:
         with self._lock:
             return self._runners.setdefault(dialogue_id, Runner())

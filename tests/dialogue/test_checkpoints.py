@@ -28,14 +28,15 @@ def test_pruning_bounds_checkpoints_and_retires_old_dialogues(tmp_path: Path) ->
         for n in range(3):
             ids.append(service.start_dialogue(f"Goal {n}").dialogue_id)
             system.wait(lambda e, i=ids[-1]: e.kind == "dialogue_finished" and e.dialogue_id == i)
-        saver = service.engine().saver
-        assert checkpoints.count(saver, ids[-1]) <= 10 + 4  # 8 rounds x 3 nodes + 2 made
+        store = service.engine().store
+        assert isinstance(store, checkpoints.SqliteStore)
+        assert store.count(ids[-1]) <= 10 + 4  # 8 rounds x 3 nodes + 2 made
         _, steps, truncated = service.history(ids[-1])
         assert truncated and steps[-1].node == "alfred" and len(steps) <= 14
         # keep_dialogues=2: the oldest finished dialogue is gone, checkpoints and all
         assert [d.dialogue_id for d in service.list_dialogues()] == ids[1:]
-        assert checkpoints.count(saver, ids[0]) == 0
-        assert checkpoints.file_bytes(service.checkpoint_path) > 0
+        assert store.count(ids[0]) == 0
+        assert store.file_bytes() > 0
     finally:
         close_system(system)
         Proto.llm = previous
