@@ -78,28 +78,8 @@ def _tool_calls(runtimes: list[Runtime], rounds: int) -> dict[str, Any]:
     out["call_in_process_ms"] = summary(samples["in_process"], digits=4)
     for runtime in runtimes:
         name = runtime.name
-        cold = SecureCodeExecutor([runtime], pool_size=0)
-        pooled = SecureCodeExecutor([runtime], pool_size=2)
-        try:
-            call(cold)  # warm-ups: page cache, the first cgroup, the pool's first fill
-            pooled.warm_up()
-            times: dict[str, list[float]] = {"pool": [], "cold": []}
-            for r in range(rounds):
-                order = ["pool", "cold"] if r % 2 == 0 else ["cold", "pool"]
-                for mode in order:
-                    if mode == "pool":
-                        pooled.warm_up()  # a warm sandbox is ready, as between a persona's calls
-                        _settle(pooled)
-                        times["pool"].append(_timed(lambda: call(pooled)))
-                    else:
-                        times["cold"].append(_timed(lambda: call(cold)))
-            served = pooled.pool.served
-            _settle(pooled)
-            times["pool_back_to_back"] = [_timed(lambda: call(pooled)) for _ in range(rounds)]
-            out[f"call_{name}_pool_back_to_back_served"] = pooled.pool.served - served
-        finally:
-            pooled.close()
-            cold.close()
+        times, served = _measure_calls(runtime, rounds, call)
+        out[f"call_{name}_pool_back_to_back_served"] = served
         for mode, values in times.items():
             stats = summary(values, digits=1)
             out[f"call_{name}_{mode}_ms"] = stats
@@ -112,6 +92,33 @@ def _tool_calls(runtimes: list[Runtime], rounds: int) -> dict[str, Any]:
             out[f"target_{name}_pool_met"] = met
             log(f"{name} pool p50 {p50} ms vs target {TARGET_POOL_MS[name]} ms: {verdict(met)}")
     return out
+
+
+def _measure_calls(
+    runtime: Runtime, rounds: int, call: Callable[[SecureCodeExecutor], None]
+) -> tuple[dict[str, list[float]], int]:
+    """Per mode, the call times in ms; and how many back-to-back calls the pool served."""
+    cold = SecureCodeExecutor([runtime], pool_size=0)
+    pooled = SecureCodeExecutor([runtime], pool_size=2)
+    try:
+        call(cold)  # warm-ups: page cache, the first cgroup, the pool's first fill
+        pooled.warm_up()
+        times: dict[str, list[float]] = {"pool": [], "cold": []}
+        for r in range(rounds):
+            for mode in ["pool", "cold"] if r % 2 == 0 else ["cold", "pool"]:
+                if mode == "pool":
+                    pooled.warm_up()  # a warm sandbox is ready, as between a persona's calls
+                    _settle(pooled)
+                    times["pool"].append(_timed(lambda: call(pooled)))
+                else:
+                    times["cold"].append(_timed(lambda: call(cold)))
+        served = pooled.pool.served
+        _settle(pooled)
+        times["pool_back_to_back"] = [_timed(lambda: call(pooled)) for _ in range(rounds)]
+        return times, pooled.pool.served - served
+    finally:
+        pooled.close()
+        cold.close()
 
 
 def _settle(pooled: SecureCodeExecutor, timeout: float = 30.0) -> None:
