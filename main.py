@@ -221,6 +221,7 @@ def cmd_sandbox(args: argparse.Namespace) -> int:
         print(f"error: cannot read {args.file}: {exc}", file=sys.stderr)
         return EXIT_USAGE
     given = {"wall_s": args.timeout, "cpu_s": args.cpu, "memory_mb": args.memory}
+    given["disk_mb"] = args.disk
     try:
         limits = Limits(**{k: v for k, v in given.items() if v is not None})
     except ValidationError as exc:
@@ -264,6 +265,9 @@ def _add_sandbox_parser(sub: Any) -> None:
     run.add_argument("--timeout", type=float, metavar="S", help="wall-clock seconds (default 10)")
     run.add_argument("--cpu", type=float, metavar="S", help="CPU seconds (default 5)")
     run.add_argument("--memory", type=int, metavar="MB", help="memory in MB (default 256)")
+    run.add_argument(
+        "--disk", type=int, metavar="MB", help="scratch space for all files, in MB (default 64)"
+    )
     run.add_argument(
         "--runtime", choices=RUNTIME_ORDER, help="use this runtime (default: the first available)"
     )

@@ -21,7 +21,7 @@ BENCHMARKS = {
     "swaps": "1,000 atomic swaps under 4 concurrently invoking clients",
     "models": "embedded tokens/s via ModelManager vs direct llama.cpp; scheduler overhead; RSS",
     "ui_frames": "frame time of 200 morphs under 10 Hz events (Widget vs Scatter); event->UI",
-    "sandbox": "sandbox cold start per runtime (median of 20) vs bare `python3 -c pass`",
+    "sandbox": "forged-tool call via warm pool vs cold start vs in-process; cold start vs bare",
     "dialogue": "debugger step/continue/edit latency; checkpoint bytes, 1,000 steps pruned or not",
     "memory": "100k memories: IVF_PQ and HNSW-SQ recall@10/p50 vs exact; ingest chunks/s; RSS",
     "forge": "forged-tool call via each sandbox vs in-process; forge success on 10 tasks",

@@ -61,8 +61,8 @@ def _boot():
     try:
         exec(compile(source, "/scratch/main.py", "exec"), space)
     except SystemExit:
-        raise
-    except BaseException as exc:  # as python3 main.py reports it, without this frame
+        raise  # the interpreter exits as it would for python3 main.py
+    except BaseException as exc:  # reported as python3 main.py would, without this frame
         exc = exc.with_traceback(exc.__traceback__.tb_next)
         sys.excepthook(type(exc), exc, exc.__traceback__)
         sys.exit(1)
@@ -70,7 +70,8 @@ _boot()
 """
 """What the sandbox runs: it loads the interpreter (and what tools use), then reads its
 program on stdin, writes it to ``/scratch/main.py`` and runs it as ``python3 main.py``
-would, in the same process. Nothing of the host is in it."""
+would, in the same process (and the interpreter exits as it would then). Nothing of the host
+is in it."""
 
 PYTHON_ARGS = ("-B", "-E", "-s", "-c", BOOT)
 """Interpreter flags: no bytecode, ignore PYTHON* variables, no user site-packages."""

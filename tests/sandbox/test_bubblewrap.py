@@ -6,7 +6,9 @@ from __future__ import annotations
 import json
 import os
 import signal
+import subprocess
 from concurrent.futures import ThreadPoolExecutor
+from pathlib import Path
 
 import pytest
 
@@ -113,3 +115,38 @@ def test_process_limit_is_per_run(bubblewrap: SecureCodeExecutor) -> None:
     with ThreadPoolExecutor(3) as pool:
         results = list(pool.map(lambda _: bubblewrap.run_python(source, limits), range(3)))
     assert [(r.exit_code, r.stdout) for r in results] == [(0, "ok\n")] * 3, results
+
+
+PROGRAMS = {
+    "plain": "print('a')",
+    "status": "import sys\nprint('x')\nsys.exit(3)",
+    "message": "import sys\nsys.exit('bye')",
+    "bare_exit": "raise SystemExit",
+    "traceback": "def f():\n    1/0\nf()",
+    "syntax": "def (:",
+    "atexit": "import atexit\natexit.register(lambda: print('atexit ran'))\nprint('main')",
+    "thread": "import threading, time\n"
+    "threading.Thread(target=lambda: (time.sleep(0.2), print('thread'))).start()\nprint('main')",
+    "rebound_stdout": "import sys\nout, sys.stdout = sys.stdout, sys.stderr\nout.write('kept')",
+    "argv_and_file": "import sys\nprint(sys.argv, __file__, __name__, sys.path[0])",
+    "wrapped_status": "import sys\nsys.exit(256 + 7)",
+}
+
+
+@pytest.mark.parametrize("name", sorted(PROGRAMS))
+def test_a_program_runs_as_python3_main_py_would(
+    name: str, bubblewrap: SecureCodeExecutor, tmp_path: Path
+) -> None:
+    """The started interpreter receives the program on stdin and runs it in-process: the
+    outcome must be what ``python3 main.py`` in /scratch gives (same status and output)."""
+    source = PROGRAMS[name]
+    (tmp_path / "main.py").write_text(source)
+    host = subprocess.run(
+        ["/usr/bin/python3", "-B", "-E", "-s", "main.py"],
+        cwd=tmp_path, capture_output=True, text=True, timeout=30, check=False,
+    )  # fmt: skip
+    result = bubblewrap.run_python(source)
+    here = str(tmp_path)
+    expected_out = host.stdout.replace(here, "/scratch")
+    assert (result.exit_code, result.stdout) == (host.returncode, expected_out), result
+    assert result.stderr == host.stderr.replace(here, "/scratch"), result

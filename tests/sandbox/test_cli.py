@@ -37,12 +37,15 @@ def test_run_prints_the_result_and_exits_0_whatever_the_script_did(
     name: str, script: Path, runtimes: dict[str, Runtime]
 ) -> None:
     require(runtimes[name])
-    done = sandbox_cli("run", str(script), "--timeout", "20", "--memory", "128", "--runtime", name)
+    done = sandbox_cli(
+        "run", str(script), "--timeout", "20", "--memory", "128", "--disk", "8", "--runtime", name
+    )
     assert done.returncode == 0, done.stderr
     result = json.loads(done.stdout)
     assert result["runtime"] == name
     assert (result["exit_code"], result["stdout"]) == (3, "hello from the sandbox\n")
     assert result["limits"]["wall_s"] == 20 and result["limits"]["memory_mb"] == 128
+    assert result["limits"]["disk_mb"] == 8 and result["disk_full"] is False
     assert set(result) >= {"stderr", "timed_out", "killed_reason", "duration_s"}
 
 

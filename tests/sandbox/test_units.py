@@ -17,6 +17,7 @@ from pydantic import ValidationError
 
 from backend.sandbox import INSTALL_HINT, SecureCodeExecutor
 from backend.sandbox import cgroups as sandbox_cgroups
+from backend.sandbox import image as sandbox_image
 from backend.sandbox.base import BOOT
 from backend.sandbox.bubblewrap import BubblewrapRuntime
 from backend.sandbox.docker import IMAGE_ENV, DockerGvisorRuntime, pinned, runtimes_from_info
@@ -241,3 +242,21 @@ def test_no_runtime_means_no_run_and_says_what_to_install(
 def test_unknown_runtime_is_refused() -> None:
     with pytest.raises(InvalidValueError, match="known: bubblewrap"):
         SecureCodeExecutor([BubblewrapRuntime()]).run_python("", runtime="nsjail")
+
+
+# --- the Docker image archive ------------------------------------------------------------------
+
+
+def test_image_archive_is_reproducible_and_pinned_by_its_config(tmp_path: Path) -> None:
+    rootfs = tmp_path / "rootfs"
+    (rootfs / "usr" / "bin").mkdir(parents=True)
+    (rootfs / "usr" / "bin" / "python3.11").write_bytes(b"\x7fELF not really")
+    (rootfs / "usr" / "bin" / "python3").symlink_to("python3.11")
+    versions = {"python3-minimal": "3.11.2-1+b1"}
+    first = sandbox_image._write_archive(rootfs, tmp_path / "a.tar", versions)
+    os.utime(rootfs / "usr" / "bin" / "python3.11", (1, 1))  # times do not matter
+    second = sandbox_image._write_archive(rootfs, tmp_path / "b.tar", versions)
+    assert first == second == sandbox_image._archive_digest(tmp_path / "a.tar")
+    assert pinned(first)
+    (rootfs / "usr" / "bin" / "python3.11").write_bytes(b"\x7fELF tampered")
+    assert sandbox_image._write_archive(rootfs, tmp_path / "c.tar", versions) != first
