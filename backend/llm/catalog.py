@@ -251,10 +251,10 @@ def default_reference(configured: str = "") -> tuple[str, str]:
     ``[models] default`` in config.toml, else the catalog's capable model."""
     env = os.environ.get(MODEL_ENV, "").strip()
     if env:
-        return env, f"${MODEL_ENV} (or --model) = {env}"
+        return env, f"set by --model or ${MODEL_ENV} = {env}"
     if configured:
-        return configured, "[models] default in config.toml"
-    return DEFAULT_MODEL, "the built-in default"
+        return configured, "set by [models] default in config.toml"
+    return DEFAULT_MODEL, "built in"
 
 
 #: Below this size one thread: a 135M model gains little from a second thread, and on a

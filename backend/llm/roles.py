@@ -103,5 +103,5 @@ def choose(
     else:
         notes.append("forced by config (backend = embedded)")
     ref, why = default_model(config)
-    reason = "; ".join([*notes, f"the default model: {why}"])
+    reason = "; ".join([*notes, f"the default model ({why})"])
     return _selection(ref, role, reason), ref, "default"
