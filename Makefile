@@ -2,6 +2,8 @@
 #   make run    create the environment, then start the workbench
 #   make test   create the environment, then run lint, types and the whole test suite
 #   make bench  run the benchmarks (each prints a final JSON line of figures)
+#   make models obtain the default model (Qwen2.5-Coder-1.5B, ~1.1 GB download) into the
+#               shared models cache, once; `make run` and `make test` do it first
 #   make learning  add the optional fine-tuning extra (torch CPU, transformers, peft) and
 #                  llama.cpp's GGUF converter; `make test` installs it too
 
@@ -13,7 +15,7 @@ PY := $(VENV)/bin/python
 export UV_PYTHON_DOWNLOADS := never
 export UV_PROJECT_ENVIRONMENT := $(VENV)
 
-.PHONY: run test lint typecheck pytest bench clean learning
+.PHONY: run test lint typecheck pytest bench clean learning models
 
 $(UV):
 	$(PYTHON) -m pip install --quiet --disable-pip-version-check --prefix .tools uv==$(UV_VERSION)
@@ -32,7 +34,11 @@ $(VENV)/.learning: $(VENV)/.synced
 
 learning: $(VENV)/.learning
 
-run: $(VENV)/.synced
+# Idempotent and instant once the model is there and verified; resumes an interrupted fetch.
+models: $(VENV)/.synced
+	$(PY) main.py models fetch
+
+run: $(VENV)/.synced models
 	$(PY) main.py $(ARGS)
 
 lint: $(VENV)/.synced
@@ -41,12 +47,12 @@ lint: $(VENV)/.synced
 typecheck: $(VENV)/.synced
 	$(VENV)/bin/mypy
 
-pytest: $(VENV)/.learning
+pytest: $(VENV)/.learning models
 	$(PY) -m pytest $(PYTEST_ARGS)
 
 test: lint typecheck pytest
 
-bench: $(VENV)/.learning
+bench: $(VENV)/.learning models
 	$(PY) -m benchmarks $(ARGS)
 
 clean:

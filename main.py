@@ -4,6 +4,11 @@
   python main.py backend [--home DIR]         run the backend in the foreground
   python main.py call [--home DIR] KIND [JSON] send one command, print the reply as JSON
   python main.py sandbox run FILE [--timeout S] run a Python file in the sandbox (JSON result)
+  python main.py models fetch [NAME]          download and verify a model (default: the capable one)
+  python main.py models list                  the known models and whether each is ready
+
+--model REF (before the command, or on `backend`) replaces the default model for this run:
+tiny (SmolLM2-135M, fast and weak), qwen2.5-coder-1.5b, a GGUF path, or ollama:TAG.
 
 The home directory defaults to $ENTROPIC_HOME or ~/.local/share/entropic.
 """
@@ -281,11 +286,24 @@ def _add_sandbox_parser(sub: Any) -> None:
 # --- end of sandbox ---------------------------------------------------------------------
 
 
+def _model_arg(parser: argparse.ArgumentParser) -> None:
+    parser.add_argument(
+        "--model",
+        metavar="REF",
+        default=argparse.SUPPRESS,
+        help="the default model for this run: tiny, qwen2.5-coder-1.5b, a GGUF path or "
+        "ollama:TAG (default: [models] default in config.toml, else qwen2.5-coder-1.5b)",
+    )
+
+
 def build_parser() -> argparse.ArgumentParser:
+    from backend.llm.models_cli import add_models_parser
+
     parser = argparse.ArgumentParser(
         prog="main.py", description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter
     )
     _home_arg(parser)
+    _model_arg(parser)
     parser.add_argument("--log-level", default="INFO", help="logging level (default INFO)")
     sub = parser.add_subparsers(dest="command", metavar="COMMAND")
 
@@ -297,6 +315,7 @@ def build_parser() -> argparse.ArgumentParser:
         "the image first).",
     )
     _home_arg(backend)
+    _model_arg(backend)
     backend.add_argument("--log-level", default="INFO", help="logging level (default INFO)")
     backend.set_defaults(func=cmd_backend)
 
@@ -313,6 +332,7 @@ def build_parser() -> argparse.ArgumentParser:
     call.add_argument("body", metavar="JSON_BODY", nargs="?", help="command body as a JSON object")
     call.set_defaults(func=cmd_call)
     _add_sandbox_parser(sub)
+    add_models_parser(sub)
     return parser
 
 
@@ -321,6 +341,12 @@ def main(argv: list[str] | None = None) -> int:
     args = parser.parse_args(argv)
     if args.command is None:
         args.func = cmd_workbench
+    if getattr(args, "model", None):
+        import os
+
+        from backend.llm.catalog import MODEL_ENV
+
+        os.environ[MODEL_ENV] = args.model  # the backend this process starts inherits it
     return int(args.func(args))
 
 

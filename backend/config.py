@@ -66,10 +66,39 @@ class BackendConfig(BaseModel):
         return req, evt
 
 
-class PersonaModel(BaseModel):
+ModelRefText = Field(
+    default="",
+    max_length=4096,
+    description="a model reference: qwen2.5-coder-1.5b, tiny, a GGUF path, ollama:TAG, "
+    "openai:MODEL (see backend/llm/catalog.py); empty: the next rule applies",
+)
+
+
+class RoleModels(BaseModel):
+    """``[models.roles]``: the model each role talks through (empty: the default model)."""
+
     model_config = ConfigDict(extra="forbid")
 
-    model: str = Field(min_length=1, description="Ollama model for this persona (overrides codex)")
+    chat: str = ModelRefText  # persona replies and dialogue turns
+    code: str = ModelRefText  # the forge's author
+    judge: str = ModelRefText  # ALFRED's rubric scores and pairwise verdicts
+
+
+class PersonaModel(RoleModels):
+    """``[models.personas.NAME]``: a persona's own model, for all its roles or per role."""
+
+    model: str = Field(
+        default="",
+        max_length=4096,
+        description="this persona's model for every role (a bare name:tag is an Ollama model, "
+        "overriding the codex's default_model)",
+    )
+
+    @model_validator(mode="after")
+    def _something(self) -> PersonaModel:
+        if not (self.model or self.chat or self.code or self.judge):
+            raise ValueError("names no model: set model, chat, code or judge")
+        return self
 
 
 class ModelsConfig(BaseModel):
@@ -84,12 +113,29 @@ class ModelsConfig(BaseModel):
     )
     ollama_host: str = Field(default="", description="default: $OLLAMA_HOST or 127.0.0.1:11434")
     ollama_timeout_s: float = Field(default=300.0, gt=0)
-    embedded_model: str = Field(default="", description="a GGUF path; default: SmolLM2-135M")
+    default: str = Field(
+        default="",
+        max_length=4096,
+        description="the model reference every role uses unless [models.roles] or a persona "
+        "says otherwise; empty: $ENTROPIC_MODEL (main.py --model), else qwen2.5-coder-1.5b",
+    )
+    roles: RoleModels = RoleModels()
+    embedded_model: str = Field(
+        default="", max_length=4096, description="older name for `default` (a GGUF path)"
+    )
     embedded_sha256: str = Field(default="", pattern=r"^([0-9a-f]{64})?$")
-    n_threads: int = Field(default=1, ge=1, le=64)
+    n_threads: int = Field(
+        default=0, ge=0, le=256, description="llama.cpp threads; 0: the physical cores (1 for tiny)"
+    )
     n_ctx: int = Field(default=2048, ge=256, le=131072)
-    max_tokens: int = Field(default=256, ge=1, le=32768)
+    max_tokens: int = Field(default=256, ge=1, le=32768, description="per persona reply")
     temperature: float = Field(default=0.0, ge=0.0, le=2.0)
+    repeat_penalty: float = Field(
+        default=1.1, ge=1.0, le=2.0, description="for persona replies and dialogue turns"
+    )
+    resample_temperature: float = Field(
+        default=0.7, ge=0.0, le=2.0, description="re-sampling a reply that looped"
+    )
     vram_budget_gb: float = Field(default=8.0, gt=0)
     personas: dict[str, PersonaModel] = {}
 

@@ -125,6 +125,11 @@ def status(ctx: Context, cmd: c.Status) -> Reply:
             "models": {
                 "resident": _resident(ctx),
                 "selections": {n: s.model_dump() for n, s in ctx.llm.selections.items()},
+                "roles": {
+                    n: {r: s.model_dump() for r, s in roles.items()}
+                    for n, roles in ctx.llm.role_selections.items()
+                },
+                "default": ctx.llm.default_model(),
             },
             "forge": ctx.forge.status() if ctx.forge else None,
             "memory": {"state": ctx.memory.state, "error": ctx.memory.error}
@@ -164,6 +169,7 @@ def describe_proto(ctx: Context, cmd: c.DescribeProto) -> Reply:
             description=p.get_self_description(),
             history=[_clip(_judged(p, i)) for i in p.history[-HISTORY_SHOWN:]],
             tools=list(p.tools.values()),
+            models=ctx.llm.role_selections.get(p.name, {}),
         )
 
 
@@ -309,6 +315,8 @@ def model_status(ctx: Context, cmd: c.ModelStatus) -> Reply:
         vram_budget_bytes=llm.manager.vram_budget_bytes,
         in_flight=llm.in_flight(),
         last_metrics=metrics.model_dump() if metrics else None,
+        roles=llm.role_selections,
+        default_model=llm.default_model(),
     )
 
 

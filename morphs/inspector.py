@@ -75,6 +75,16 @@ def history_line(item: dict[str, Any]) -> str:
     return f"[color=e0c36c]> {prompt}[/color]\n{reply} [color=8899aa]({meta})[/color]"
 
 
+def models_line(models: dict[str, Any]) -> str:
+    """Which model serves each role (chat, code, judge) of the persona, and why."""
+    rows = [
+        f"{role}: {_escape(f'{sel.backend}:{sel.model}')} [color=8899aa]"
+        f"({_escape(sel.reason.removeprefix(role + ': '))})[/color]"
+        for role, sel in sorted(models.items())
+    ]
+    return "[color=b8c2cc]" + "\n".join(rows) + "[/color]"
+
+
 def learning_line(view: dict[str, Any]) -> str:
     """ALFRED's judgement of the persona's interactions, its golden data and model."""
     model = view.get("model") or "the default model"
@@ -176,6 +186,9 @@ class InspectorMorph(ToolsSection, DraggableBehavior, BoxLayout):
                 f"principles: {principles}[/color]"
             )
         )
+        if description.models:
+            body.add_widget(_label("[b]Models[/b] [color=8899aa](per role)[/color]"))
+            body.add_widget(_label(models_line(description.models)))
         body.add_widget(_label("[b]State[/b]"))
         for path, value in leaves(description.state):
             self._state_row(path, value)

@@ -104,6 +104,12 @@ class PersonaReply(_Event):
     error: ErrorReply | None = None
     #: The memories retrieved into the prompt (``[n]`` in it), best first.
     citations: list[Citation] = []
+    #: Loop guards: the reply was stopped where it began repeating a sentence; it looped
+    #: (a 4-word sequence more than 3 times) and was re-sampled; it still looped and was
+    #: trimmed where the loop began.
+    repeat_stopped: bool = False
+    resampled: bool = False
+    degenerate: bool = False
 
 
 class MemoryMetrics(_Event):

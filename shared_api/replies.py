@@ -82,6 +82,8 @@ class ProtoDescription(_Reply):
     history: list[JsonObject] = []
     #: Forged tools: live methods whose bodies run in the sandbox.
     tools: list[Tool] = []
+    #: The model serving each of its roles (chat, code, judge), and why.
+    models: dict[str, ModelSelection] = {}
 
 
 class StateReply(_Reply):
@@ -177,6 +179,10 @@ class ModelStatusReply(_Reply):
     vram_budget_bytes: int
     in_flight: list[str]
     last_metrics: JsonObject | None = None
+    #: Persona -> role (chat, code, judge) -> the model serving it, and why.
+    roles: dict[str, dict[str, ModelSelection]] = {}
+    #: The default model (backend, model) and why it is the default.
+    default_model: dict[str, str] = {}
 
 
 class ShuttingDown(_Reply):

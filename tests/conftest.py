@@ -1,7 +1,12 @@
-"""Shared fixtures: a real backend subprocess per test that asks for one."""
+"""Shared fixtures: a real backend subprocess per test that asks for one.
+
+The suite spawns many backends: they talk through SmolLM2-135M ("tiny") unless a test says
+otherwise, so no test loads the 1.1 GB default model by accident. The few ``slow`` tests that
+need the capable model ask for it with the ``capable_model`` fixture."""
 
 from __future__ import annotations
 
+import os
 from collections.abc import Iterator
 from contextlib import contextmanager
 from pathlib import Path
@@ -9,6 +14,23 @@ from pathlib import Path
 import pytest
 
 from backend.launcher import BackendProcess
+from backend.llm.catalog import DEFAULT_MODEL, MODEL_ENV
+
+os.environ[MODEL_ENV] = "tiny"  # inherited by every backend the tests start
+
+
+@pytest.fixture
+def capable_model(monkeypatch: pytest.MonkeyPatch) -> str:
+    """Backends started by this test use the capable default model (it must be fetched:
+    `make test` does, else this fails with the command that fetches it)."""
+    from backend.llm.catalog import entry
+    from backend.llm.fetch import is_ready
+
+    model = entry(DEFAULT_MODEL)
+    if not is_ready(model):
+        pytest.fail(f"{model.name} is not in {model.path()}: run `main.py models fetch`.")
+    monkeypatch.setenv(MODEL_ENV, DEFAULT_MODEL)
+    return DEFAULT_MODEL
 
 
 @pytest.fixture

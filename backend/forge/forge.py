@@ -232,8 +232,9 @@ class ToolForge:
                 job, number, "writing", f"{author.name} writes {name} (attempt {number})"
             )
             completion = self.llm.ask(  # no recalled memories: the task alone, exactly
-                author, prompt, max_tokens=self.config.max_tokens, cancel=cancel, recall=False
-            )
+                author, prompt, max_tokens=self.config.max_tokens, cancel=cancel, recall=False,
+                role="code",
+            )  # fmt: skip
             started = time.perf_counter()
             try:
                 candidate = parse_candidate(name, completion.text)
@@ -268,7 +269,7 @@ class ToolForge:
         return None
 
     def _attach(self, job: ForgeJob, author: str, candidate: Candidate) -> Tool:
-        selection = self.llm.selections.get(author)
+        selection = self.llm.role_selections.get(author, {}).get("code")
         tool = Tool(
             name=job.name, proto=job.proto, description=job.description,
             source=candidate.source, tests=candidate.tests, params=candidate.params,

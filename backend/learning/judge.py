@@ -141,12 +141,12 @@ class AlfredJudge:
     def name(self) -> str:
         if self.judge not in self.runtime.manager.names():
             return self.judge
-        selection = self.llm.select(self.runtime.manager.get(self.judge))
+        selection = self.llm.select(self.runtime.manager.get(self.judge), "judge")
         return f"{self.judge} ({selection.backend}:{selection.model})"
 
     def _ask(self, text: str, max_tokens: int) -> str:
         alfred = self.runtime.manager.get(self.judge)
-        selection = self.llm.select(alfred)
+        selection = self.llm.select(alfred, "judge")
         completion = self.llm.manager.generate(
             backend=selection.backend,
             model=selection.model,

@@ -22,12 +22,18 @@ class ChatMessage:
 class GenerationParams:
     max_tokens: int = 256
     temperature: float = 0.0
+    repeat_penalty: float = 1.0  # 1.0: none (persona replies use models.repeat_penalty)
 
 
 @dataclass
 class Completion:
     text: str
     stop_reason: StopReason
+    #: The loop guards (persona replies): stopped at a repeated sentence, re-sampled because
+    #: the reply looped, or still looping after that and trimmed.
+    repeat_stopped: bool = False
+    resampled: bool = False
+    degenerate: bool = False
     prompt_tokens: int = 0
     completion_tokens: int = 0
     load_ms: float = 0.0

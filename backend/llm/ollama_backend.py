@@ -126,7 +126,11 @@ class OllamaBackend:
             "model": model,
             "messages": [{"role": m.role, "content": m.content} for m in messages],
             "keep_alive": 0,
-            "options": {"temperature": params.temperature, "num_predict": params.max_tokens},
+            "options": {
+                "temperature": params.temperature,
+                "num_predict": params.max_tokens,
+                "repeat_penalty": params.repeat_penalty,
+            },
         }
         try:
             if on_token is None:  # not streamed: one response

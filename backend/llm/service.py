@@ -1,5 +1,15 @@
-"""The personas' side of the models: which model each persona talks through, asking it,
-streaming the answer as events, and recording every interaction in the persona's history."""
+"""The personas' side of the models: which model each persona talks through for each role,
+asking it, streaming the answer as events, and recording every interaction in the persona's
+history.
+
+Asking by role (see ``backend/llm/roles.py`` for how a model is chosen):
+
+- ``llm.ask(proto, text, role="code")``: the persona's model for that role, its system
+  prompt; ``role="chat"`` (the default) adds the loop guards (repeat penalty, stop at a
+  repeated sentence, re-sample or trim a degenerate reply);
+- ``llm.select(proto, "judge")``: the ``ModelSelection`` for a role, for callers that call
+  ``llm.manager.generate`` themselves (the judge, with its own parameters).
+"""
 
 from __future__ import annotations
 
@@ -12,10 +22,12 @@ from typing import Any
 
 from backend.bus import EventBus, current_request
 from backend.config import ModelsConfig
-from backend.llm.base import ChatMessage, Completion, GenerationParams, ModelBackend
+from backend.llm.base import ChatMessage, Completion, GenerationParams, ModelBackend, OnToken
+from backend.llm.degenerate import generate_without_loops
 from backend.llm.embedded import EmbeddedBackend
 from backend.llm.manager import GIB, ModelManager
 from backend.llm.ollama_backend import OllamaBackend
+from backend.llm.roles import ROLES, ModelRole, choose, default_model
 from backend.memory.service import MemoryService
 from backend.protos import Proto
 from backend.runtime import Runtime
@@ -48,15 +60,18 @@ class PersonaLLM:
         self.config = config
         self.bus = bus
         if backends is None:
+            default, _why = default_model(config)
             backends = {
                 "ollama": OllamaBackend(config.ollama_host, config.ollama_timeout_s),
                 "embedded": EmbeddedBackend(
-                    config.embedded_model,
+                    default.text if default.kind == "embedded" else "",
                     config.embedded_sha256,
                     n_threads=config.n_threads,
                     n_ctx=config.n_ctx,
                 ),
             }
+            # A remote OpenAI-compatible endpoint ("openai:MODEL" references) registers
+            # here as backends["openai"] once that backend exists.
         self.manager = ModelManager(
             backends,
             vram_budget_bytes=int(config.vram_budget_gb * GIB),
@@ -67,7 +82,10 @@ class PersonaLLM:
         self._lock = threading.Lock()
         self._pool = ThreadPoolExecutor(max_workers=8, thread_name_prefix="ask")
         self._probe: tuple[float, set[str], str | None] | None = None
+        #: Each persona's ``chat`` model (also in its state under ``llm``).
         self.selections: dict[str, ModelSelection] = {}
+        #: Each persona's model per role, as last refreshed.
+        self.role_selections: dict[str, dict[str, ModelSelection]] = {}
         #: The episodic memory: retrieval into prompts, and every interaction recorded.
         self.memory: MemoryService | None = None
         self._citations: dict[str, list[Citation]] = {}  # request id -> for its reply event
@@ -92,34 +110,44 @@ class PersonaLLM:
                 self._probe = (now, set(), exc.message)
         return self._probe[1], self._probe[2]
 
-    def select(self, proto: Proto) -> ModelSelection:
-        """The codex model on Ollama when reachable and installed, else the embedded model;
-        ``[models] backend`` in config.toml can force either."""
-        if self.pointer_selection is not None:
+    def select(self, proto: Proto, role: ModelRole = "chat") -> ModelSelection:
+        """The model ``proto`` talks through for ``role``, and why (``backend/llm/roles.py``).
+        Its adopted fine-tune, if any, serves its ``chat`` role first."""
+        if role == "chat" and self.pointer_selection is not None:
             adopted = self.pointer_selection(proto)
             if adopted is not None:
                 return adopted
-        override = self.config.personas.get(proto.name)
-        wanted = override.model if override else proto.codex.default_model
-        embedded = self.manager.backends["embedded"].list_models()[0].name
-        host = self.ollama.host
-        if self.config.backend == "embedded":
-            return ModelSelection(backend="embedded", model=embedded, reason="forced by config")
-        if self.config.backend == "ollama":
-            return ModelSelection(backend="ollama", model=wanted, reason="forced by config")
-        names, error = self.probe_ollama()
-        if error is not None:
-            reason = f"Ollama unreachable at {host}"
-        elif wanted in names or f"{wanted}:latest" in names:
-            return ModelSelection(backend="ollama", model=wanted, reason=f"installed on {host}")
-        else:
-            reason = f"{wanted} not installed on Ollama at {host} (ollama pull {wanted})"
-        return ModelSelection(backend="embedded", model=embedded, reason=reason)
+        selection, ref, rule = choose(
+            self.config,
+            proto.name,
+            proto.codex.default_model,
+            role,
+            self.probe_ollama,
+            self.ollama.host,
+        )
+        if ref is None or ref.kind != "embedded":
+            return selection
+        embedded = self.manager.backends.get("embedded")
+        if isinstance(embedded, EmbeddedBackend):
+            embedded.register(ref)
+        elif embedded is not None and rule == "default":  # another embedded backend (a double)
+            selection = selection.model_copy(update={"model": embedded.list_models()[0].name})
+        return selection
+
+    def for_role(self, proto_name: str, role: ModelRole) -> ModelSelection:
+        """The model of the persona called ``proto_name`` for ``role``."""
+        return self.select(self.runtime.manager.get(proto_name), role)
+
+    def default_model(self) -> dict[str, str]:
+        """The default model reference and why it is the default (for status)."""
+        ref, why = default_model(self.config)
+        return {"backend": ref.backend, "model": ref.model, "reason": why}
 
     def refresh_selections(self) -> dict[str, ModelSelection]:
         """Re-select for every persona; a change is written to its state under ``llm``."""
         for proto in self.runtime.manager.list():
             self._remember(proto, self.select(proto))
+            self.role_selections[proto.name] = {role: self.select(proto, role) for role in ROLES}
         return dict(self.selections)
 
     def _remember(self, proto: Proto, selection: ModelSelection) -> None:
@@ -151,14 +179,26 @@ class PersonaLLM:
         on_token: Any = None,
         cancel: threading.Event | None = None,
         recall: bool = True,
+        role: ModelRole = "chat",
     ) -> Completion:
-        """Ask ``proto`` synchronously through its model; records the interaction.
-        With ``recall`` the most relevant memories go in front of ``text``, with sources."""
+        """Ask ``proto`` synchronously through its model for ``role``; records the
+        interaction. With ``recall`` the most relevant memories go in front of ``text``, with
+        sources. A ``chat`` reply is guarded against loops (``generate_without_loops``)."""
         request_id = request_id or new_msg_id()
-        selection = self.select(proto)
-        self._remember(proto, selection)
+        selection = self.select(proto, role)
+        self.role_selections.setdefault(proto.name, {})[role] = selection
+        if role == "chat":
+            self._remember(proto, selection)
+        if selection.backend not in self.manager.backends:
+            raise UnavailableError(
+                f"{proto.name}'s {role} model is {selection.backend}:{selection.model}, but no "
+                f"{selection.backend} backend runs here (remote endpoints are not supported "
+                "yet). Name an embedded model or ollama:TAG in config.toml [models]."
+            )
         params = GenerationParams(
-            max_tokens=max_tokens or self.config.max_tokens, temperature=self.config.temperature
+            max_tokens=max_tokens or self.config.max_tokens,
+            temperature=self.config.temperature,
+            repeat_penalty=self.config.repeat_penalty if role == "chat" else 1.0,
         )
         memories = None
         if recall and self.memory is not None:
@@ -174,17 +214,28 @@ class PersonaLLM:
             if citations and request_id in self._requests:
                 self._citations[request_id] = citations
         messages = [ChatMessage("user", memories.prompt if memories else text)]
-        completion = self.manager.generate(
-            backend=selection.backend,
-            model=selection.model,
-            messages=messages,
-            system=proto.codex.system_prompt,
-            params=params,
-            caller=proto.name,
-            request_id=request_id,
-            on_token=on_token,
-            cancel=cancel,
-        )
+
+        def generate(
+            p: GenerationParams, tokens: OnToken | None, stop: threading.Event
+        ) -> Completion:
+            return self.manager.generate(
+                backend=selection.backend,
+                model=selection.model,
+                messages=messages,
+                system=proto.codex.system_prompt,
+                params=p,
+                caller=proto.name,
+                request_id=request_id,
+                on_token=tokens,
+                cancel=stop,
+            )
+
+        cancel = cancel or threading.Event()
+        if role == "chat":
+            resample = self.config.resample_temperature
+            completion = generate_without_loops(generate, params, on_token, cancel, resample)
+        else:
+            completion = generate(params, on_token, cancel)
         self._record(proto, request_id, text, selection, completion, citations)
         return completion
 
@@ -208,6 +259,12 @@ class PersonaLLM:
             "usage": {"prompt_tokens": c.prompt_tokens, "completion_tokens": c.completion_tokens},
             "timings": _timings(c),
         }
+        if c.repeat_stopped or c.resampled or c.degenerate:
+            interaction["loop_guard"] = {
+                "repeat_stopped": c.repeat_stopped,
+                "resampled": c.resampled,
+                "degenerate": c.degenerate,
+            }
         if self._is_live(proto):
             self.runtime.commit(
                 {"op": "record_interaction", "proto": proto.name, "interaction": interaction}
@@ -276,6 +333,9 @@ class PersonaLLM:
                 usage=Usage(prompt_tokens=c.prompt_tokens, completion_tokens=c.completion_tokens),
                 timings=_timings(c),
                 citations=self._citations.pop(request_id, []),
+                repeat_stopped=c.repeat_stopped,
+                resampled=c.resampled,
+                degenerate=c.degenerate,
             )
         except EntropicError as exc:
             stop = "cancelled" if exc.code == ErrorCode.CANCELLED else "error"
