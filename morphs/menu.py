@@ -12,7 +12,10 @@ from kivy.uix.label import Label
 from kivy.uix.popup import Popup
 from kivy.uix.widget import Widget
 
+from morphs.tooltip import ellipsize, set_tooltip
+
 ITEM_H = 30
+ITEM_CHARS = 28  # what fits on a menu line at 13sp; longer entries end in "…"
 
 
 class MenuMorph(BoxLayout):
@@ -34,13 +37,16 @@ class MenuMorph(BoxLayout):
         self.bind(pos=self._redraw, size=self._redraw)
         self.buttons: dict[str, Button] = {}
         for text, action in items:
+            shown = ellipsize(text, ITEM_CHARS)
             button = Button(
-                text=text,
+                text=shown,
                 font_size="13sp",
                 background_normal="",
                 background_color=(0.18, 0.21, 0.27, 1),
             )
             button.bind(on_release=lambda _b, act=action: self._choose(act))
+            if shown != text:
+                set_tooltip(button, text)
             self.buttons[text] = button
             self.add_widget(button)
         self._redraw()
