@@ -28,6 +28,7 @@ from kivy.utils import escape_markup
 
 from morphs.behaviors import DraggableBehavior
 from morphs.graph_view import GraphView
+from morphs.menu import themed_button, themed_popup
 from morphs.panel import ClosableBehavior
 from morphs.tooltip import ellipsize, set_tooltip
 from shared_api.commands import (
@@ -429,7 +430,7 @@ def ask_goal(on_start: Callable[[str, int], Any], rounds: int = 4) -> Popup:
     row.add_widget(Label(text="rounds", size_hint_x=None, width=60))
     row.add_widget(count)
     box.add_widget(row)
-    popup = Popup(title="Start a dialogue", content=box, size_hint=(None, None), size=(460, 280))
+    popup = themed_popup("Start a dialogue", box, (460, 280))
     buttons = BoxLayout(size_hint_y=None, height=36, spacing=6)
 
     def start() -> None:
@@ -437,8 +438,10 @@ def ask_goal(on_start: Callable[[str, int], Any], rounds: int = 4) -> Popup:
             popup.dismiss()
             on_start(goal.text.strip(), max(1, int(count.text or rounds)))
 
-    buttons.add_widget(_button("Start", start))
-    buttons.add_widget(_button("Cancel", popup.dismiss))
+    for text, action in (("Start", start), ("Cancel", popup.dismiss)):
+        button = themed_button(text)
+        button.bind(on_release=lambda _b, act=action: act())
+        buttons.add_widget(button)
     box.add_widget(buttons)
     popup.goal_input = goal  # for tests and keyboard focus
     popup.start = start

@@ -250,6 +250,7 @@ class InspectorMorph(ClosableBehavior, ToolsSection, DraggableBehavior, BoxLayou
             font_name="RobotoMono-Regular",
             font_size="12sp",
         )
+        editor.cursor = (0, 0)  # show the source from its first line
         self.inputs[key] = editor
         self._body.add_widget(editor)
         self._body.add_widget(self._result_label(key))

@@ -57,7 +57,7 @@ class ClosableBehavior:
     def on_touch_down(self, touch: Any) -> bool:
         x, y, w, h = self.close_box_rect()
         inside = x <= touch.x <= x + w and y <= touch.y <= y + h
-        if inside and getattr(touch, "button", "left") == "left":
+        if inside and getattr(touch, "button", None) in (None, "left"):
             self.dispatch("on_close")  # type: ignore[attr-defined]
             return True
         return bool(super().on_touch_down(touch))  # type: ignore[misc]
