@@ -155,7 +155,7 @@ def test_the_window_is_sized_from_the_layout(tmp_path: Path) -> None:
     right = max(op["x"] + op["w"] for op in layout["operations"] if "x" in op)
     top = max(op["y"] + op["h"] for op in layout["operations"] if "y" in op)
     w, h, left, top_px = layout_geometry(DEFAULT_LAYOUT)
-    assert w >= right and h >= top + STATUS_H + TOAST_H and left is None
+    assert w >= right and h >= top + STATUS_H + TOAST_H and left is top_px is None
     saved = tmp_path / "layout.json"
     saved.write_text(json.dumps({"version": 1, "operations": [
         {"op": "set_window", "w": 1000, "h": 700, "left": 10, "top": 20},
