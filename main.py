@@ -115,22 +115,59 @@ def cmd_backend(args: argparse.Namespace) -> int:
 
 
 def cmd_workbench(args: argparse.Namespace) -> int:
-    import os
-
-    os.environ.setdefault("KIVY_NO_ARGS", "1")  # our CLI, not Kivy's, owns sys.argv
-    from backend.__main__ import configure_logging
-
-    configure_logging(args.log_level)
-    home = (args.home or default_home()).expanduser().resolve()
-    home.mkdir(parents=True, exist_ok=True)
     import logging
 
+    _configure_logging(args.log_level)
+    home = (args.home or default_home()).expanduser().resolve()
+    home.mkdir(parents=True, exist_ok=True)
+    spawned = _spawn_backend(home)  # starts up while the UI imports Kivy
+    from ui.window import configure_kivy, initial_geometry
+
+    configure_kivy()
+    from ui.layout_io import DEFAULT_LAYOUT
+
+    layout = home / "layout.json"
+    initial_geometry(layout if layout.exists() else DEFAULT_LAYOUT)
     from ui.app import run
 
-    # Importing Kivy resets the root logger's level; keep the terminal readable.
+    # Importing Kivy may reset the root logger's level; keep the terminal readable.
     logging.getLogger().setLevel(args.log_level)
-    logging.getLogger("matplotlib").setLevel(logging.WARNING)
-    return run(home)
+    quiet = max(logging.WARNING, logging.getLogger().level)
+    for name in ("kivy", "matplotlib", "PIL"):
+        logging.getLogger(name).setLevel(quiet)
+    return run(home, spawned)
+
+
+def _configure_logging(level: str) -> None:
+    """One handler on the root logger (the backend's format); Kivy logs through it too."""
+    import logging
+
+    logging.basicConfig(
+        level=level,
+        stream=sys.stderr,
+        format="%(asctime)s %(levelname)-7s %(name)s: %(message)s",
+    )
+
+
+def _spawn_backend(home: Path) -> Any:
+    """A ``BackendProcess`` started for ``home`` (not waited for), or None when a backend
+    already answers there (the workbench attaches to it)."""
+    import os
+
+    from backend.launcher import BackendProcess
+    from shared_api.connection import read_connection_file
+    from shared_api.errors import EntropicError
+    from shared_api.transport import Client
+
+    try:
+        with Client(read_connection_file(home), timeout=1.0) as probe:
+            probe.call("ping", {})
+        return None
+    except EntropicError:
+        pass
+    process = BackendProcess(home, started_by=f"workbench pid {os.getpid()}")
+    process.spawn()
+    return process
 
 
 def cmd_call(args: argparse.Namespace) -> int:

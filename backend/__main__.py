@@ -10,6 +10,7 @@ import signal
 import sys
 from pathlib import Path
 
+from backend.attach import AttachWatch
 from backend.bus import EventBus
 from backend.config import load_config
 from backend.dialogue.debugger import DialogueService
@@ -99,11 +100,16 @@ def serve(home_dir: Path) -> int:
         info.request_endpoint,
         info.event_endpoint,
     )
+    attach = server.ctx.attach = AttachWatch.from_environment(
+        config.orphan_exit_s, lambda: server.request_stop(True)
+    )
+    attach.start()
     memory.start()  # opens in the background: LanceDB takes seconds to import
     try:
         server.serve_forever()
     finally:
         try:
+            attach.close()
             learning.close()
             forge.close()
             dialogues.close()

@@ -41,6 +41,12 @@ class BackendConfig(BaseModel):
     max_message_bytes: int = Field(default=16 * 1024 * 1024, ge=64 * 1024)
     workers: int = Field(default=8, ge=1, le=64)
     replay_window_s: float = Field(default=30.0, ge=5)
+    orphan_exit_s: float = Field(
+        default=600.0,
+        ge=0,
+        description="A backend a workbench started stops this long after "
+        "the last workbench left (0: never).",
+    )
 
     @model_validator(mode="after")
     def _loopback_only(self) -> BackendConfig:

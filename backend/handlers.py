@@ -64,6 +64,8 @@ class Context:
     memory: MemoryService | None = None
     #: The learning loop (``backend.learning.service.LearningService``), set at startup.
     learning: Any = None
+    #: Who started the backend, and whether a workbench is attached (``backend.attach``).
+    attach: Any = None
 
     def tool_forge(self) -> ToolForge:
         if self.forge is None:
@@ -97,6 +99,8 @@ def _updated(proto_name: str, version: int, change: str) -> ProtoUpdated:
 
 @route("ping")
 def ping(ctx: Context, cmd: c.Ping) -> Reply:
+    if ctx.attach is not None:
+        ctx.attach.seen(cmd.client)
     return Pong(protocol=PROTOCOL_VERSION, pid=os.getpid())
 
 
@@ -135,6 +139,7 @@ def status(ctx: Context, cmd: c.Status) -> Reply:
             "memory": {"state": ctx.memory.state, "error": ctx.memory.error}
             if ctx.memory
             else None,
+            "lifecycle": ctx.attach.status() if ctx.attach is not None else None,
         },
     )
 

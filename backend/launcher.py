@@ -21,25 +21,43 @@ from shared_api.transport import Client
 MAIN = Path(__file__).resolve().parent.parent / "main.py"
 
 
+#: Who started a backend (e.g. "workbench pid 123"), passed down in its environment: a
+#: backend started by a workbench stops by itself once no workbench is attached.
+STARTED_BY_ENV = "ENTROPIC_STARTED_BY"  # read by backend.attach
+
+
 class BackendProcess:
-    def __init__(self, home: Path, *, log_path: Path | None = None) -> None:
+    def __init__(self, home: Path, *, log_path: Path | None = None, started_by: str = "") -> None:
         self.home = home.expanduser().resolve()
         self.log_path = log_path or self.home / "backend.log"
+        self.started_by = started_by
         self.proc: subprocess.Popen[bytes] | None = None
         self.info: ConnectionInfo | None = None
         self._log: IO[bytes] | None = None
 
     def start(self, timeout: float = 60.0) -> ConnectionInfo:
         """Spawn ``main.py backend`` and wait until it answers a ping."""
+        self.spawn()
+        return self.wait_ready(timeout)
+
+    def spawn(self) -> None:
+        """Start ``main.py backend`` without waiting for it (see ``wait_ready``)."""
         self.home.mkdir(parents=True, exist_ok=True)
         self._log = open(self.log_path, "ab")  # noqa: SIM115 - kept for the process lifetime
         env = {**os.environ, "PYTHONUNBUFFERED": "1"}
+        env.pop(STARTED_BY_ENV, None)
+        if self.started_by:
+            env[STARTED_BY_ENV] = self.started_by
         self.proc = subprocess.Popen(  # noqa: S603 - our own entry point
             [sys.executable, str(MAIN), "backend", "--home", str(self.home)],
             stdout=self._log,
             stderr=subprocess.STDOUT,
             env=env,
         )
+
+    def wait_ready(self, timeout: float = 60.0) -> ConnectionInfo:
+        """Wait until the spawned backend answers a ping."""
+        assert self.proc is not None, "spawn() first"
         deadline = time.monotonic() + timeout
         while time.monotonic() < deadline:
             if self.proc.poll() is not None:

@@ -18,6 +18,7 @@ from kivy.uix.textinput import TextInput
 from kivy.utils import escape_markup
 
 from morphs.behaviors import DraggableBehavior
+from morphs.panel import ClosableBehavior
 from shared_api.commands import DecideAmendment
 from shared_api.dialogue import ApprovalInfo
 
@@ -36,10 +37,10 @@ def diff_markup(diff: str) -> str:
     return "\n".join(lines)
 
 
-class ApprovalMorph(DraggableBehavior, BoxLayout):
+class ApprovalMorph(ClosableBehavior, DraggableBehavior, BoxLayout):
     interrupt_id = StringProperty("")
 
-    __events__ = ("on_intent", "on_moved", "on_meta_click")
+    __events__ = ("on_intent", "on_moved", "on_meta_click", "on_close")
 
     def __init__(self, approval: ApprovalInfo, **kwargs: Any) -> None:
         kwargs.setdefault("size_hint", (None, None))
@@ -101,6 +102,7 @@ class ApprovalMorph(DraggableBehavior, BoxLayout):
         self.status = Label(markup=True, size_hint_y=None, height=22, font_size="12sp")
         self.add_widget(self.status)
         self._redraw()
+        self._init_close_box()
 
     def _redraw(self, *_: Any) -> None:
         self._bg.pos, self._bg.size = self.pos, self.size

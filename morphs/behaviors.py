@@ -27,6 +27,8 @@ class DraggableBehavior:
             return True
         if super().on_touch_down(touch):  # type: ignore[misc]
             return True  # a child (e.g. a button) took it
+        if getattr(touch, "is_mouse_scrolling", False):
+            return True  # the wheel over a morph never drags it nor pans the world
         touch.grab(self)
         touch.ud["drag_start"] = (tuple(self.pos), touch.pos)
         touch.ud["long_press"] = Clock.schedule_once(

@@ -28,6 +28,9 @@ from kivy.utils import escape_markup
 
 from morphs.behaviors import DraggableBehavior
 from morphs.graph_view import GraphView
+from morphs.menu import themed_button, themed_popup
+from morphs.panel import ClosableBehavior
+from morphs.tooltip import ellipsize, set_tooltip
 from shared_api.commands import (
     DebugContinue,
     DebugPause,
@@ -64,20 +67,22 @@ def _e(value: Any) -> str:
     return str(escape_markup(str(value)))
 
 
-def step_line(step: StepInfo) -> str:
-    """One row of the steps list."""
+def step_line(step: StepInfo, number: int | None = None) -> str:
+    """One row of the steps list; ``number`` is the row's own (unique) number."""
     record = step.record
     took = record.get("duration_ms")
     timing = f" {float(took):.0f} ms" if isinstance(took, int | float) and took else ""
     who = record.get("persona", "")
-    return f"#{step.index} {step.node} {who} r{step.round}{timing}"
+    n = step.index if number is None else number
+    return f"#{n} {step.node} {who} r{step.round}{timing}"
 
 
-def detail_text(step: StepInfo) -> str:
+def detail_text(step: StepInfo, number: int | None = None) -> str:
     """Everything about one step, as escaped markup."""
     r = step.record
+    n = step.index if number is None else number
     head = (
-        f"[b]#{step.index} {_e(step.node)}[/b]  {_e(r.get('persona', ''))} "
+        f"[b]#{n} {_e(step.node)}[/b]  {_e(r.get('persona', ''))} "
         f"{_e(r.get('task', ''))}  round {step.round}"
     )
     if not r:
@@ -139,10 +144,10 @@ def _button(text: str, action: Callable[[], Any], **kwargs: Any) -> Button:
     return button
 
 
-class DebuggerMorph(DraggableBehavior, BoxLayout):
+class DebuggerMorph(ClosableBehavior, DraggableBehavior, BoxLayout):
     dialogue_id = StringProperty("")
 
-    __events__ = ("on_intent", "on_inspect", "on_moved", "on_meta_click")
+    __events__ = ("on_intent", "on_inspect", "on_moved", "on_meta_click", "on_close")
 
     def __init__(self, dialogue_id: str, **kwargs: Any) -> None:
         kwargs.setdefault("size_hint", (None, None))
@@ -177,6 +182,7 @@ class DebuggerMorph(DraggableBehavior, BoxLayout):
         self.result.bind(size=lambda lbl, s: setattr(lbl, "text_size", s))
         self.add_widget(self.result)
         self._redraw()
+        self._init_close_box()
 
     # -- building -----------------------------------------------------------------------------
     def _redraw(self, *_: Any) -> None:
@@ -253,17 +259,21 @@ class DebuggerMorph(DraggableBehavior, BoxLayout):
         reason = f" ({_e(summary.reason)})" if summary.reason else ""
         nxt = ", ".join(summary.next) or "(end)"
         self.title.text = (
-            f"[b]Live Debugger[/b]  {_e(summary.goal[:70])}   "
+            f"[b]Live Debugger[/b]  {_e(ellipsize(summary.goal, 60))}   "
             f"[color={colour}]{summary.status}{reason}[/color]   round {summary.round}/"
             f"{summary.max_rounds}   dissonance {summary.dissonance:.2f}   next: {_e(nxt)}"
         )
         for node, toggle in self.toggles.items():
             toggle.state = "down" if node in summary.breakpoints else "normal"
+        set_tooltip(self.title, summary.goal if len(summary.goal) > 60 else "")
         self.graph.upcoming = summary.next[0] if summary.next else "__end__"
         self.graph.breakpoints = list(summary.breakpoints)
         running = summary.status == "running"
+        over = summary.status in ("finished", "cancelled")
         for name in ("step", "rewind", "restart"):
             self.buttons[name].disabled = running
+        for name in ("step", "continue"):  # a finished dialogue has nothing left to run
+            self.buttons[name].disabled = running or over
         self.buttons["pause"].disabled = not running
 
     def show_history(self, steps: list[StepInfo], truncated: bool = False) -> None:
@@ -280,9 +290,10 @@ class DebuggerMorph(DraggableBehavior, BoxLayout):
                     color=(0.6, 0.65, 0.7, 1),
                 )
             )
+        first = self._first_number(truncated)
         for i, step in enumerate(self.steps):
             row = ToggleButton(
-                text=step_line(step),
+                text=step_line(step, first + i),
                 font_size="12sp",
                 size_hint_y=None,
                 height=ROW,
@@ -322,7 +333,17 @@ class DebuggerMorph(DraggableBehavior, BoxLayout):
         rows = [w for w in reversed(self.step_list.children) if isinstance(w, ToggleButton)]
         for i, row in enumerate(rows):
             row.state = "down" if i == index else "normal"
-        self.detail.text = detail_text(self.steps[index])
+        self.detail.text = detail_text(self.steps[index], self._first_number() + index)
+
+    def _first_number(self, truncated: bool | None = None) -> int:
+        """Steps are numbered by their place in the branch, so no two share a number (the
+        graph's own ``seq`` repeats: the input and the start are both 0). Pruned older
+        steps keep the count going from the oldest step's own number."""
+        if truncated is not None:
+            self._truncated = truncated
+        if getattr(self, "_truncated", False) and self.steps:
+            return int(self.steps[0].index)
+        return 0
 
     def selected_step(self) -> StepInfo | None:
         return self.steps[self.selected] if self.selected is not None and self.steps else None
@@ -409,7 +430,7 @@ def ask_goal(on_start: Callable[[str, int], Any], rounds: int = 4) -> Popup:
     row.add_widget(Label(text="rounds", size_hint_x=None, width=60))
     row.add_widget(count)
     box.add_widget(row)
-    popup = Popup(title="Start a dialogue", content=box, size_hint=(None, None), size=(460, 280))
+    popup = themed_popup("Start a dialogue", box, (460, 280))
     buttons = BoxLayout(size_hint_y=None, height=36, spacing=6)
 
     def start() -> None:
@@ -417,8 +438,10 @@ def ask_goal(on_start: Callable[[str, int], Any], rounds: int = 4) -> Popup:
             popup.dismiss()
             on_start(goal.text.strip(), max(1, int(count.text or rounds)))
 
-    buttons.add_widget(_button("Start", start))
-    buttons.add_widget(_button("Cancel", popup.dismiss))
+    for text, action in (("Start", start), ("Cancel", popup.dismiss)):
+        button = themed_button(text)
+        button.bind(on_release=lambda _b, act=action: act())
+        buttons.add_widget(button)
     box.add_widget(buttons)
     popup.goal_input = goal  # for tests and keyboard focus
     popup.start = start

@@ -15,6 +15,7 @@ from kivy.uix.scrollview import ScrollView
 from kivy.utils import escape_markup
 
 from morphs.behaviors import DraggableBehavior
+from morphs.panel import ClosableBehavior
 from shared_api.commands import GoalAction
 from shared_api.dialogue import GoalInfo
 
@@ -34,8 +35,8 @@ STATUS_COLOURS = {
 }
 
 
-class GoalsMorph(DraggableBehavior, BoxLayout):
-    __events__ = ("on_intent", "on_open", "on_moved", "on_meta_click")
+class GoalsMorph(ClosableBehavior, DraggableBehavior, BoxLayout):
+    __events__ = ("on_intent", "on_open", "on_moved", "on_meta_click", "on_close")
 
     def __init__(self, **kwargs: Any) -> None:
         kwargs.setdefault("size_hint", (None, None))
@@ -59,6 +60,7 @@ class GoalsMorph(DraggableBehavior, BoxLayout):
         self.add_widget(scroll)
         self.buttons: dict[tuple[str, str], Button] = {}
         self._redraw()
+        self._init_close_box()
 
     def _redraw(self, *_: Any) -> None:
         self._bg.pos, self._bg.size = self.pos, self.size

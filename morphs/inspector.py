@@ -22,6 +22,7 @@ from kivy.uix.textinput import TextInput
 
 from morphs.behaviors import DraggableBehavior
 from morphs.inspector_tools import ToolsSection, describe_reply
+from morphs.panel import ClosableBehavior
 from shared_api.commands import DefineMethod, SetState
 from shared_api.errors import ErrorReply
 from shared_api.replies import DoesNotUnderstand, ProtoDescription
@@ -125,10 +126,10 @@ def _label(text: str, **kwargs: Any) -> Label:
     return label
 
 
-class InspectorMorph(ToolsSection, DraggableBehavior, BoxLayout):
+class InspectorMorph(ClosableBehavior, ToolsSection, DraggableBehavior, BoxLayout):
     persona = StringProperty("")
 
-    __events__ = ("on_intent", "on_moved", "on_meta_click")
+    __events__ = ("on_intent", "on_moved", "on_meta_click", "on_close")
 
     def __init__(self, persona: str, **kwargs: Any) -> None:
         kwargs.setdefault("size_hint", (None, None))
@@ -153,6 +154,7 @@ class InspectorMorph(ToolsSection, DraggableBehavior, BoxLayout):
         self.description: ProtoDescription | None = None
         self.forge_label = _label("", color=(0.55, 0.85, 0.75, 1), height=0)
         self._redraw()
+        self._init_close_box()
 
     def _label(self, text: str, **kwargs: Any) -> Label:
         return _label(text, **kwargs)
@@ -261,6 +263,7 @@ class InspectorMorph(ToolsSection, DraggableBehavior, BoxLayout):
             font_name="RobotoMono-Regular",
             font_size="12sp",
         )
+        editor.cursor = (0, 0)  # show the source from its first line
         self.inputs[key] = editor
         self._body.add_widget(editor)
         self._body.add_widget(self._result_label(key))

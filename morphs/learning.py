@@ -22,6 +22,7 @@ from kivy.uix.textinput import TextInput
 from kivy.utils import escape_markup
 
 from morphs.behaviors import DraggableBehavior
+from morphs.panel import ClosableBehavior
 from shared_api.commands import (
     Cancel,
     Curate,
@@ -121,7 +122,7 @@ class GoldenRow(BoxLayout):
         self.add_widget(self.toggle)
 
 
-class LearningMorph(DraggableBehavior, BoxLayout):
+class LearningMorph(ClosableBehavior, DraggableBehavior, BoxLayout):
     #: The persona shown.
     persona = StringProperty("BRICK")
     #: The golden example loaded in the editor ("" for a new one).
@@ -129,7 +130,7 @@ class LearningMorph(DraggableBehavior, BoxLayout):
     #: The latest job of this persona, if any.
     job: JobInfo | None = ObjectProperty(None, allownone=True)
 
-    __events__ = ("on_intent", "on_plot", "on_moved", "on_meta_click")
+    __events__ = ("on_intent", "on_plot", "on_moved", "on_meta_click", "on_close")
 
     def __init__(self, persona: str = "BRICK", **kwargs: Any) -> None:
         kwargs.setdefault("size_hint", (None, None))
@@ -189,6 +190,7 @@ class LearningMorph(DraggableBehavior, BoxLayout):
             self.add_widget(widget)
         self.golden_rows: list[GoldenRow] = []
         self._redraw()
+        self._init_close_box()
 
     def _redraw(self, *_: Any) -> None:
         self._bg.pos, self._bg.size = self.pos, self.size

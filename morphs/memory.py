@@ -22,6 +22,7 @@ from kivy.uix.textinput import TextInput
 from kivy.utils import escape_markup
 
 from morphs.behaviors import DraggableBehavior
+from morphs.panel import ClosableBehavior
 from shared_api.commands import MemoryStats, SearchMemory
 from shared_api.replies import MemoryHit, MemoryHits, MemoryStatsReply
 from shared_api.types import ProtoName
@@ -111,7 +112,7 @@ class HitRow(Button):
         self.bind(texture_size=lambda b, ts: setattr(b, "height", max(2 * ROW, ts[1] + 12)))
 
 
-class MemoryMorph(DraggableBehavior, BoxLayout):
+class MemoryMorph(ClosableBehavior, DraggableBehavior, BoxLayout):
     #: Results asked for per search.
     k = NumericProperty(8)
     #: The query of the hits shown ("" before the first search).
@@ -119,7 +120,7 @@ class MemoryMorph(DraggableBehavior, BoxLayout):
     #: The hit opened in the detail pane, if any.
     opened: MemoryHit | None = ObjectProperty(None, allownone=True)
 
-    __events__ = ("on_intent", "on_plot", "on_moved", "on_meta_click")
+    __events__ = ("on_intent", "on_plot", "on_moved", "on_meta_click", "on_close")
 
     def __init__(self, **kwargs: Any) -> None:
         kwargs.setdefault("size_hint", (None, None))
@@ -162,6 +163,7 @@ class MemoryMorph(DraggableBehavior, BoxLayout):
             self.add_widget(widget)
         self.rows: list[HitRow] = []
         self._redraw()
+        self._init_close_box()
 
     def _redraw(self, *_: Any) -> None:
         self._bg.pos, self._bg.size = self.pos, self.size

@@ -12,7 +12,10 @@ from kivy.uix.label import Label
 from kivy.uix.popup import Popup
 from kivy.uix.widget import Widget
 
+from morphs.tooltip import ellipsize, set_tooltip
+
 ITEM_H = 30
+ITEM_CHARS = 28  # what fits on a menu line at 13sp; longer entries end in "…"
 
 
 class MenuMorph(BoxLayout):
@@ -34,13 +37,16 @@ class MenuMorph(BoxLayout):
         self.bind(pos=self._redraw, size=self._redraw)
         self.buttons: dict[str, Button] = {}
         for text, action in items:
+            shown = ellipsize(text, ITEM_CHARS)
             button = Button(
-                text=text,
+                text=shown,
                 font_size="13sp",
                 background_normal="",
                 background_color=(0.18, 0.21, 0.27, 1),
             )
             button.bind(on_release=lambda _b, act=action: self._choose(act))
+            if shown != text:
+                set_tooltip(button, text)
             self.buttons[text] = button
             self.add_widget(button)
         self._redraw()
@@ -78,19 +84,45 @@ def open_menu(
     return menu
 
 
+PANEL = (0.11, 0.13, 0.17, 1)
+BUTTON = (0.18, 0.21, 0.27, 1)
+ACCENT = (0.42, 0.71, 0.88, 1)
+
+
+def themed_popup(title: str, content: Widget, size: tuple[float, float]) -> Popup:
+    """A pop-up in the workbench's own colours (not Kivy's stock grey); its buttons should
+    come from ``themed_button``."""
+    return Popup(
+        title=title,
+        content=content,
+        size_hint=(None, None),
+        size=size,
+        background="",
+        background_color=PANEL,
+        separator_color=ACCENT,
+        title_color=(0.92, 0.94, 0.97, 1),
+        overlay_color=(0, 0, 0, 0.45),
+    )
+
+
+def themed_button(text: str, **kwargs: Any) -> Button:
+    kwargs.setdefault("font_size", "13sp")
+    return Button(text=text, background_normal="", background_color=BUTTON, **kwargs)
+
+
 def confirm_dismiss(
     name: str, *, on_close: Callable[[], Any], on_delete: Callable[[], Any]
 ) -> Popup:
     """Closing a morph is harmless; deleting the persona from the image needs a second click."""
     box = BoxLayout(orientation="vertical", spacing=6, padding=6)
     box.add_widget(Label(text=f"Dismiss {name}?", size_hint_y=None, height=28))
-    popup = Popup(title="Dismiss", content=box, size_hint=(None, None), size=(380, 230))
+    popup = themed_popup("Dismiss", box, (380, 230))
     for text, action in (
         ("Close the morph (the persona lives on)", on_close),
         (f"Delete {name} from the image", on_delete),
         ("Cancel", lambda: None),
     ):
-        button = Button(text=text, size_hint_y=None, height=36)
+        button = themed_button(text, size_hint_y=None, height=36)
         button.bind(on_release=lambda _b, act=action: (popup.dismiss(), act()))
         box.add_widget(button)
     popup.open()

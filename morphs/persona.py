@@ -2,7 +2,9 @@
 
 Plain ``Widget`` + canvas instructions (a ``Scatter`` per morph measured ~2x slower here).
 The fill shifts from calm slate to red with the dissonance score; a glow pulses while the
-persona's model is loaded or generating.
+persona's model is loaded or generating. The conversation scrolls (the wheel reads it back);
+the text field at the bottom asks the persona: Enter sends (``on_ask``), Shift+Enter adds a
+line, Esc cancels a running answer (``on_cancel_ask``); *copy* copies the last answer.
 """
 
 from __future__ import annotations
@@ -15,7 +17,10 @@ from typing import Any, ClassVar
 from kivy.clock import Clock
 from kivy.graphics import Color, Line, RoundedRectangle
 from kivy.properties import NumericProperty, ObjectProperty
+from kivy.uix.button import Button
 from kivy.uix.label import Label
+from kivy.uix.scrollview import ScrollView
+from kivy.uix.textinput import TextInput
 from kivy.uix.widget import Widget
 
 from morphs.behaviors import DraggableBehavior
@@ -40,12 +45,53 @@ def dissonance_colour(level: float) -> tuple[float, float, float]:
     return tuple(c + (d - c) * t for c, d in zip(CALM, CONFLICT, strict=True))  # type: ignore[return-value]
 
 
+INPUT_H = 34
+COPY_W = 46
+
+
+def last_answer(conversation: str, name: str) -> str:
+    """The persona's latest answer in its conversation ("" when it has not answered)."""
+    marks = [conversation.rfind(f"\n{name}: "), conversation.rfind(f"\n{name} (")]
+    start = max(marks)
+    if start < 0:
+        return ""
+    answer = conversation[start + 1 :].split(": ", 1)[1]
+    for end in ("\nYou: ", "\n  sources: "):
+        answer = answer.split(end, 1)[0]
+    return answer.strip()
+
+
+class AskInput(TextInput):
+    """The question field: Enter sends, Shift+Enter is a new line, Esc cancels."""
+
+    __events__ = ("on_send", "on_escape")
+
+    def keyboard_on_key_down(self, window: Any, keycode: Any, text: Any, modifiers: Any) -> bool:
+        key = keycode[1] if isinstance(keycode, tuple | list) else keycode
+        if key in ("enter", "numpadenter") and "shift" not in modifiers:
+            question = str(getattr(self, "text", "")).strip()
+            if question:
+                self.text = ""
+                self.dispatch("on_send", question)
+            return True
+        if key == "escape":
+            self.dispatch("on_escape")
+            return True
+        return bool(super().keyboard_on_key_down(window, keycode, text, modifiers))
+
+    def on_send(self, text: str) -> None:
+        pass
+
+    def on_escape(self) -> None:
+        pass
+
+
 class PersonaMorph(DraggableBehavior, Widget):
     model: PersonaModel = ObjectProperty(None, rebind=True)
     #: 0..1 glow strength, animated while ``model.busy``.
     glow = NumericProperty(0.0)
 
-    __events__ = ("on_moved", "on_meta_click")
+    __events__ = ("on_moved", "on_meta_click", "on_ask", "on_cancel_ask")
 
     def __init__(self, model: PersonaModel, **kwargs: Any) -> None:
         kwargs.setdefault("size_hint", (None, None))
@@ -64,10 +110,39 @@ class PersonaMorph(DraggableBehavior, Widget):
         self._title = Label(markup=True, halign="left", valign="top", font_size="15sp")
         self._meta = Label(markup=True, halign="left", valign="top", font_size="12sp")
         self._talk = Label(
-            halign="left", valign="bottom", font_size="12sp", color=(0.92, 0.94, 0.97, 1)
+            halign="left",
+            valign="top",
+            font_size="12sp",
+            color=(0.92, 0.94, 0.97, 1),
+            size_hint_y=None,
         )
-        for label in (self._title, self._meta, self._talk):
-            self.add_widget(label)
+        self._talk.bind(texture_size=self._talk_height)
+        self._scroll = ScrollView(
+            do_scroll_x=False, bar_width=6, scroll_type=["bars"], scroll_y=0
+        )
+        self._scroll.add_widget(self._talk)
+        self.input = AskInput(
+            hint_text=f"ask {model.name}  (Enter sends, Shift+Enter: new line, Esc: cancel)",
+            multiline=True,
+            font_size="12sp",
+            background_color=(0.1, 0.12, 0.16, 1),
+            foreground_color=(0.93, 0.95, 0.98, 1),
+            hint_text_color=(0.55, 0.6, 0.67, 1),
+            cursor_color=(0.9, 0.9, 0.95, 1),
+        )
+        self.input.bind(
+            on_send=lambda _i, text: self.dispatch("on_ask", text),
+            on_escape=lambda _i: self.dispatch("on_cancel_ask"),
+        )
+        self.copy_button = Button(
+            text="copy",
+            font_size="11sp",
+            background_normal="",
+            background_color=(0.22, 0.27, 0.35, 1),
+        )
+        self.copy_button.bind(on_release=lambda _b: self.copy_answer())
+        for widget in (self._title, self._meta, self._scroll, self.input, self.copy_button):
+            self.add_widget(widget)
         # Re-rendering label textures is the costly part of a frame, and streamed tokens and
         # status changes arrive many times a second for many morphs at once. So a morph
         # refreshes its text at most TEXT_HZ times a second, with its own random phase, which
@@ -105,10 +180,16 @@ class PersonaMorph(DraggableBehavior, Widget):
         self._glow.pos, self._glow.size = (x - 4, y - 4), (w + 8, h + 8)
         pad = 10
         self._title.pos, self._title.size = (x + pad, y + h - 48), (w - 2 * pad, 40)
-        self._meta.pos, self._meta.size = (x + pad, y + h - 78), (w - 2 * pad, 28)
-        self._talk.pos, self._talk.size = (x + pad, y + pad), (w - 2 * pad, max(0, h - 92))
-        for label in (self._title, self._meta, self._talk):
+        self._meta.pos, self._meta.size = (x + pad, y + h - 78), (w - 2 * pad - COPY_W, 28)
+        self.copy_button.pos = (x + w - pad - COPY_W + 4, y + h - 74)
+        self.copy_button.size = (COPY_W - 4, 22)
+        self.input.pos, self.input.size = (x + pad, y + pad), (w - 2 * pad, INPUT_H)
+        talk_y = y + pad + INPUT_H + 4
+        self._scroll.pos = (x + pad, talk_y)
+        self._scroll.size = (w - 2 * pad, max(0, y + h - 84 - talk_y))
+        for label in (self._title, self._meta):
             label.text_size = label.size
+        self._talk.text_size = (self._scroll.width, None)
 
     def _render_title(self, *_: Any) -> None:
         m = self.model
@@ -123,9 +204,26 @@ class PersonaMorph(DraggableBehavior, Widget):
         )
 
     def _render_talk(self, *_: Any) -> None:
-        """The conversation's tail (throttled, see ``__init__``)."""
-        lines = self.model.conversation.splitlines()[-12:]
-        self._talk.text = "\n".join(lines)[-1500:]
+        """The whole conversation, kept scrolled to its end unless the user scrolled up to
+        read back (throttled, see ``__init__``)."""
+        self._follow = self._scroll.scroll_y <= 0.01 or self._talk.height <= self._scroll.height
+        self._talk.text = self.model.conversation.strip("\n")
+
+    def _talk_height(self, label: Label, size: tuple[float, float]) -> None:
+        label.height = size[1]
+        if getattr(self, "_follow", True):
+            self._scroll.scroll_y = 0
+
+    def copy_answer(self) -> str:
+        """Copy the persona's last answer to the clipboard; returns it."""
+        from kivy.core.clipboard import Clipboard
+
+        answer = last_answer(self.model.conversation, self.model.name)
+        if answer:
+            Clipboard.copy(answer)
+        self.copy_button.text = "copied" if answer else "none"
+        Clock.schedule_once(lambda _dt: setattr(self.copy_button, "text", "copy"), 1.5)
+        return answer
 
     def _render_fill(self, *_: Any) -> None:
         self._fill_colour.rgb = dissonance_colour(self.model.dissonance)
@@ -145,6 +243,12 @@ class PersonaMorph(DraggableBehavior, Widget):
         pass
 
     def on_meta_click(self, touch: Any) -> None:
+        pass
+
+    def on_ask(self, text: str) -> None:
+        pass
+
+    def on_cancel_ask(self) -> None:
         pass
 
 

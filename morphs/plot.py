@@ -25,6 +25,7 @@ from matplotlib.figure import Figure
 from matplotlib.ticker import FuncFormatter, MaxNLocator
 
 from morphs.behaviors import DraggableBehavior
+from morphs.panel import ClosableBehavior
 from morphs.persona import CALM
 from ui.store import WorkbenchStore
 
@@ -99,7 +100,7 @@ class _Panel(NamedTuple):
             self.ax.set_xlim(-0.5, max(1, n - 1) + 0.5)
 
 
-class PlotMorph(DraggableBehavior, RelativeLayout):
+class PlotMorph(ClosableBehavior, DraggableBehavior, RelativeLayout):
     """One small subplot per metric, the last value annotated; dark, like the persona morphs."""
 
     #: The store whose ``metrics`` are plotted.
@@ -113,7 +114,7 @@ class PlotMorph(DraggableBehavior, RelativeLayout):
     #: How many times the figure was redrawn with new data (for tests and benchmarks).
     redraws = NumericProperty(0)
 
-    __events__ = ("on_moved", "on_meta_click")
+    __events__ = ("on_moved", "on_meta_click", "on_close")
 
     def __init__(
         self, store: WorkbenchStore, metrics: Sequence[str] = DEFAULT_METRICS, **kwargs: Any
@@ -153,6 +154,7 @@ class PlotMorph(DraggableBehavior, RelativeLayout):
             self._plot.draw()  # ...unless it already had that size
         self.dirty = False
         self.redraws = 1
+        self._init_close_box()
 
     # -- layout -----------------------------------------------------------------------------
     def _layout(self, *_: Any) -> bool:

@@ -12,12 +12,12 @@ from typing import Any
 
 from kivy.core.window import Window
 from kivy.graphics import Color, Rectangle
-from kivy.properties import NumericProperty, ObjectProperty
+from kivy.properties import BooleanProperty, NumericProperty, ObjectProperty
 from kivy.uix.widget import Widget
 
 from morphs.halo import HaloMorph
 from morphs.persona import PersonaMorph
-from shared_api.commands import AskPersona, IngestDocument
+from shared_api.commands import AskPersona, Cancel, IngestDocument
 from shared_api.errors import DocumentError
 from ui.documents import prompt_for, read_document
 
@@ -34,6 +34,11 @@ class World(Widget):
     halo: Any = ObjectProperty(None, allownone=True)
     #: Halo handles drawn dimmed because their feature has not landed yet.
     unavailable_handles: tuple[str, ...] = ()
+    #: Move every morph added into the visible area (the workbench sets it; a World used
+    #: as a plain container, e.g. by a benchmark larger than the window, leaves it off).
+    keep_in_view = BooleanProperty(False)
+    #: Pixels the world pans per wheel notch over the empty canvas.
+    pan_step = NumericProperty(60)
 
     __events__ = ("on_intent", "on_notice", "on_background_click", "on_halo_action")
 
@@ -59,12 +64,62 @@ class World(Widget):
                 return child
         return None
 
+    def panels(self) -> list[Widget]:
+        """The closable panels, front first."""
+        return [c for c in self.children if "on_close" in getattr(c, "__events__", ())]
+
     def add_widget(self, widget: Widget, *args: Any, **kwargs: Any) -> None:
+        if self.keep_in_view and widget is not self.halo:
+            self.clamp(widget)
         super().add_widget(widget, *args, **kwargs)
-        if "on_meta_click" in getattr(
-            widget, "__events__", ()
-        ) and not widget.get_property_observers("on_meta_click"):
+        events = getattr(widget, "__events__", ())
+        if "on_meta_click" in events and not widget.get_property_observers("on_meta_click"):
             widget.bind(on_meta_click=lambda morph, _touch: self.open_halo(morph))
+        if "on_close" in events and not widget.get_property_observers("on_close"):
+            widget.bind(on_close=self.close_panel)
+        if isinstance(widget, PersonaMorph) and not widget.get_property_observers("on_ask"):
+            widget.bind(on_ask=self._ask, on_cancel_ask=self._cancel_ask)
+
+    def _ask(self, morph: PersonaMorph, text: str) -> None:
+        self.dispatch("on_intent", AskPersona(proto=morph.model.name, text=text))
+
+    def _cancel_ask(self, morph: PersonaMorph) -> None:
+        request = morph.model.pending_request or morph.model.streaming_request
+        if request:
+            self.dispatch("on_intent", Cancel(request_id=request))
+            self.dispatch("on_notice", f"cancelling {morph.model.name}'s answer")
+        else:
+            morph.input.focus = False
+
+    def close_panel(self, widget: Widget) -> None:
+        if self.halo is not None and self.halo.target is widget:
+            self.close_halo()
+        if widget.parent is self:
+            self.remove_widget(widget)
+
+    def close_front_panel(self) -> bool:
+        """Esc: close the panel in front (the one used last); False when none is open."""
+        panels = self.panels()
+        if not panels:
+            return False
+        self.close_panel(panels[0])
+        return True
+
+    def clamp(self, widget: Widget) -> None:
+        """Move ``widget`` so that it lies in the World's area; one larger than the area
+        keeps its top-left corner (title and close box) in view."""
+        if self.width <= 1 or self.height <= 1 or widget.size_hint != [None, None]:
+            return
+        x = min(max(widget.x, self.x), self.right - widget.width)
+        top = max(min(widget.top, self.top), self.y + widget.height)
+        widget.pos = (max(self.x, x), min(self.top, top) - widget.height)
+
+    def pan(self, dx: float, dy: float) -> None:
+        """Scroll the canvas: move every morph (a layout larger than the window is reached
+        with the wheel over the empty canvas; Shift+wheel pans sideways)."""
+        for child in self.children:
+            if child is not self.halo:
+                child.pos = (child.x + dx, child.y + dy)
 
     def bring_to_front(self, morph: Widget) -> None:
         if morph is self.halo or self.children[0] is morph:
@@ -120,6 +175,8 @@ class World(Widget):
         self.dispatch("on_intent", AskPersona(proto=target.model.name, text=text))
 
     def on_touch_down(self, touch: Any) -> bool:
+        if getattr(touch, "is_mouse_scrolling", False):
+            return self._wheel(touch)
         if super().on_touch_down(touch):
             for child in self.children:
                 if child.collide_point(*touch.pos):
@@ -133,6 +190,19 @@ class World(Widget):
                 self.dispatch("on_background_click", touch)
             return True
         return False
+
+    def _wheel(self, touch: Any) -> bool:
+        if not self.collide_point(*touch.pos):
+            return False
+        if super().on_touch_down(touch):
+            return True  # a morph scrolled (its conversation, a panel's list)
+        step = float(self.pan_step)
+        # Kivy names the wheel by the content's motion: "scrolldown" is the wheel turned up.
+        delta = {"scrolldown": -step, "scrollup": step, "scrollleft": step, "scrollright": -step}
+        amount = delta.get(touch.button, 0.0)
+        sideways = touch.button in ("scrollleft", "scrollright") or "shift" in Window.modifiers
+        self.pan(amount if sideways else 0.0, 0.0 if sideways else amount)
+        return True
 
     # -- default handlers -------------------------------------------------------------------
     def on_intent(self, command: Any) -> None:

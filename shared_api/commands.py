@@ -23,6 +23,8 @@ class _Command(BaseModel):
 
 class Ping(_Command):
     kind: Literal["ping"] = "ping"
+    #: "workbench" from an attached workbench (it keeps a backend it started alive).
+    client: str = Field(default="", max_length=32)
 
 
 class Echo(_Command):

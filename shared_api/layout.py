@@ -67,14 +67,24 @@ class SetWorld(_Operation):
     background: str | None = None
 
 
+class SetWindow(_Operation):
+    """The workbench window's size and, when known, its position on the screen (pixels)."""
+
+    op: Literal["set_window"] = "set_window"
+    w: Size
+    h: Size
+    left: Coordinate | None = None
+    top: Coordinate | None = None
+
+
 Operation = Annotated[
-    CreatePersonaMorph | CreatePlotMorph | CreateInspector | SetWorld,
+    CreatePersonaMorph | CreatePlotMorph | CreateInspector | SetWorld | SetWindow,
     Field(discriminator="op"),
 ]
 OPERATION_ADAPTER: TypeAdapter[Operation] = TypeAdapter(Operation)
 OPERATION_KINDS: frozenset[str] = frozenset(
     m.model_fields["op"].default
-    for m in (CreatePersonaMorph, CreatePlotMorph, CreateInspector, SetWorld)
+    for m in (CreatePersonaMorph, CreatePlotMorph, CreateInspector, SetWorld, SetWindow)
 )
 
 

@@ -8,12 +8,16 @@ updates, which the morphs render.
 from __future__ import annotations
 
 import logging
+import signal
+import sys
+import time
 from pathlib import Path
-from typing import Any
+from typing import TYPE_CHECKING, Any
 
 from kivy.app import App
 from kivy.clock import Clock
 from kivy.core.window import Window
+from kivy.graphics import Color, Rectangle
 from kivy.uix.floatlayout import FloatLayout
 from kivy.uix.label import Label
 from kivy.utils import escape_markup
@@ -22,7 +26,6 @@ from morphs.inspector import InspectorMorph
 from morphs.memory import MEMORY_METRICS, MemoryMorph
 from morphs.menu import confirm_dismiss, open_menu
 from morphs.persona import PersonaMorph
-from morphs.plot import DEFAULT_METRICS, PlotMorph
 from morphs.world import World
 from shared_api.commands import (
     AskPersona,
@@ -37,6 +40,7 @@ from shared_api.commands import (
 from shared_api.errors import EntropicError, ErrorReply
 from shared_api.layout import Layout
 from shared_api.replies import (
+    AskAccepted,
     ImageSaved,
     MemoryHits,
     MemoryStatsReply,
@@ -51,18 +55,48 @@ from ui.layout_io import DEFAULT_LAYOUT, apply_layout, load_layout, save_layout
 from ui.learning import LearningController
 from ui.link import CONNECTED, BackendLink
 from ui.store import WorkbenchStore
+from ui.window import STATUS_H, TOAST_H
+
+if TYPE_CHECKING:
+    from backend.launcher import BackendProcess
+    from morphs.plot import PlotMorph  # imports matplotlib: only once a plot is shown
 
 log = logging.getLogger(__name__)
 
 STATE_COLOURS = {"connected": "7be07b", "connecting": "e0c36c", "restarting": "e0c36c"}
 TOAST_SECONDS = 6.0
+#: The metrics a new plot shows (``morphs.plot.DEFAULT_METRICS``, without importing it).
+PLOT_METRICS = ("tokens_per_s", "queue_wait_ms", "ttft_ms", "total_ms")
+STRIP_COLOUR = (0.11, 0.125, 0.155, 1)
+
+
+def _strip(**kwargs: Any) -> Label:
+    """An opaque one-line strip (the status bar, the message line)."""
+    label = Label(size_hint=(None, None), markup=True, halign="left", valign="middle", **kwargs)
+    with label.canvas.before:
+        Color(*STRIP_COLOUR)
+        label.bg = Rectangle()
+    label.bind(size=lambda lbl, size: setattr(lbl, "text_size", (size[0] - 16, size[1])))
+    label.bind(
+        pos=lambda lbl, pos: setattr(lbl.bg, "pos", pos),
+        size=lambda lbl, size: setattr(lbl.bg, "size", size),
+    )
+    return label
 
 
 class WorkbenchApp(App):
-    def __init__(self, home: Path, *, link: BackendLink | None = None, **kwargs: Any) -> None:
+    def __init__(
+        self,
+        home: Path,
+        *,
+        link: BackendLink | None = None,
+        spawned: BackendProcess | None = None,
+        **kwargs: Any,
+    ) -> None:
         super().__init__(**kwargs)
         self.home = home
         self.link = link
+        self._spawned = spawned
         self.store = WorkbenchStore()
         self.world = World()
         self.layout_path = home / "layout.json"
@@ -72,26 +106,16 @@ class WorkbenchApp(App):
     def build(self) -> FloatLayout:
         self.title = f"Entropic OS - {self.home}"
         root = FloatLayout()
+        # The World lies between two opaque strips and never under them.
+        self.world.size_hint = (None, None)
+        self.world.keep_in_view = True
         root.add_widget(self.world)
-        self.status_bar = Label(
-            size_hint=(1, None),
-            height=26,
-            pos_hint={"top": 1},
-            markup=True,
-            halign="left",
-            valign="middle",
-            font_size="13sp",
-        )
-        self.status_bar.bind(size=lambda lbl, size: setattr(lbl, "text_size", size))
-        self.toast_bar = Label(
-            size_hint=(1, None),
-            height=30,
-            pos_hint={"y": 0},
-            color=(1, 0.85, 0.45, 1),
-            font_size="13sp",
-        )
+        self.status_bar = _strip(font_size="13sp", height=STATUS_H)
+        self.toast_bar = _strip(font_size="13sp", height=TOAST_H, color=(1, 0.85, 0.45, 1))
         root.add_widget(self.status_bar)
         root.add_widget(self.toast_bar)
+        root.bind(size=self._layout_root, pos=self._layout_root)
+        self._layout_root(root)
         self.store.bind(connection=self._render_status, connection_detail=self._render_status)
         self.store.bind(progress=self._render_status)
         self.store.bind(toasts=self._show_toast)
@@ -102,17 +126,56 @@ class WorkbenchApp(App):
         self.store.bind(on_change=self._on_proto_change)
         self.dialogues = DialogueController(self)
         self.learning = LearningController(self)
-        Window.bind(on_drop_file=self._on_drop_file)
+        Window.bind(on_drop_file=self._on_drop_file, on_keyboard=self._on_key)
+        self._memory_stats_soon: Any = Clock.create_trigger(
+            lambda _dt: self._refresh_memory(), 0.5
+        )
+        self.store.bind(memory_rows=lambda *_: self._memory_stats_soon())
         if self.link is None:
-            self.link = BackendLink(self.home, self.store.apply, self._on_connection)
+            self.link = BackendLink(
+                self.home, self.store.apply, self._on_connection, spawned=self._spawned
+            )
         self.link.start()
         self._render_status()
         return root
 
+    def _layout_root(self, root: Any, *_: Any) -> None:
+        w, h = root.size
+        self.toast_bar.pos, self.toast_bar.size = root.pos, (w, TOAST_H)
+        self.status_bar.pos = (root.x, root.top - STATUS_H)
+        self.status_bar.size = (w, STATUS_H)
+        self.world.pos = (root.x, root.y + TOAST_H)
+        self.world.size = (w, max(1, h - STATUS_H - TOAST_H))
+
     def on_stop(self) -> None:
+        if getattr(self, "_stopped", False):
+            return
+        self._stopped = True
+        started = time.monotonic()
         self.save_layout()
         if self.link is not None:
             self.link.stop(stop_backend=True)  # only a backend this app started itself
+        log.info("workbench closed in %.2fs", time.monotonic() - started)
+
+    def _on_key(self, _window: Any, key: int, *_: Any) -> bool:
+        """Esc closes the open menu, else the halo, else the panel in front; in a persona's
+        text field it cancels that persona's answer (the field handles it)."""
+        if key != 27:
+            return False
+        from kivy.uix.behaviors.focus import FocusBehavior
+
+        if FocusBehavior._keyboards and any(FocusBehavior._keyboards.values()):
+            return True  # a focused text field had it
+        from morphs.menu import MenuMorph
+
+        menus = [c for c in self.world.children if isinstance(c, MenuMorph)]
+        if menus:
+            menus[0].close()
+        elif self.world.halo is not None:
+            self.world.close_halo()
+        else:
+            self.world.close_front_panel()
+        return True
 
     # -- backend ----------------------------------------------------------------------------
     def send(self, command: Command) -> None:
@@ -136,13 +199,26 @@ class WorkbenchApp(App):
             self.store.toast(reply.message)
 
     def _on_intent(self, _world: World, command: Command) -> None:
-        if isinstance(command, AskPersona):
-            first = command.text.splitlines()[0] if command.text else ""
-            self.store.persona(command.proto).say(f"\nYou: {first[:120]}\n")
-        self.send(command)
+        if not isinstance(command, AskPersona):
+            self.send(command)
+            return
+        persona = self.store.persona(command.proto)
+        asked = command.text
+        if asked.startswith("Document: "):  # a drop: its first line names the document
+            asked = asked.splitlines()[0][:160]
+        persona.say(f"\nYou: {asked}\n")
 
-    def _on_drop_file(self, _window: Any, filename: bytes, x: float, y: float, *_: Any) -> None:
+        def accepted(reply: Reply) -> None:
+            if isinstance(reply, AskAccepted):
+                persona.pending_request = reply.request_id
+            else:
+                self._on_reply(reply)
+
+        self.link_send(command, accepted)
+
+    def _on_drop_file(self, _window: Any, filename: bytes, x: float, y: float, *_: Any) -> bool:
         self.world.drop_file(filename, x, y)
+        return True  # handled: Kivy's own relay to the deprecated on_dropfile is not run
 
     # -- halo actions -----------------------------------------------------------------------
     def _on_halo_action(self, _world: World, morph: Any, action: str) -> None:
@@ -222,7 +298,7 @@ class WorkbenchApp(App):
 
     # -- memory -----------------------------------------------------------------------------
     def open_memory(self, pos: tuple[float, float] = (80, 80)) -> MemoryMorph:
-        morph = MemoryMorph(pos=(max(0, pos[0]), max(0, pos[1] - 600)))
+        morph = MemoryMorph(pos=(pos[0], pos[1] - 600))
         morph.bind(on_intent=self._memory_intent)
         morph.bind(
             on_plot=lambda m: self.add_plot((m.right + 20, m.y), metrics=list(MEMORY_METRICS))
@@ -230,6 +306,14 @@ class WorkbenchApp(App):
         self.world.add_widget(morph)
         morph.refresh_stats()
         return morph
+
+    def memory_morphs(self) -> list[MemoryMorph]:
+        return [m for m in self.world.children if isinstance(m, MemoryMorph)]
+
+    def _refresh_memory(self) -> None:
+        """New memories (an ingest, a recorded answer): the open memory panels' figures."""
+        for morph in self.memory_morphs():
+            morph.refresh_stats()
 
     def _memory_intent(self, morph: MemoryMorph, command: Command) -> None:
         def show(reply: Reply) -> None:
@@ -257,7 +341,7 @@ class WorkbenchApp(App):
             ("Memory", lambda: self.open_memory(touch.pos)),
             *self.dialogues.menu_items(touch),
             *self.learning.menu_items(touch),
-            ("New plot", lambda: self.add_plot((touch.x, max(0, touch.y - 300)))),
+            ("New plot", lambda: self.add_plot((touch.x, touch.y - 300))),
             ("Save image", lambda: self.link_send(SaveImage(), self._image_saved)),
             ("Save layout", self._save_layout_now),
             ("Load layout", lambda: self.load_layout(layout)),
@@ -297,7 +381,7 @@ class WorkbenchApp(App):
             return
         operations, skipped = apply_layout(layout, set(self.store.personas))
         self.world.close_halo()
-        for morph in [*self.world.persona_morphs(), *self.plots(), *self.inspectors()]:
+        for morph in [*self.world.persona_morphs(), *self.world.panels()]:
             self.world.remove_widget(morph)
         placed: set[str] = set()
         for op in operations:
@@ -317,7 +401,10 @@ class WorkbenchApp(App):
         self.world.add_widget(PersonaMorph(self.store.persona(name), pos=pos, size=size))
 
     def plots(self) -> list[PlotMorph]:
-        return [m for m in self.world.children if isinstance(m, PlotMorph)]
+        module = sys.modules.get("morphs.plot")  # no plot shown yet: matplotlib not loaded
+        if module is None:
+            return []
+        return [m for m in self.world.children if isinstance(m, module.PlotMorph)]
 
     def add_plot(
         self,
@@ -325,17 +412,25 @@ class WorkbenchApp(App):
         size: tuple[float, float] = (360, 300),
         metrics: list[str] | None = None,
     ) -> PlotMorph:
-        plot = PlotMorph(self.store, metrics or list(DEFAULT_METRICS), pos=pos, size=size)
+        from morphs.plot import PlotMorph
+
+        plot = PlotMorph(self.store, metrics or list(PLOT_METRICS), pos=pos, size=size)
         self.world.add_widget(plot)
         return plot
 
     def current_layout(self) -> Layout:
         operations: list[dict[str, Any]] = []
+        if Window is not None:
+            w, h = Window.system_size
+            operations.append({"op": "set_window", "w": w, "h": h})
+            if getattr(Window, "left", None) is not None:
+                operations[0] |= {"left": Window.left, "top": Window.top}
+        plots = self.plots()
         for m in reversed(self.world.children):  # bottom to top, so the stacking survives
             box = {"x": m.x, "y": m.y, "w": m.width, "h": m.height}
             if isinstance(m, PersonaMorph):
                 operations.append({"op": "create_persona_morph", "persona": m.model.name, **box})
-            elif isinstance(m, PlotMorph):
+            elif m in plots:
                 operations.append({"op": "create_plot_morph", "metrics": list(m.metrics), **box})
             elif isinstance(m, InspectorMorph):
                 operations.append({"op": "create_inspector", "persona": m.persona, **box})
@@ -370,7 +465,20 @@ class WorkbenchApp(App):
         self.toast_bar.text = ""
 
 
-def run(home: Path) -> int:
+def run(home: Path, spawned: BackendProcess | None = None) -> int:
+    """Run the workbench until Quit, the window's close or Ctrl-C (which quits the same way:
+    the layout is saved and the backend this workbench started is stopped)."""
+    from ui.window import fit_to_screen
+
     Window.clearcolor = (0.07, 0.08, 0.1, 1)
-    WorkbenchApp(home).run()
+    fit_to_screen(Window)
+    app = WorkbenchApp(home, spawned=spawned)
+
+    def quit_soon(*_: Any) -> None:
+        Clock.schedule_once(lambda _dt: app.stop(), 0)
+
+    signal.signal(signal.SIGINT, quit_soon)
+    signal.signal(signal.SIGTERM, quit_soon)
+    app.run()
+    app.on_stop()  # a no-op after a normal stop; covers an event loop that ended otherwise
     return 0

@@ -10,6 +10,7 @@ from __future__ import annotations
 
 from typing import TYPE_CHECKING, Any
 
+from kivy.animation import Animation
 from kivy.clock import Clock
 
 from morphs.approvals import ApprovalMorph
@@ -50,6 +51,7 @@ REFRESH_S = 0.25  # a debugger refreshes at most this often while its dialogue r
 DEBUGGER_POS = (140, 60)
 SAID_CHARS = 400
 HISTORY_SHOWN = 100  # steps a debugger lists (the newest)
+CALM_S = 4.0  # seconds a persona's dissonance tint takes to fade once its dialogue ends
 
 
 class DialogueController:
@@ -108,7 +110,7 @@ class DialogueController:
         ]
         recent = sorted(self.store.dialogues.values(), key=lambda d: -d.updated)[:3]
         items += [
-            (f"Debug: {d.goal[:24]}", lambda i=d.dialogue_id: self.open_debugger(i)) for d in recent
+            (f"Debug: {d.goal}", lambda i=d.dialogue_id: self.open_debugger(i)) for d in recent
         ]
         pending = list(self.store.approvals.values())
         if pending:
@@ -248,6 +250,22 @@ class DialogueController:
             morph.show_summary(summary)
         if summary.status not in ACTIVE:
             self._refresh_soon(summary.dialogue_id)
+            self._calm(summary)
+
+    def _calm(self, summary: DialogueSummary) -> None:
+        """A dialogue that ended leaves its personas' tint to fade back to calm, unless
+        another dialogue of theirs is still going."""
+        busy = {
+            name
+            for d in self.store.dialogues.values()
+            if d.status in ACTIVE and d.dialogue_id != summary.dialogue_id
+            for name in d.personas.values()
+        }
+        for name in set(summary.personas.values()) - busy:
+            persona = self.app.store.personas.get(name)
+            if persona is not None and persona.dissonance > 0:
+                Animation.cancel_all(persona, "dissonance")
+                Animation(dissonance=0.0, duration=CALM_S).start(persona)
 
     # -- approvals ----------------------------------------------------------------------------
     def approval_morphs(self) -> list[ApprovalMorph]:

@@ -10,6 +10,7 @@ restarts it from its image and reconnects.
 from __future__ import annotations
 
 import logging
+import os
 import queue
 import threading
 import time
@@ -31,6 +32,10 @@ OnReply = Callable[[Reply], None]
 Deliver = Callable[[Callable[[], None]], None]
 
 #: Connection states shown in the status bar.
+#: How often the link tells its backend that a workbench is attached (a backend this
+#: workbench started stops by itself some minutes after the last of these).
+ATTACHED_PING_S = 30.0
+
 CONNECTING, CONNECTED, LOST, RESTARTING, STOPPED = (
     "connecting",
     "connected",
@@ -38,6 +43,11 @@ CONNECTING, CONNECTED, LOST, RESTARTING, STOPPED = (
     "restarting",
     "stopped",
 )
+
+
+def started_by() -> str:
+    """How a backend this workbench starts names its starter (``status`` shows it)."""
+    return f"workbench pid {os.getpid()}"
 
 
 def kivy_deliver(fn: Callable[[], None]) -> None:
@@ -55,6 +65,7 @@ class BackendLink:
         *,
         deliver: Deliver = kivy_deliver,
         heartbeat_grace_s: float = 4.0,
+        spawned: BackendProcess | None = None,
     ) -> None:
         self.home = home
         self._on_event = on_event
@@ -66,6 +77,7 @@ class BackendLink:
         self._connected = threading.Event()
         self._info: ConnectionInfo | None = None
         self.process: BackendProcess | None = None  # set when this link started the backend
+        self._spawned = spawned  # a backend started before the UI, still starting up
         self.state = STOPPED
         self._threads: list[threading.Thread] = []
 
@@ -82,8 +94,8 @@ class BackendLink:
     def stop(self, *, stop_backend: bool = False) -> None:
         self._stop.set()
         self._requests.put(None)
-        for thread in self._threads:
-            thread.join(timeout=5)
+        for thread in self._threads:  # daemons: one stuck in a long request is left behind
+            thread.join(timeout=0.5)
         if stop_backend and self.process is not None:
             self.process.stop()
         self._set_state(STOPPED, "")
@@ -99,6 +111,9 @@ class BackendLink:
 
     def _connect(self) -> ConnectionInfo:
         """Attach to the running backend for the home, else start one."""
+        if self._spawned is not None:  # started in parallel with the UI's imports
+            self.process, self._spawned = self._spawned, None
+            return self.process.wait_ready()
         try:
             info = read_connection_file(self.home)
             with Client(info, timeout=2.0) as probe:
@@ -107,7 +122,7 @@ class BackendLink:
         except EntropicError:
             pass
         self._set_state(RESTARTING if self._info else CONNECTING, "starting the backend")
-        self.process = BackendProcess(self.home)
+        self.process = BackendProcess(self.home, started_by=started_by())
         return self.process.start()
 
     def _event_loop(self) -> None:
@@ -125,7 +140,11 @@ class BackendLink:
             self._set_state(CONNECTED, info.request_endpoint)
             self._connected.set()
             last = time.monotonic()
+            pinged = 0.0
             while not self._stop.is_set():
+                if time.monotonic() - pinged > ATTACHED_PING_S:
+                    pinged = time.monotonic()
+                    self.send(Ping(client="workbench"))
                 event = client.next_event(0.25)
                 if event is not None:
                     last = time.monotonic()

@@ -42,6 +42,8 @@ class PersonaModel(EventDispatcher):
     version = NumericProperty(0)
     #: the request whose tokens are streaming into the conversation, if any.
     streaming_request = StringProperty("")
+    #: the latest question sent and not answered yet (Esc cancels it), if any.
+    pending_request = StringProperty("")
     #: the latest step of a forge of a tool for this persona ("" when none ran yet).
     forge = StringProperty("")
 
@@ -109,8 +111,12 @@ class WorkbenchStore(EventDispatcher):
     def _on_persona_reply(self, event: Any) -> None:
         p = self.persona(event.proto)
         p.streaming_request = ""
+        if p.pending_request == event.request_id:
+            p.pending_request = ""
         p.busy = False
-        if event.error is not None:
+        if event.stop_reason == "cancelled":
+            p.say("\n[cancelled]\n")
+        elif event.error is not None:
             p.status = "error"
             p.say(f"\n[error] {event.error.message}\n")
         elif event.backend:

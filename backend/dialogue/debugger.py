@@ -147,7 +147,8 @@ class DialogueService(Worker):
         summary = DialogueSummary(
             dialogue_id=dialogue_id,
             goal=goal,
-            status="running",
+            status="paused" if paused else "running",
+            reason="user" if paused else "",
             next=["brick"],
             max_rounds=max_rounds or self.config.max_rounds,
             personas=cast,
@@ -157,10 +158,13 @@ class DialogueService(Worker):
         )
         self.store.add_dialogue(summary)
         self._publish_changed(summary)
-        runner = self._runner(dialogue_id)
-        if paused:
-            runner.pause.set()
-        self._launch(dialogue_id, "continue", start=True)
+        if paused:  # paused at once: its first step or continue starts it
+            sides = [cast.get("logic", ""), cast.get("empathy", "")]
+            self.bus.publish(
+                DialoguePaused(dialogue_id=dialogue_id, reason="user", node="brick", personas=sides)
+            )
+        else:
+            self._launch(dialogue_id, "continue", start=True)
         return summary
 
     def list_dialogues(self) -> list[DialogueSummary]:

@@ -152,6 +152,8 @@ class Worker:
 
         engine = self.engine()
         graph = engine.graph
+        first_node = start and mode != "step"  # a paused start's first step ignores breakpoints
+        start = start or not graph.get_state(thread_config(dialogue_id)).values
         if start:
             summary = self.store.dialogue(dialogue_id)
             initial = engine.graph_module.initial_state(
@@ -188,7 +190,7 @@ class Worker:
                 runner.pause.clear()
                 return lambda: self._paused(dialogue_id, snapshot, "user")
             node = snapshot.next[0]
-            gate = ran > 0 or start
+            gate = ran > 0 or first_node
             if gate and node == "impasse":
                 return lambda: self._paused(dialogue_id, snapshot, "dissonance")
             if gate and node in summary.breakpoints:

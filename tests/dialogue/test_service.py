@@ -229,3 +229,16 @@ def test_babs_researches_through_the_memory_and_falls_back_to_history(system: Sy
     )
     fallback = Personas(system.runtime, system.service.config, unavailable)
     assert fallback.facts("is speed safe on roads?") == ["BABS: Speed raises crash severity."]
+
+
+def test_a_paused_start_is_paused_at_once_and_steps_at_once(system: System) -> None:
+    service = system.service
+    summary = service.start_dialogue("Walk or cycle?", paused=True, breakpoints=["brick"])
+    assert (summary.status, summary.reason, summary.next) == ("paused", "user", ["brick"])
+    did = summary.dialogue_id
+    mark = system.mark()
+    service.step(did)  # accepted at once: nothing was running
+    step = system.wait(lambda e: e.kind == "dialogue_step" and e.dialogue_id == did, after=mark)
+    assert step.step.node == "brick"  # a step runs its node even at a breakpoint
+    paused = system.wait(lambda e: e.kind == "dialogue_paused", after=mark)
+    assert paused.reason == "step" and paused.node in ("babs", "robin")  # one node only

@@ -216,7 +216,13 @@ def test_strict_model_refuses_unknown_ops_directly() -> None:
     # Only decode_layout is lenient; the model itself is the strict schema.
     with pytest.raises(ValidationError):
         Layout.model_validate({"version": 1, "operations": [{"op": "create_flux_capacitor"}]})
-    kinds = {"create_persona_morph", "create_plot_morph", "create_inspector", "set_world"}
+    kinds = {
+        "create_persona_morph",
+        "create_plot_morph",
+        "create_inspector",
+        "set_world",
+        "set_window",
+    }
     assert kinds == OPERATION_KINDS
 
 
