@@ -14,6 +14,7 @@ from typing import Literal
 from pydantic import BaseModel, ConfigDict, Field, ValidationError, model_validator
 
 from backend.learning.config import LearningConfig
+from backend.llm.endpoints import OpenAIEndpoint, is_reference, parse_reference
 from backend.memory.config import MemoryConfig
 from shared_api.errors import ConfigInvalidError
 from shared_api.sandbox import Limits
@@ -63,7 +64,10 @@ class BackendConfig(BaseModel):
 class PersonaModel(BaseModel):
     model_config = ConfigDict(extra="forbid")
 
-    model: str = Field(min_length=1, description="Ollama model for this persona (overrides codex)")
+    model: str = Field(
+        min_length=1,
+        description="Ollama model for this persona (overrides codex), or openai:ENDPOINT/MODEL",
+    )
 
 
 class ModelsConfig(BaseModel):
@@ -86,6 +90,19 @@ class ModelsConfig(BaseModel):
     temperature: float = Field(default=0.0, ge=0.0, le=2.0)
     vram_budget_gb: float = Field(default=8.0, gt=0)
     personas: dict[str, PersonaModel] = {}
+    openai: dict[str, OpenAIEndpoint] = Field(
+        default={}, description="OpenAI-compatible servers, named; see backend/llm/endpoints.py"
+    )
+
+    @model_validator(mode="after")
+    def _references_resolve(self) -> ModelsConfig:
+        for name, persona in self.personas.items():
+            if is_reference(persona.model):
+                try:
+                    parse_reference(persona.model, self.openai)
+                except ConfigInvalidError as exc:
+                    raise ValueError(f"personas.{name}: {exc.message}") from None
+        return self
 
 
 class ForgeConfig(BaseModel):

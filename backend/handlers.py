@@ -15,6 +15,7 @@ from dataclasses import dataclass, field
 from typing import Any
 
 from backend import __version__, ops
+from backend.engines import engines
 from backend.forge import ToolForge
 from backend.llm.service import PersonaLLM
 from backend.memory.service import MemoryService
@@ -130,6 +131,7 @@ def status(ctx: Context, cmd: c.Status) -> Reply:
             "memory": {"state": ctx.memory.state, "error": ctx.memory.error}
             if ctx.memory
             else None,
+            "engines": engines(ctx),
         },
     )
 

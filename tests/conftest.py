@@ -10,6 +10,9 @@ import pytest
 
 from backend.launcher import BackendProcess
 
+# The real servers (PostgreSQL, S3, an OpenAI-compatible one), one of each per session.
+pytest_plugins = ["tests.servers"]
+
 
 @pytest.fixture
 def home(tmp_path: Path) -> Path:

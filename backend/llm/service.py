@@ -12,6 +12,7 @@ from typing import Any
 
 from backend.bus import EventBus, current_request
 from backend.config import ModelsConfig
+from backend.llm import endpoints
 from backend.llm.base import ChatMessage, Completion, GenerationParams, ModelBackend
 from backend.llm.embedded import EmbeddedBackend
 from backend.llm.manager import GIB, ModelManager
@@ -56,6 +57,7 @@ class PersonaLLM:
                     n_threads=config.n_threads,
                     n_ctx=config.n_ctx,
                 ),
+                **endpoints.build_backends(config.openai),  # type: ignore[dict-item]
             }
         self.manager = ModelManager(
             backends,
@@ -80,6 +82,17 @@ class PersonaLLM:
         assert isinstance(backend, OllamaBackend)
         return backend
 
+    def where(self, backend: str) -> str:
+        """The address (or file) of a model backend, for ``status``."""
+        if backend == "ollama":
+            return self.ollama.host
+        source = self.manager.backends.get(backend)
+        where = getattr(source, "where", None)
+        if isinstance(where, str):
+            return where
+        path = getattr(source, "path", None)
+        return f"in-process: {path}" if path else "in-process"
+
     # -- selection --------------------------------------------------------------------------
     def probe_ollama(self, max_age: float = PROBE_TTL_S) -> tuple[set[str], str | None]:
         """(installed model names, error or None), cached for ``max_age`` seconds."""
@@ -101,6 +114,8 @@ class PersonaLLM:
                 return adopted
         override = self.config.personas.get(proto.name)
         wanted = override.model if override else proto.codex.default_model
+        if endpoints.is_reference(wanted):
+            return self._remote_selection(wanted)
         embedded = self.manager.backends["embedded"].list_models()[0].name
         host = self.ollama.host
         if self.config.backend == "embedded":
@@ -115,6 +130,13 @@ class PersonaLLM:
         else:
             reason = f"{wanted} not installed on Ollama at {host} (ollama pull {wanted})"
         return ModelSelection(backend="embedded", model=embedded, reason=reason)
+
+    def _remote_selection(self, reference: str) -> ModelSelection:
+        """A persona on an OpenAI-compatible server: no probing, the server answers or the
+        call gets a typed error that says why."""
+        backend, model = endpoints.parse_reference(reference, self.config.openai)
+        where = self.config.openai[backend.removeprefix(endpoints.BACKEND_PREFIX)].base_url
+        return ModelSelection(backend=backend, model=model, reason=f"configured: {where}")
 
     def refresh_selections(self) -> dict[str, ModelSelection]:
         """Re-select for every persona; a change is written to its state under ``llm``."""
