@@ -26,6 +26,7 @@ BENCHMARKS = {
     "memory": "100k memories: IVF_PQ and HNSW-SQ recall@10/p50 vs exact; ingest chunks/s; RSS",
     "forge": "forged-tool call via each sandbox vs in-process; forge success on 10 tasks",
     "learning": "CPU fine-tune s per 100 examples; ALFRED's judged win rate of the candidate",
+    "checkpoints_pg": "debugger step/edit/history p95 with checkpoints on PostgreSQL vs SQLite",
     "openai_server": "tokens/s via our OpenAI-compatible backend vs the openai client, same server",
 }
 

@@ -15,6 +15,7 @@ it fails them instead. Servers this module starts are stopped by their PID at th
 
 from __future__ import annotations
 
+import contextlib
 import os
 import secrets
 import shutil
@@ -91,8 +92,11 @@ class Postgres:
         return self.url(name)
 
 
-def start_postgres(directory: Path) -> tuple[subprocess.Popen[bytes] | None, str]:
-    """initdb + pg_ctl into ``directory`` on a free loopback port; (None, admin URL)."""
+def start_postgres(
+    directory: Path, fsync: bool = False
+) -> tuple[subprocess.Popen[bytes] | None, str]:
+    """initdb + pg_ctl into ``directory`` on a free loopback port; (None, admin URL).
+    Tests run without fsync (a throwaway cluster); benchmarks with it."""
     if not (PG_BIN / "initdb").exists():
         raise FileNotFoundError(f"{PG_BIN}/initdb (apt-get install postgresql)")
     data = directory / "pg"
@@ -109,7 +113,7 @@ def start_postgres(directory: Path) -> tuple[subprocess.Popen[bytes] | None, str
         check=True,
         capture_output=True,
     )
-    options = f"-c listen_addresses=127.0.0.1 -p {port} -k {data} -c fsync=off"
+    options = f"-c listen_addresses=127.0.0.1 -p {port} -k {data} -c fsync={'on' if fsync else 'off'}"
     subprocess.run(
         [*as_user, str(PG_BIN / "pg_ctl"), "-D", str(data), "-l", str(data / "log"), "-w",
          "-o", options, "start"],
@@ -347,3 +351,37 @@ def llama_server(tmp_path_factory: pytest.TempPathFactory) -> Iterator[LlamaServ
         yield server
     finally:
         server.stop()
+
+
+# -- for .ci/run: one PostgreSQL and one SeaweedFS for the whole CI run ------------------------
+def _up(directory: Path) -> None:
+    """Start both servers under ``directory``; write ``env.sh`` (the variables the session
+    fixtures read) and ``weed.pid``."""
+    _, pg_url = start_postgres(directory)
+    s3_dir = directory / "s3"
+    s3_dir.mkdir()
+    proc, endpoint = start_seaweed(s3_dir)
+    (directory / "weed.pid").write_text(str(proc.pid))
+    exports = {
+        "ENTROPIC_TEST_POSTGRES": pg_url,
+        "ENTROPIC_TEST_S3": endpoint,
+        "AWS_ACCESS_KEY_ID": S3_ACCESS,
+        "AWS_SECRET_ACCESS_KEY": S3_SECRET,
+    }
+    lines = "".join(f"export {k}={v}\n" for k, v in exports.items())
+    (directory / "env.sh").write_text(lines)
+    print(f"PostgreSQL {pg_url}, S3 {endpoint}", flush=True)
+
+
+def _down(directory: Path) -> None:
+    stop_postgres(directory)
+    pid_file = directory / "weed.pid"
+    if pid_file.exists():  # SIGKILL: a clean stop takes ~25 s and the data is thrown away
+        with contextlib.suppress(ProcessLookupError):
+            os.kill(int(pid_file.read_text()), signal.SIGKILL)
+    shutil.rmtree(directory, ignore_errors=True)
+
+
+if __name__ == "__main__":
+    action, where = sys.argv[1], Path(sys.argv[2])
+    {"up": _up, "down": _down}[action](where)

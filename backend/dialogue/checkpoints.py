@@ -66,6 +66,10 @@ def open_store(spec: str, directory: Path, image_key: bytes) -> CheckpointStore:
     serde = SignedSerializer(checkpoint_key(image_key))
     if spec in ("", "sqlite"):
         return SqliteStore(directory / FILE_NAME, serde)
+    if spec.startswith(("postgresql://", "postgres://")):
+        from backend.dialogue.checkpoints_pg import PostgresStore
+
+        return PostgresStore(spec, serde)
     raise ConfigInvalidError(
         f"dialogue.checkpoints = {redact(spec)!r} is neither empty (SQLite in the home) nor a "
         "postgresql:// URL. Fix it in config.toml."
