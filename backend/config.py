@@ -14,6 +14,7 @@ from typing import Literal
 from pydantic import BaseModel, ConfigDict, Field, ValidationError, model_validator
 
 from backend.learning.config import LearningConfig
+from backend.llm.endpoints import OpenAIEndpoint, is_reference, parse_reference
 from backend.memory.config import MemoryConfig
 from shared_api.errors import ConfigInvalidError
 from shared_api.sandbox import Limits
@@ -144,6 +145,23 @@ class ModelsConfig(BaseModel):
     )
     vram_budget_gb: float = Field(default=8.0, gt=0)
     personas: dict[str, PersonaModel] = {}
+    openai: dict[str, OpenAIEndpoint] = Field(
+        default={}, description="OpenAI-compatible servers, named; see backend/llm/endpoints.py"
+    )
+
+    @model_validator(mode="after")
+    def _references_resolve(self) -> ModelsConfig:
+        named = [(f"roles.{r}", getattr(self.roles, r)) for r in ("chat", "code", "judge")]
+        for name, persona in self.personas.items():
+            for field in ("model", "chat", "code", "judge"):
+                named.append((f"personas.{name}.{field}", getattr(persona, field)))
+        for where, reference in named:
+            if is_reference(reference):
+                try:
+                    parse_reference(reference, self.openai)
+                except ConfigInvalidError as exc:
+                    raise ValueError(f"{where}: {exc.message}") from None
+        return self
 
 
 class ForgeConfig(BaseModel):

@@ -15,6 +15,7 @@ from dataclasses import dataclass, field
 from typing import Any
 
 from backend import __version__, ops
+from backend.engines import engines
 from backend.forge import ToolForge
 from backend.llm.service import PersonaLLM
 from backend.memory.service import MemoryService
@@ -140,6 +141,7 @@ def status(ctx: Context, cmd: c.Status) -> Reply:
             if ctx.memory
             else None,
             "lifecycle": ctx.attach.status() if ctx.attach is not None else None,
+            "engines": engines(ctx),
         },
     )
 

@@ -27,6 +27,8 @@ BENCHMARKS = {
     "forge": "forged-tool call via each sandbox vs in-process; forge success on 10 tasks",
     "learning": "CPU fine-tune s per 100 examples; ALFRED's judged win rate of the candidate",
     "restart": "backend restart after a crash with 100k unsaved journal records vs empty journal",
+    "checkpoints_pg": "debugger step/edit/history p95 with checkpoints on PostgreSQL vs SQLite",
+    "openai_server": "tokens/s via our OpenAI-compatible backend vs the openai client, same server",
 }
 
 

@@ -36,6 +36,7 @@ class ErrorCode(StrEnum):
     MODEL_MISSING = "model_missing"
     MODEL_TOO_LARGE = "model_too_large"
     MODEL_FAILED = "model_failed"
+    MODEL_UNAUTHORIZED = "model_unauthorized"
     CANCELLED = "cancelled"
     SANDBOX_UNAVAILABLE = "sandbox_unavailable"
     SANDBOX_FAILED = "sandbox_failed"
@@ -149,6 +150,12 @@ class ModelTooLargeError(EntropicError):
 
 class ModelFailedError(EntropicError):
     code = ErrorCode.MODEL_FAILED
+
+
+class ModelUnauthorizedError(EntropicError):
+    """A model server refused the API key; the message names the variable that holds it."""
+
+    code = ErrorCode.MODEL_UNAUTHORIZED
 
 
 class CancelledError(EntropicError):

@@ -32,6 +32,9 @@ def capable_model(monkeypatch: pytest.MonkeyPatch) -> str:
     monkeypatch.setenv(MODEL_ENV, DEFAULT_MODEL)
     return DEFAULT_MODEL
 
+# The real servers (PostgreSQL, S3, an OpenAI-compatible one), one of each per session.
+pytest_plugins = ["tests.servers"]
+
 
 @pytest.fixture
 def home(tmp_path: Path) -> Path:

@@ -23,6 +23,7 @@ from langgraph.checkpoint.sqlite import SqliteSaver
 
 from backend.dialogue.serde import SignedSerializer, checkpoint_key
 from backend.dialogue.store import private_file
+from backend.urls import redact
 from shared_api.errors import ConfigInvalidError
 
 CHUNK = 500
@@ -55,24 +56,24 @@ class CheckpointStore(Protocol):
     def close(self) -> None: ...
 
 
+def describe(spec: str, directory: Path) -> str:
+    """Where ``spec`` keeps the checkpoints, without a password."""
+    return f"sqlite:{directory / FILE_NAME}" if spec in ("", "sqlite") else redact(spec)
+
+
 def open_store(spec: str, directory: Path, image_key: bytes) -> CheckpointStore:
     """The store ``spec`` names ("" or "sqlite": ``directory/checkpoints.sqlite``)."""
     serde = SignedSerializer(checkpoint_key(image_key))
     if spec in ("", "sqlite"):
         return SqliteStore(directory / FILE_NAME, serde)
+    if spec.startswith(("postgresql://", "postgres://")):
+        from backend.dialogue.checkpoints_pg import PostgresStore
+
+        return PostgresStore(spec, serde)
     raise ConfigInvalidError(
         f"dialogue.checkpoints = {redact(spec)!r} is neither empty (SQLite in the home) nor a "
         "postgresql:// URL. Fix it in config.toml."
     )
-
-
-def redact(url: str) -> str:
-    """``url`` without its password, for logs and ``status``."""
-    head, sep, rest = url.partition("://")
-    if not sep or "@" not in rest:
-        return url
-    user, _, host = rest.rpartition("@")
-    return f"{head}://{user.split(':', 1)[0]}:***@{host}" if ":" in user else url
 
 
 def chain_from(parents: dict[str, str | None], tip: str, limit: int) -> tuple[list[str], bool]:

@@ -38,6 +38,7 @@ from backend.dialogue.worker import (
     thread_config,
 )
 from backend.runtime import Runtime
+from backend.urls import redact
 from shared_api.dialogue import (
     DIALOGUE_NODES,
     ApprovalInfo,
@@ -404,6 +405,12 @@ class DialogueService(Worker):
                 f"Unknown graph nodes {unknown}; nodes: {', '.join(DIALOGUE_NODES)}."
             )
         return sorted(set(nodes), key=DIALOGUE_NODES.index)
+
+    @property
+    def checkpoints_where(self) -> str:
+        spec = self.config.checkpoints
+        local = spec in ("", "sqlite")
+        return f"sqlite:{self.dir / 'checkpoints.sqlite'}" if local else redact(spec)
 
     def stats(self) -> dict[str, Any]:
         with self._lock:

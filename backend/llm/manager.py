@@ -1,10 +1,14 @@
 """ModelManager: one interface over the model backends, and the VRAM-sequential scheduler.
 
-At most one model is loaded at any time, across all personas and callers: calls wait their
-turn, and switching models unloads the resident one first. Waiting calls are served
+At most one local model is loaded at any time, across all personas and callers: calls wait
+their turn, and switching models unloads the resident one first. Waiting calls are served
 round-robin by caller (the least recently served caller goes next, FIFO within a caller), so
 one chatty persona cannot starve the others. A model larger than the VRAM budget is refused
 before anything is loaded.
+
+A remote backend (``remote = True``: an OpenAI-compatible server) manages its own memory, so
+the one-model rule and the VRAM budget do not apply to it: each such backend has its own lane
+of up to ``concurrency`` calls at once, served round-robin by caller like the local lane.
 """
 
 from __future__ import annotations
@@ -26,12 +30,33 @@ log = logging.getLogger(__name__)
 GIB = 1024**3
 
 
+LOCAL = ""  # the lane of the local backends: one call, one resident model at a time
+
+
 @dataclass
 class _Ticket:
     caller: str
     serial: int
     cancel: threading.Event
+    lane: str = LOCAL
     queued_at: float = field(default_factory=time.perf_counter)
+
+
+@dataclass
+class _Lane:
+    """Calls waiting for, and holding, one of ``limit`` slots."""
+
+    limit: int = 1
+    waiting: list[_Ticket] = field(default_factory=list)
+    active: list[_Ticket] = field(default_factory=list)
+    last_served: dict[str, int] = field(default_factory=dict)
+
+    def next(self) -> _Ticket:
+        """The least recently served caller's oldest ticket."""
+        return min(self.waiting, key=lambda t: (self.last_served.get(t.caller, -1), t.serial))
+
+    def may_start(self, ticket: _Ticket) -> bool:
+        return len(self.active) < self.limit and self.next() is ticket
 
 
 StatusHook = Callable[[str, str, str], None]  # (caller, status, detail)
@@ -52,10 +77,8 @@ class ModelManager:
         self._on_status = on_status or (lambda *_: None)
         self._on_metrics = on_metrics or (lambda _m: None)
         self._cond = threading.Condition()
-        self._waiting: list[_Ticket] = []
-        self._last_served: dict[str, int] = {}
+        self._lanes: dict[str, _Lane] = {LOCAL: _Lane()}
         self._serial = itertools.count()
-        self._busy: _Ticket | None = None
         self._resident: tuple[str, str] | None = None
         self.last_metrics: ModelMetrics | None = None
 
@@ -67,7 +90,7 @@ class ModelManager:
 
     def queue(self) -> list[str]:
         with self._cond:
-            return [t.caller for t in self._waiting]
+            return [t.caller for lane in self._lanes.values() for t in lane.waiting]
 
     def backend(self, name: str) -> ModelBackend:
         try:
@@ -102,6 +125,10 @@ class ModelManager:
         ``cancelled``.
         """
         source = self.backend(backend)
+        if getattr(source, "remote", False):
+            return self._generate_remote(
+                backend, model, messages, system, params, caller, request_id, on_token, cancel
+            )
         size = source.model_size(model)
         if size > self.vram_budget_bytes:
             raise ModelTooLargeError(
@@ -125,6 +152,42 @@ class ModelManager:
                     self._resident = None
                 load_ms = source.load(model)
                 self._resident = (backend, model)
+            self._on_status(caller, "streaming", model)
+            completion = source.generate(
+                model, messages, params or GenerationParams(), on_token, cancel
+            )
+        except BaseException:
+            self._on_status(caller, "error", model)
+            raise
+        finally:
+            self._leave(ticket)
+        completion.load_ms += load_ms
+        self._record(request_id, caller, backend, model, queue_wait_ms, completion)
+        self._on_status(caller, "idle", model)
+        return completion
+
+    def _generate_remote(
+        self,
+        backend: str,
+        model: str,
+        messages: list[ChatMessage],
+        system: str | None,
+        params: GenerationParams | None,
+        caller: str,
+        request_id: str,
+        on_token: OnToken | None,
+        cancel: threading.Event | None,
+    ) -> Completion:
+        """A call on a remote server: its own lane, no residency, no VRAM budget."""
+        source = self.backends[backend]
+        cancel = cancel or threading.Event()
+        if system is not None:
+            messages = [ChatMessage("system", system), *messages]
+        limit = max(1, int(getattr(source, "concurrency", 1)))
+        ticket = self._enter(caller, cancel, lane=backend, limit=limit)
+        queue_wait_ms = (time.perf_counter() - ticket.queued_at) * 1000
+        try:
+            load_ms = source.load(model)  # a remote "load" only checks the model is served
             self._on_status(caller, "streaming", model)
             completion = source.generate(
                 model, messages, params or GenerationParams(), on_token, cancel
@@ -165,31 +228,32 @@ class ModelManager:
             self._on_status(caller, "idle", "")
 
     # -- scheduling -------------------------------------------------------------------------
-    def _enter(self, caller: str, cancel: threading.Event) -> _Ticket:
-        ticket = _Ticket(caller, next(self._serial), cancel)
+    def _enter(
+        self, caller: str, cancel: threading.Event, lane: str = LOCAL, limit: int = 1
+    ) -> _Ticket:
+        ticket = _Ticket(caller, next(self._serial), cancel, lane)
         with self._cond:
-            self._waiting.append(ticket)
-            if self._busy is not None or self._next() is not ticket:
-                self._on_status(caller, "queued", f"{len(self._waiting)} waiting")
-            while self._busy is not None or self._next() is not ticket:
+            queue = self._lanes.setdefault(lane, _Lane(limit))
+            queue.limit = limit
+            queue.waiting.append(ticket)
+            if not queue.may_start(ticket):
+                self._on_status(caller, "queued", f"{len(queue.waiting)} waiting")
+            while not queue.may_start(ticket):
                 if cancel.is_set():
-                    self._waiting.remove(ticket)
+                    queue.waiting.remove(ticket)
                     self._cond.notify_all()
                     raise CancelledError("The request was cancelled while it waited for the model.")
                 self._cond.wait(0.05)
-            self._waiting.remove(ticket)
-            self._busy = ticket
-            self._last_served[caller] = ticket.serial
+            queue.waiting.remove(ticket)
+            queue.active.append(ticket)
+            queue.last_served[caller] = ticket.serial
         return ticket
-
-    def _next(self) -> _Ticket:
-        """The least recently served caller's oldest ticket."""
-        return min(self._waiting, key=lambda t: (self._last_served.get(t.caller, -1), t.serial))
 
     def _leave(self, ticket: _Ticket) -> None:
         with self._cond:
-            if self._busy is ticket:
-                self._busy = None
+            active = self._lanes[ticket.lane].active
+            if ticket in active:
+                active.remove(ticket)
             self._cond.notify_all()
 
     def _record(

@@ -22,6 +22,7 @@ from typing import Any
 
 from backend.bus import EventBus, current_request
 from backend.config import ModelsConfig
+from backend.llm import endpoints
 from backend.llm.base import ChatMessage, Completion, GenerationParams, ModelBackend, OnToken
 from backend.llm.degenerate import generate_without_loops
 from backend.llm.embedded import EmbeddedBackend
@@ -69,9 +70,8 @@ class PersonaLLM:
                     n_threads=config.n_threads,
                     n_ctx=config.n_ctx,
                 ),
+                **endpoints.build_backends(config.openai),  # type: ignore[dict-item]
             }
-            # A remote OpenAI-compatible endpoint ("openai:MODEL" references) registers
-            # here as backends["openai"] once that backend exists.
         self.manager = ModelManager(
             backends,
             vram_budget_bytes=int(config.vram_budget_gb * GIB),
@@ -97,6 +97,17 @@ class PersonaLLM:
         backend = self.manager.backends["ollama"]
         assert isinstance(backend, OllamaBackend)
         return backend
+
+    def where(self, backend: str) -> str:
+        """The address (or file) of a model backend, for ``status``."""
+        if backend == "ollama":
+            return self.ollama.host
+        source = self.manager.backends.get(backend)
+        where = getattr(source, "where", None)
+        if isinstance(where, str):
+            return where
+        path = getattr(source, "path", None)
+        return f"in-process: {path}" if path else "in-process"
 
     # -- selection --------------------------------------------------------------------------
     def probe_ollama(self, max_age: float = PROBE_TTL_S) -> tuple[set[str], str | None]:
@@ -125,6 +136,8 @@ class PersonaLLM:
             self.probe_ollama,
             self.ollama.host,
         )
+        if ref is not None and ref.kind == "openai":
+            return self._remote_selection(ref.text, selection.reason)
         if ref is None or ref.kind != "embedded":
             return selection
         embedded = self.manager.backends.get("embedded")
@@ -142,6 +155,13 @@ class PersonaLLM:
         """The default model reference and why it is the default (for status)."""
         ref, why = default_model(self.config)
         return {"backend": ref.backend, "model": ref.model, "reason": why}
+
+    def _remote_selection(self, reference: str, why: str) -> ModelSelection:
+        """A model on an OpenAI-compatible server: no probing, the server answers or the
+        call gets a typed error that says why."""
+        backend, model = endpoints.parse_reference(reference, self.config.openai)
+        where = self.config.openai[backend.removeprefix(endpoints.BACKEND_PREFIX)].base_url
+        return ModelSelection(backend=backend, model=model, reason=f"{why} ({where})")
 
     def refresh_selections(self) -> dict[str, ModelSelection]:
         """Re-select for every persona; a change is written to its state under ``llm``."""

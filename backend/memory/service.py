@@ -80,6 +80,11 @@ class MemoryService:
         self._opener: threading.Thread | None = None
         self._ingest_pool = ThreadPoolExecutor(max_workers=1, thread_name_prefix="ingest")
 
+    @property
+    def where(self) -> str:
+        """Where the memory's tables live, for ``status``."""
+        return f"local:{self.root}"
+
     # -- lifecycle --------------------------------------------------------------------------
     def start(self) -> None:
         """Open in the background; returns at once."""

@@ -33,7 +33,7 @@ class Store:
     tamper: Tamper  # replaces the newest checkpoint's goal with a stored payload
 
 
-@pytest.fixture(params=["sqlite"])
+@pytest.fixture(params=["sqlite", "postgres"])
 def store(request: pytest.FixtureRequest) -> Store:
     if request.param == "sqlite":
         return Store("sqlite", "", _tamper_sqlite)
