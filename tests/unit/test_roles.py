@@ -126,3 +126,20 @@ def test_config_refuses_a_persona_entry_that_names_no_model(tmp_path: Path) -> N
     with pytest.raises(ConfigInvalidError, match=r"roles\.review"):
         config('[models.roles]\nreview = "tiny"\n', tmp_path)
     assert config("[models]\nn_threads = 0\n", tmp_path).n_threads == 0
+
+
+def test_a_role_on_an_openai_endpoint_must_name_a_declared_server(
+    cache: Path, tmp_path: Path
+) -> None:
+    with pytest.raises(ConfigInvalidError, match=r"roles\.code.*not declare"):
+        config('[models.roles]\ncode = "openai:gpu/qwen"\n', tmp_path)
+    with pytest.raises(ConfigInvalidError, match=r"personas\.BRICK\.judge"):
+        config('[models.personas.BRICK]\njudge = "openai:nowhere"\n', tmp_path)
+    models = config(
+        '[models.roles]\ncode = "openai:gpu/qwen-coder"\n'
+        '[models.openai.gpu]\nbase_url = "http://127.0.0.1:9/v1"\n',
+        tmp_path,
+    )
+    _chosen, ref, rule = choose(models, "BRICK", "phi3:mini", "code", unreachable, HOST)
+    assert ref is not None and ref.kind == "openai" and rule == "config"
+    assert ref.text == "openai:gpu/qwen-coder"
