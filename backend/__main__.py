@@ -50,7 +50,7 @@ def serve(home_dir: Path) -> int:
         llm = PersonaLLM(runtime, full_config.models, bus)
         Proto.llm = llm
         key = secrets.token_bytes(32)
-        server = Server(runtime, llm, config, bus, key, home.root)
+        server = Server(runtime, llm, config, bus, key, *home.socket_dir())
         memory = MemoryService(
             home.memory_dir,
             full_config.memory,

@@ -1,4 +1,4 @@
-"""The request loop: ROUTER in, dispatch table, replies out; events out on PUB; heartbeat.
+"""The request loop: ROUTER in, dispatch table, replies out; events out; heartbeat.
 
 One thread owns the sockets and blocks in a single ``recv``. Quick handlers run inline;
 blocking ones run on a worker pool and mail their replies back to the loop through the
@@ -15,6 +15,7 @@ import threading
 import time
 import traceback
 from concurrent.futures import ThreadPoolExecutor
+from pathlib import Path
 from typing import Any
 
 from pydantic import BaseModel, ValidationError
@@ -28,7 +29,7 @@ from shared_api.commands import COMMAND_ADAPTER
 from shared_api.envelope import Header
 from shared_api.errors import EntropicError, ErrorCode, ErrorReply
 from shared_api.events import BackendStopping, Event, Heartbeat
-from shared_api.transport import MAIL_EVENT, MAIL_REPLY, MAIL_WAKE, ServerSockets
+from shared_api.transport import MAIL_REPLY, MAIL_WAKE, ServerSockets
 from shared_api.version import PROTOCOL_VERSION, compatible
 from shared_api.wire import Codec, WireError
 
@@ -43,11 +44,12 @@ class Server:
         config: BackendConfig,
         bus: EventBus,
         key: bytes,
-        run_dir: Any,
+        run_dir: Path,
+        socket_prefix: str = "",
     ) -> None:
         self.config = config
         self.codec = Codec(key, replay_window=config.replay_window_s)
-        request_spec, event_spec = config.endpoint_specs(run_dir)
+        request_spec, event_spec = config.endpoint_specs(run_dir, socket_prefix)
         self.sockets = ServerSockets(
             request_spec,
             event_spec,
@@ -65,7 +67,6 @@ class Server:
         self.save_on_exit = True
         self._pool = ThreadPoolExecutor(config.workers, thread_name_prefix="handler")
         self._stopping = threading.Event()
-        self._loop_thread: int | None = None
         bus.subscribe(self._publish)
 
     # -- lifecycle --------------------------------------------------------------------------
@@ -76,7 +77,6 @@ class Server:
         self.sockets.mail([MAIL_WAKE])
 
     def serve_forever(self) -> None:
-        self._loop_thread = threading.get_ident()
         started = time.monotonic()
         interval = self.config.heartbeat_interval_s
         next_beat = started
@@ -104,8 +104,6 @@ class Server:
         """Carry out what another thread mailed to the loop."""
         if mail[0] == MAIL_REPLY:
             self.sockets.send_reply(mail[1:])
-        elif mail[0] == MAIL_EVENT:
-            self.sockets.publish(mail[1])
 
     def close(self) -> None:
         self.sockets.close()
@@ -216,7 +214,5 @@ class Server:
     # -- events -----------------------------------------------------------------------------
     def _publish(self, event: Event, parent_id: str | None) -> None:
         payload = self.codec.encode_with(Header.make(event.kind, parent_id), event)
-        if threading.get_ident() == self._loop_thread:
-            self.sockets.publish(payload)
-        elif not self.sockets.mail([MAIL_EVENT, payload], block=False):
-            self._drop("event_backlog", event.kind)  # never block the publisher
+        if not self.sockets.publish(payload):  # never blocks the publisher
+            self._drop("event_backlog", event.kind)

@@ -3,6 +3,8 @@
 from __future__ import annotations
 
 import itertools
+import socket
+import struct
 import time
 from typing import Any
 
@@ -121,3 +123,35 @@ def assert_healthy(backend: BackendProcess) -> None:
         assert isinstance(got, StateReply)
         assert got.value == value
         assert got.version == updated.version
+
+
+def zmtp_connect(endpoint: str, socket_type: bytes = b"SUB") -> socket.socket:
+    """A bare ZMTP 3.0 peer (NULL security) on ``endpoint``: what an attacker writes to send
+    frames a libzmq socket would never send, e.g. a 64 MB subscription that no local
+    subscription trie had to store first."""
+    if endpoint.startswith("ipc://"):
+        sock = socket.socket(socket.AF_UNIX, socket.SOCK_STREAM)
+        sock.connect(endpoint[len("ipc://") :])
+    else:
+        host, port = endpoint[len("tcp://") :].rsplit(":", 1)
+        sock = socket.create_connection((host.strip("[]"), int(port)))
+    sock.settimeout(10)
+    mechanism = b"NULL".ljust(20, b"\x00")
+    sock.sendall(b"\xff" + b"\x00" * 8 + b"\x7f" + b"\x03\x00" + mechanism + b"\x00" * 32)
+    greeting = b""
+    while len(greeting) < 64:
+        chunk = sock.recv(64 - len(greeting))
+        if not chunk:
+            raise ConnectionError("closed during the ZMTP greeting")
+        greeting += chunk
+    ready = b"\x05READY\x0bSocket-Type" + struct.pack(">I", len(socket_type)) + socket_type
+    sock.sendall(b"\x04" + bytes([len(ready)]) + ready)
+    return sock
+
+
+def zmtp_send(sock: socket.socket, data: bytes) -> None:
+    """Send one single-frame message on a ``zmtp_connect`` socket."""
+    if len(data) < 256:
+        sock.sendall(b"\x00" + bytes([len(data)]) + data)
+    else:
+        sock.sendall(b"\x02" + struct.pack(">Q", len(data)) + data)

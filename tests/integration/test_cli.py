@@ -27,7 +27,10 @@ def test_connection_file_is_private(backend: BackendProcess) -> None:
     assert stat.S_IMODE(info.stat().st_mode) == 0o600
     assert stat.S_IMODE((backend.home / "keys" / "image.key").stat().st_mode) == 0o600
     data = json.loads(info.read_text())
-    assert data["request_endpoint"].startswith("tcp://127.0.0.1:")
+    run = backend.home / "run"
+    assert data["request_endpoint"] == f"ipc://{run / 'requests.sock'}"  # private sockets
+    assert data["event_endpoint"] == f"ipc://{run / 'events.sock'}"
+    assert stat.S_IMODE(run.stat().st_mode) == 0o700
     assert len(bytes.fromhex(data["key"])) == 32
 
 
