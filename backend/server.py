@@ -31,7 +31,7 @@ from shared_api.errors import EntropicError, ErrorCode, ErrorReply
 from shared_api.events import BackendStopping, Event, Heartbeat
 from shared_api.transport import MAIL_REPLY, MAIL_WAKE, ServerSockets
 from shared_api.version import PROTOCOL_VERSION, compatible
-from shared_api.wire import Codec, WireError
+from shared_api.wire import EVENT, REPLY, Codec, WireError
 
 log = logging.getLogger(__name__)
 
@@ -48,7 +48,11 @@ class Server:
         socket_prefix: str = "",
     ) -> None:
         self.config = config
-        self.codec = Codec(key, replay_window=config.replay_window_s)
+        self.codec = Codec(
+            key,
+            replay_window=config.replay_window_s,
+            max_message_bytes=config.max_message_bytes,
+        )
         request_spec, event_spec = config.endpoint_specs(run_dir, socket_prefix)
         self.sockets = ServerSockets(
             request_spec,
@@ -92,8 +96,12 @@ class Server:
                 continue
             if sockets.is_mail(frames):
                 self._deliver(frames[1:])
-            else:
+                continue
+            try:
                 self._handle(frames)
+            except Exception:  # no frame, however odd, ever stops the loop
+                log.exception("request loop: a message could not be handled")
+                self._drop("unhandled", f"{len(frames)} frames")
         self._pool.shutdown(wait=True)
         self._publish(BackendStopping(reason="shutdown requested"), None)
         while (frames := sockets.recv_nowait()) is not None:  # replies of finished work
@@ -187,7 +195,8 @@ class Server:
     ) -> None:
         reply = self._execute(route, command, msg_id)
         header = Header.make(reply.kind, msg_id)  # type: ignore[attr-defined]
-        self.sockets.mail([MAIL_REPLY, *identities, self.codec.encode_with(header, reply)])
+        payload = self.codec.encode_with(header, reply, REPLY)
+        self.sockets.mail([MAIL_REPLY, *identities, payload])
 
     def _reply_error(
         self,
@@ -203,7 +212,7 @@ class Server:
 
     def _send_reply(self, identities: list[bytes], parent_id: str, reply: BaseModel) -> None:
         header = Header.make(reply.kind, parent_id)  # type: ignore[attr-defined]
-        self.sockets.send_reply([*identities, self.codec.encode_with(header, reply)])
+        self.sockets.send_reply([*identities, self.codec.encode_with(header, reply, REPLY)])
 
     def _drop(self, reason: str, detail: str) -> None:
         dropped: dict[str, int] = self.ctx.stats["dropped"]
@@ -213,6 +222,6 @@ class Server:
 
     # -- events -----------------------------------------------------------------------------
     def _publish(self, event: Event, parent_id: str | None) -> None:
-        payload = self.codec.encode_with(Header.make(event.kind, parent_id), event)
+        payload = self.codec.encode_with(Header.make(event.kind, parent_id), event, EVENT)
         if not self.sockets.publish(payload):  # never blocks the publisher
             self._drop("event_backlog", event.kind)

@@ -34,7 +34,7 @@ from shared_api.envelope import Envelope
 from shared_api.errors import ErrorReply, RemoteError, RequestTimeout
 from shared_api.events import EVENT_ADAPTER, Event
 from shared_api.replies import REPLY_ADAPTER, Reply
-from shared_api.wire import Codec, WireError
+from shared_api.wire import EVENT, REPLY, Codec, WireError
 
 log = logging.getLogger(__name__)
 
@@ -298,7 +298,7 @@ class Client:
                     f"{timeout:.1f}s. Is it running? Check `main.py call status`.",
                     timeout=timeout,
                 )
-            envelope = self._decode(frames)
+            envelope = self._decode(frames, REPLY)
             if envelope is None or envelope.header.parent_id != msg_id:
                 continue  # a late reply to an earlier, timed-out request
             return REPLY_ADAPTER.validate_python(envelope.body)
@@ -316,9 +316,9 @@ class Client:
         except zmq.Again:
             return None
 
-    def _decode(self, frames: list[bytes]) -> Envelope | None:
+    def _decode(self, frames: list[bytes], channel: bytes) -> Envelope | None:
         try:
-            return self.codec.decode(frames)[1]
+            return self.codec.decode(frames, channel)[1]
         except WireError as exc:
             log.warning("dropped frame from backend: %s", exc)
             return None
@@ -332,7 +332,7 @@ class Client:
             frames = self._recv(self._sub, remaining)
             if frames is None:
                 return None
-            envelope = self._decode(frames)
+            envelope = self._decode(frames, EVENT)
             if envelope is None:
                 continue
             try:

@@ -15,7 +15,7 @@ from backend.launcher import BackendProcess
 from shared_api.connection import ConnectionInfo
 from shared_api.envelope import Envelope, Header
 from shared_api.replies import Pong, ProtoUpdated, StateReply
-from shared_api.wire import MAGIC, Codec, WireError
+from shared_api.wire import MAGIC, REPLY, Codec, WireError
 
 _health_counter = itertools.count()
 
@@ -76,7 +76,7 @@ class RawPeer:
             return None
         frames = self.sock.recv_multipart()
         try:
-            return frames, self.codec.decode(frames)[1]
+            return frames, self.codec.decode(frames, REPLY)[1]
         except WireError as exc:  # pragma: no cover - would be a backend bug
             raise AssertionError(f"the backend sent a message that does not verify: {exc}") from exc
 
