@@ -221,3 +221,21 @@ def test_replay_announces_nothing_and_a_long_journal_is_saved(tmp_path: Path) ->
         threading.Event().wait(0.05)
     assert not again.dirty and again.image_info.journal_seq == 30
     again.close(save=False)
+
+
+def test_replay_starts_at_the_signed_journal_position_not_the_file_name(tmp_path: Path) -> None:
+    """An image's file name is not signed: renaming a generation to a later journal position
+    must not make the restart skip the records after the real one."""
+    rt, _ = make(tmp_path)
+    rt.commit({"op": "set_state", "proto": "BRICK", "path": "a", "value": 1})
+    saved = rt.save_image()
+    rt.commit({"op": "set_state", "proto": "BRICK", "path": "b", "value": 2})
+    rt.commit({"op": "set_state", "proto": "BRICK", "path": "c", "value": 3})
+    rt.journal.close()  # a crash
+    image = Path(saved.path)
+    image.rename(image.with_name(f"{saved.generation:08d}-{saved.journal_seq + 2:012d}.image"))
+    again, _ = make(tmp_path)
+    assert again.manager.get("BRICK").state == {"a": 1, "b": 2, "c": 3}
+    assert again.image_info.replayed_records == 2
+    assert any("renamed" in w for w in again.image_info.warnings)
+    again.close(save=False)
