@@ -32,8 +32,9 @@ EXIT_CONFIG, EXIT_RUNNING, EXIT_IMAGE = 2, 3, 4
 
 def serve(home_dir: Path) -> int:
     """Run the backend in the foreground. Returns the process exit code."""
-    home = Home(home_dir).ensure()
+    home = Home(home_dir)
     try:
+        home.ensure()
         full_config = load_config(home.config_path)
         config = full_config.backend
         home.acquire_lock()

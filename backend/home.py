@@ -17,7 +17,7 @@ from pathlib import Path
 from typing import IO
 
 from shared_api.connection import write_private
-from shared_api.errors import ImageError, UnavailableError
+from shared_api.errors import ConfigInvalidError, ImageError, UnavailableError
 
 log = logging.getLogger(__name__)
 
@@ -29,6 +29,32 @@ def default_home() -> Path:
     """``$ENTROPIC_HOME``, else ``~/.local/share/entropic``."""
     env = os.environ.get("ENTROPIC_HOME")
     return Path(env).expanduser() if env else Path.home() / ".local" / "share" / "entropic"
+
+
+def _private_dir(path: Path) -> None:
+    """Make ``path`` a directory only this user can use; refuse one it must not take over."""
+    try:
+        os.mkdir(path, 0o700)
+    except FileExistsError:
+        pass
+    else:
+        os.chmod(path, 0o700)  # whatever the umask
+        return
+    info = os.lstat(path)
+    if not stat.S_ISDIR(info.st_mode):
+        problem = "is not a directory (or is a symlink)"
+    elif info.st_uid != os.getuid():
+        problem = f"belongs to uid {info.st_uid}, not to you (uid {os.getuid()})"
+    elif info.st_mode & stat.S_IWOTH:
+        problem = f"is writable by every user (mode {stat.S_IMODE(info.st_mode):o})"
+    else:
+        os.chmod(path, 0o700)
+        return
+    raise ConfigInvalidError(
+        f"{path} {problem}, so it cannot hold a private Entropic home. Use a new "
+        "directory of your own, e.g. --home ~/.local/share/entropic.",
+        path=str(path),
+    )
 
 
 class Home:
@@ -46,9 +72,12 @@ class Home:
         self._lock_file: IO[str] | None = None
 
     def ensure(self) -> Home:
+        """Create the home and its folders (0700), or check the existing ones: a folder of
+        another user, or a world-writable one (e.g. a shared 1777 directory), is refused
+        with ``ConfigInvalidError``, never chmodded into a home."""
+        self.root.parent.mkdir(parents=True, exist_ok=True)
         for d in (self.root, self.image_dir, self.journal_dir, self.keys_dir, self.run_dir):
-            d.mkdir(parents=True, exist_ok=True)
-            os.chmod(d, 0o700)
+            _private_dir(d)
         return self
 
     def socket_dir(self) -> tuple[Path, str]:
