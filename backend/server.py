@@ -179,6 +179,12 @@ class Server:
         except EntropicError as exc:
             tb = exc.detail.pop("traceback", None)
             return exc.to_reply(traceback=tb if isinstance(tb, str) else None)
+        except RecursionError:  # e.g. a forged tool's result nested 50,000 levels deep
+            return ErrorReply(
+                code=ErrorCode.INVALID_VALUE,
+                message=f"{command.kind}: a value is nested too deeply to process. Keep data "
+                "within 64 levels of lists and maps.",
+            )
         except Exception as exc:
             log.exception("handler for %s failed", command.kind)
             return ErrorReply(

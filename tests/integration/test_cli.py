@@ -94,3 +94,21 @@ def test_remove_a_clone_but_never_a_codex_persona(backend: BackendProcess) -> No
         assert sorted(p["name"] for p in reply["protos"]) == ["ALFRED", "BABS", "BRICK", "ROBIN"]
     finally:
         again.stop()
+
+
+def test_unusable_document_paths_are_typed_one_line_errors(
+    backend: BackendProcess, tmp_path: Path
+) -> None:
+    """A NUL byte or a symlink loop in an ingest_document path: a typed error with a
+    one-line reason, from the backend and the CLI alike, never a traceback."""
+    (tmp_path / "a").symlink_to(tmp_path / "b")
+    (tmp_path / "b").symlink_to(tmp_path / "a")
+    for path, reason in ((str(tmp_path / "x\x00y.md"), "NUL byte"), (str(tmp_path / "a"), "loop")):
+        argv = [sys.executable, str(MAIN), "call", "--home", str(backend.home)]
+        argv += ["ingest_document", json.dumps({"path": path})]
+        done = subprocess.run(argv, capture_output=True, text=True, timeout=60)
+        assert done.returncode == 1, done
+        assert "Traceback" not in done.stdout + done.stderr
+        reply = json.loads(done.stdout)
+        assert reply["code"] == "document_rejected" and reason in reply["message"], reply
+        assert "\n" not in reply["message"] and reply["traceback"] is None
