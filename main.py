@@ -17,6 +17,7 @@ from __future__ import annotations
 
 import argparse
 import json
+import os
 import sys
 from pathlib import Path
 from typing import Any
@@ -186,7 +187,8 @@ def cmd_call(args: argparse.Namespace) -> int:
         )
         return EXIT_USAGE
     if args.kind == "ingest_document" and isinstance(body.get("path"), str):
-        body["path"] = str(Path(body["path"]).expanduser().resolve())  # the backend's cwd differs
+        # The backend's cwd differs; the backend resolves links (and says why it cannot).
+        body["path"] = os.path.abspath(os.path.expanduser(body["path"]))
     streaming = args.kind in STREAMED
     try:
         info = read_connection_file((args.home or default_home()).expanduser().resolve())

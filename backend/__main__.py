@@ -33,8 +33,9 @@ EXIT_CONFIG, EXIT_RUNNING, EXIT_IMAGE = 2, 3, 4
 
 def serve(home_dir: Path) -> int:
     """Run the backend in the foreground. Returns the process exit code."""
-    home = Home(home_dir).ensure()
+    home = Home(home_dir)
     try:
+        home.ensure()
         full_config = load_config(home.config_path)
         config = full_config.backend
         home.acquire_lock()
@@ -51,7 +52,7 @@ def serve(home_dir: Path) -> int:
         llm = PersonaLLM(runtime, full_config.models, bus)
         Proto.llm = llm
         key = secrets.token_bytes(32)
-        server = Server(runtime, llm, config, bus, key, home.root)
+        server = Server(runtime, llm, config, bus, key, *home.socket_dir())
         memory = MemoryService(
             home.memory_dir,
             full_config.memory,

@@ -23,7 +23,11 @@ from shared_api.sandbox import Limits
 class BackendConfig(BaseModel):
     model_config = ConfigDict(extra="forbid")
 
-    transport: Literal["tcp", "ipc"] = "tcp"
+    transport: Literal["tcp", "ipc"] = Field(
+        default="ipc",
+        description="ipc: sockets in HOME/run (0700), reachable by this user only; tcp: "
+        "anyone on the machine can connect (every request is still signed)",
+    )
     ip: str = "127.0.0.1"
     allow_remote: bool = Field(
         default=False, description="Allow binding to a non-loopback address."
@@ -64,9 +68,14 @@ class BackendConfig(BaseModel):
                 )
         return self
 
-    def endpoint_specs(self, run_dir: Path) -> tuple[str, str]:
+    def endpoint_specs(self, run_dir: Path, prefix: str = "") -> tuple[str, str]:
+        """Bind specs: ipc sockets ``run_dir/PREFIXrequests.sock`` and ``...events.sock``,
+        or tcp on ``ip`` (port 0: a free one)."""
         if self.transport == "ipc":
-            return f"ipc://{run_dir / 'requests.sock'}", f"ipc://{run_dir / 'events.sock'}"
+            return (
+                f"ipc://{run_dir / f'{prefix}requests.sock'}",
+                f"ipc://{run_dir / f'{prefix}events.sock'}",
+            )
         host = f"[{self.ip}]" if ":" in self.ip else self.ip
         req = f"tcp://{host}" + (f":{self.request_port}" if self.request_port else "")
         evt = f"tcp://{host}" + (f":{self.event_port}" if self.event_port else "")

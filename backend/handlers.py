@@ -12,6 +12,7 @@ import os
 import time
 from collections.abc import Callable
 from dataclasses import dataclass, field
+from pathlib import Path
 from typing import Any
 
 from backend import __version__, ops
@@ -24,6 +25,7 @@ from backend.state_tree import copy_tree, get_path
 from shared_api import commands as c
 from shared_api.errors import (
     AlreadyExistsError,
+    DocumentError,
     InvalidValueError,
     MemoryUnavailableError,
     ModelUnreachableError,
@@ -355,7 +357,27 @@ def search_memory(ctx: Context, cmd: c.SearchMemory) -> Reply:
 def ingest_document(ctx: Context, cmd: c.IngestDocument) -> Reply:
     if cmd.proto is not None:
         ctx.runtime.manager.get(cmd.proto)
+    _check_document_path(cmd.path)
     return _memory(ctx).ingest(cmd.path, cmd.proto, cmd.wait)
+
+
+def _check_document_path(path: str) -> None:
+    """A path no file can have gets a typed, one-line ``DocumentError`` here."""
+    if "\x00" in path:
+        raise DocumentError(
+            "The path holds a NUL byte, which no file name can contain. Give the file's path.",
+            path=path.replace("\x00", "\\0"),
+            reason="nul_byte",
+        )
+    try:
+        Path(path).expanduser().resolve()
+    except (RuntimeError, OSError) as exc:  # RuntimeError: a symlink loop (Python 3.11)
+        why = "a symlink loop" if "loop" in str(exc) else type(exc).__name__
+        raise DocumentError(
+            f"{path} cannot be resolved ({why}). Give the path of a regular file.",
+            path=path,
+            reason="unresolvable",
+        ) from None
 
 
 @route("memory_stats", blocking=True)

@@ -5,18 +5,24 @@ Everything in it is private to the user (directories 0700, secrets 0600).
 
 from __future__ import annotations
 
+import contextlib
 import fcntl
+import hashlib
 import logging
 import os
 import secrets
 import stat
+import tempfile
 from pathlib import Path
 from typing import IO
 
 from shared_api.connection import write_private
-from shared_api.errors import ImageError, UnavailableError
+from shared_api.errors import ConfigInvalidError, ImageError, UnavailableError
 
 log = logging.getLogger(__name__)
+
+#: The longest ipc socket path we bind (a Unix socket path has room for 107 bytes).
+MAX_SOCKET_PATH = 100
 
 
 def default_home() -> Path:
@@ -25,12 +31,40 @@ def default_home() -> Path:
     return Path(env).expanduser() if env else Path.home() / ".local" / "share" / "entropic"
 
 
+def _private_dir(path: Path) -> None:
+    """Make ``path`` a directory only this user can use; refuse one it must not take over."""
+    try:
+        os.mkdir(path, 0o700)
+    except FileExistsError:
+        pass
+    else:
+        os.chmod(path, 0o700)  # whatever the umask
+        return
+    info = os.lstat(path)
+    if not stat.S_ISDIR(info.st_mode):
+        problem = "is not a directory (or is a symlink)"
+    elif info.st_uid != os.getuid():
+        problem = f"belongs to uid {info.st_uid}, not to you (uid {os.getuid()})"
+    elif info.st_mode & stat.S_IWOTH:
+        problem = f"is writable by every user (mode {stat.S_IMODE(info.st_mode):o})"
+    else:
+        os.chmod(path, 0o700)
+        return
+    raise ConfigInvalidError(
+        f"{path} {problem}, so it cannot hold a private Entropic home. Use a new "
+        "directory of your own, e.g. --home ~/.local/share/entropic.",
+        path=str(path),
+    )
+
+
 class Home:
     def __init__(self, root: Path) -> None:
         self.root = root.expanduser().resolve()
         self.image_dir = self.root / "image"
         self.journal_dir = self.root / "journal"
         self.keys_dir = self.root / "keys"
+        #: The running backend's ipc sockets: only this user can reach them (0700).
+        self.run_dir = self.root / "run"
         #: The episodic memory (LanceDB tables + manifest.json), created when it first opens.
         self.memory_dir = self.root / "memory"
         self.config_path = self.root / "config.toml"
@@ -38,10 +72,38 @@ class Home:
         self._lock_file: IO[str] | None = None
 
     def ensure(self) -> Home:
-        for d in (self.root, self.image_dir, self.journal_dir, self.keys_dir):
-            d.mkdir(parents=True, exist_ok=True)
-            os.chmod(d, 0o700)
+        """Create the home and its folders (0700), or check the existing ones: a folder of
+        another user, or a world-writable one (e.g. a shared 1777 directory), is refused
+        with ``ConfigInvalidError``, never chmodded into a home."""
+        self.root.parent.mkdir(parents=True, exist_ok=True)
+        for d in (self.root, self.image_dir, self.journal_dir, self.keys_dir, self.run_dir):
+            _private_dir(d)
         return self
+
+    def socket_dir(self) -> tuple[Path, str]:
+        """Where the ipc sockets go, and a prefix for their names: ``run/`` in the home, or,
+        when that path is too long for a Unix socket, a private per-user directory under
+        ``$XDG_RUNTIME_DIR`` (else the temp dir) with a prefix unique to this home."""
+        if len(str(self.run_dir / "requests.sock")) <= MAX_SOCKET_PATH:
+            return self.run_dir, ""
+        base = Path(os.environ.get("XDG_RUNTIME_DIR") or tempfile.gettempdir())
+        private = base / f"entropic-{os.getuid()}"
+        with contextlib.suppress(FileExistsError):
+            os.mkdir(private, 0o700)
+        info = os.lstat(private)
+        if (
+            not stat.S_ISDIR(info.st_mode)
+            or info.st_uid != os.getuid()
+            or stat.S_IMODE(info.st_mode) & 0o077
+        ):
+            raise UnavailableError(
+                f"{private} is not a private directory of this user (a symlink, someone "
+                "else's, or open to others), so the backend's sockets cannot go there. "
+                "Remove it, or use a home with a shorter path.",
+                path=str(private),
+            )
+        digest = hashlib.sha256(str(self.root).encode()).hexdigest()[:16]
+        return private, f"{digest}-"
 
     def acquire_lock(self) -> None:
         """Only one backend per home. Raises ``UnavailableError`` naming the running one."""

@@ -129,7 +129,19 @@ class ImageStore:
                 log.error(message)
                 result.warnings.append(message)
                 continue
-            result.path, result.generation, result.journal_seq = path, generation, seq
+            signed_seq = result.payload.get("journal_seq", seq)  # the runtime always sets it
+            if type(signed_seq) is not int or signed_seq < 0:
+                message = f"image {path.name} refused: it holds no journal position"
+                log.error(message)
+                result.warnings.append(message)
+                result.payload = None
+                continue
+            if signed_seq != seq:  # the name is not signed: the payload's position is
+                result.warnings.append(
+                    f"image {path.name} is named for journal position {seq} but holds "
+                    f"{signed_seq} (renamed?); replaying the journal after {signed_seq}"
+                )
+            result.path, result.generation, result.journal_seq = path, generation, signed_seq
             log.info("loaded image %s in %.2fs", path.name, time.perf_counter() - started)
             return result
         return result

@@ -26,7 +26,7 @@ from backend.home import Home
 from backend.image import ImageStore
 from backend.journal import Journal
 from backend.protos import DoesNotUnderstand, Proto, ProtoManager
-from backend.state_tree import set_path
+from backend.state_tree import MAX_DEPTH, depth, set_path
 from shared_api.envelope import new_msg_id
 from shared_api.errors import EntropicError, InvalidValueError, MethodFailedError
 from shared_api.events import BackendLog, CognitiveDissonance, ProtoChanged
@@ -222,6 +222,12 @@ class Runtime:
         except DoesNotUnderstand as exc:  # the method sent an unknown message onward
             dnu = self.manager.get(exc.proto) if exc.proto in self.manager.names() else proto
             return self.does_not_understand(dnu, exc.message, {})
+        except RecursionError:  # e.g. a forged tool's JSON result, 50,000 levels deep
+            raise MethodFailedError(
+                f"{name}.{method} produced a value nested too deeply to process; return "
+                f"data within {MAX_DEPTH} levels of lists and maps.",
+                method=method,
+            ) from None
         finally:
             try:
                 self._persist_state(proto, before, committed)
@@ -230,6 +236,12 @@ class Runtime:
                     committed.users -= 1
                     if not committed.users and self._committed.get(name) is committed:
                         del self._committed[name]
+        if depth(result) > MAX_DEPTH:
+            raise MethodFailedError(
+                f"{name}.{method} returned a value nested deeper than {MAX_DEPTH} levels; "
+                "return flatter data.",
+                method=method,
+            )
         try:
             return InvokeResult(proto=name, method=method, result=result, version=proto.version)
         except ValidationError:

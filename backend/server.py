@@ -1,4 +1,4 @@
-"""The request loop: ROUTER in, dispatch table, replies out; events out on PUB; heartbeat.
+"""The request loop: ROUTER in, dispatch table, replies out; events out; heartbeat.
 
 One thread owns the sockets and blocks in a single ``recv``. Quick handlers run inline;
 blocking ones run on a worker pool and mail their replies back to the loop through the
@@ -15,6 +15,7 @@ import threading
 import time
 import traceback
 from concurrent.futures import ThreadPoolExecutor
+from pathlib import Path
 from typing import Any
 
 from pydantic import BaseModel, ValidationError
@@ -28,9 +29,9 @@ from shared_api.commands import COMMAND_ADAPTER
 from shared_api.envelope import Header
 from shared_api.errors import EntropicError, ErrorCode, ErrorReply
 from shared_api.events import BackendStopping, Event, Heartbeat
-from shared_api.transport import MAIL_EVENT, MAIL_REPLY, MAIL_WAKE, ServerSockets
+from shared_api.transport import MAIL_REPLY, MAIL_WAKE, ServerSockets
 from shared_api.version import PROTOCOL_VERSION, compatible
-from shared_api.wire import Codec, WireError
+from shared_api.wire import EVENT, REPLY, Codec, WireError
 
 log = logging.getLogger(__name__)
 
@@ -43,11 +44,16 @@ class Server:
         config: BackendConfig,
         bus: EventBus,
         key: bytes,
-        run_dir: Any,
+        run_dir: Path,
+        socket_prefix: str = "",
     ) -> None:
         self.config = config
-        self.codec = Codec(key, replay_window=config.replay_window_s)
-        request_spec, event_spec = config.endpoint_specs(run_dir)
+        self.codec = Codec(
+            key,
+            replay_window=config.replay_window_s,
+            max_message_bytes=config.max_message_bytes,
+        )
+        request_spec, event_spec = config.endpoint_specs(run_dir, socket_prefix)
         self.sockets = ServerSockets(
             request_spec,
             event_spec,
@@ -65,7 +71,6 @@ class Server:
         self.save_on_exit = True
         self._pool = ThreadPoolExecutor(config.workers, thread_name_prefix="handler")
         self._stopping = threading.Event()
-        self._loop_thread: int | None = None
         bus.subscribe(self._publish)
 
     # -- lifecycle --------------------------------------------------------------------------
@@ -76,7 +81,6 @@ class Server:
         self.sockets.mail([MAIL_WAKE])
 
     def serve_forever(self) -> None:
-        self._loop_thread = threading.get_ident()
         started = time.monotonic()
         interval = self.config.heartbeat_interval_s
         next_beat = started
@@ -92,8 +96,12 @@ class Server:
                 continue
             if sockets.is_mail(frames):
                 self._deliver(frames[1:])
-            else:
+                continue
+            try:
                 self._handle(frames)
+            except Exception:  # no frame, however odd, ever stops the loop
+                log.exception("request loop: a message could not be handled")
+                self._drop("unhandled", f"{len(frames)} frames")
         self._pool.shutdown(wait=True)
         self._publish(BackendStopping(reason="shutdown requested"), None)
         while (frames := sockets.recv_nowait()) is not None:  # replies of finished work
@@ -104,8 +112,6 @@ class Server:
         """Carry out what another thread mailed to the loop."""
         if mail[0] == MAIL_REPLY:
             self.sockets.send_reply(mail[1:])
-        elif mail[0] == MAIL_EVENT:
-            self.sockets.publish(mail[1])
 
     def close(self) -> None:
         self.sockets.close()
@@ -173,6 +179,12 @@ class Server:
         except EntropicError as exc:
             tb = exc.detail.pop("traceback", None)
             return exc.to_reply(traceback=tb if isinstance(tb, str) else None)
+        except RecursionError:  # e.g. a forged tool's result nested 50,000 levels deep
+            return ErrorReply(
+                code=ErrorCode.INVALID_VALUE,
+                message=f"{command.kind}: a value is nested too deeply to process. Keep data "
+                "within 64 levels of lists and maps.",
+            )
         except Exception as exc:
             log.exception("handler for %s failed", command.kind)
             return ErrorReply(
@@ -189,7 +201,8 @@ class Server:
     ) -> None:
         reply = self._execute(route, command, msg_id)
         header = Header.make(reply.kind, msg_id)  # type: ignore[attr-defined]
-        self.sockets.mail([MAIL_REPLY, *identities, self.codec.encode_with(header, reply)])
+        payload = self.codec.encode_with(header, reply, REPLY)
+        self.sockets.mail([MAIL_REPLY, *identities, payload])
 
     def _reply_error(
         self,
@@ -205,7 +218,7 @@ class Server:
 
     def _send_reply(self, identities: list[bytes], parent_id: str, reply: BaseModel) -> None:
         header = Header.make(reply.kind, parent_id)  # type: ignore[attr-defined]
-        self.sockets.send_reply([*identities, self.codec.encode_with(header, reply)])
+        self.sockets.send_reply([*identities, self.codec.encode_with(header, reply, REPLY)])
 
     def _drop(self, reason: str, detail: str) -> None:
         dropped: dict[str, int] = self.ctx.stats["dropped"]
@@ -215,8 +228,6 @@ class Server:
 
     # -- events -----------------------------------------------------------------------------
     def _publish(self, event: Event, parent_id: str | None) -> None:
-        payload = self.codec.encode_with(Header.make(event.kind, parent_id), event)
-        if threading.get_ident() == self._loop_thread:
-            self.sockets.publish(payload)
-        elif not self.sockets.mail([MAIL_EVENT, payload], block=False):
-            self._drop("event_backlog", event.kind)  # never block the publisher
+        payload = self.codec.encode_with(Header.make(event.kind, parent_id), event, EVENT)
+        if not self.sockets.publish(payload):  # never blocks the publisher
+            self._drop("event_backlog", event.kind)

@@ -273,7 +273,11 @@ def run(quick: bool = False) -> dict[str, Any]:
             procs.append(raw_proc)
             jup_proc, jup_ep = _spawn(jupyter_echo_server, key)
             procs.append(jup_proc)
-            backend = BackendProcess(Path(tmp) / "home")
+            home = Path(tmp) / "home"
+            home.mkdir()
+            # The baselines listen on tcp loopback: so does ours here (its default is ipc).
+            (home / "config.toml").write_text('[backend]\ntransport = "tcp"\n')
+            backend = BackendProcess(home)
             info = backend.start()
             log(
                 f"servers up: raw {raw_ep}, jupyter {jup_ep}, ours {info.request_endpoint} "

@@ -155,6 +155,8 @@ def decode_operations(raw_ops: list[Any]) -> tuple[list[Operation], list[str]]:
                 operations.append(OPERATION_ADAPTER.validate_python(raw))
             except ValidationError as exc:
                 warnings.append(f"skipped operation {number} ({op}): {_first_error(exc, op)}")
+            except (ValueError, OverflowError) as exc:  # e.g. a 4,000-digit coordinate
+                warnings.append(f"skipped operation {number} ({op}): {exc}")
     return operations, warnings
 
 

@@ -1,12 +1,19 @@
 """The only module that imports zmq: the backend's sockets and the clients' channels.
 
-The backend binds a ROUTER (requests) and a PUB (events). A client connects a DEALER and,
+The backend binds a ROUTER (requests) and an XPUB (events). A client connects a DEALER and,
 when it wants events, a SUB. Requests are matched to replies by ``parent_id`` with a deadline.
 
 The request loop blocks in one ``recv`` on the ROUTER, the cheapest wait there is. Other
-threads hand it replies and events through the ROUTER itself: each has a private DEALER on
-an ``inproc`` endpoint whose routing id is a per-process secret, so the loop can tell its
-own mail from a peer's request without a poll over several sockets.
+threads hand it replies through the ROUTER itself: each has a private DEALER on an
+``inproc`` endpoint whose routing id is a per-process secret, so the loop can tell its own
+mail from a peer's request without a poll over several sockets.
+
+Events go out from a thread of their own (``EventPublisher``), which also vets every
+subscription: libzmq keeps each subscription prefix in the publisher's memory (~48 bytes
+per byte, see STACK.md), so only the one our clients use (everything, ``b""``) is applied,
+and a subscription message longer than ``MAX_SUBSCRIPTION`` bytes disconnects its sender
+before it is even read. Publishing never blocks: an event that finds the queue full is
+dropped and counted.
 """
 
 from __future__ import annotations
@@ -27,16 +34,19 @@ from shared_api.envelope import Envelope
 from shared_api.errors import ErrorReply, RemoteError, RequestTimeout
 from shared_api.events import EVENT_ADAPTER, Event
 from shared_api.replies import REPLY_ADAPTER, Reply
-from shared_api.wire import Codec, WireError
+from shared_api.wire import EVENT, REPLY, Codec, WireError
 
 log = logging.getLogger(__name__)
 
 #: First frame of the loop's own mail: forward ``[ident..., payload]`` as a reply...
 MAIL_REPLY = b"R"
-#: ...or publish ``[payload]`` as an event...
-MAIL_EVENT = b"E"
 #: ...or just wake up (to notice a stop request).
 MAIL_WAKE = b"W"
+#: The subscriptions an event socket applies (ZMTP: 1 = subscribe, 0 = cancel, then the
+#: prefix): everything, which is what every client of ours asks for. Others are ignored.
+ALLOWED_SUBSCRIPTIONS = frozenset({b"\x01", b"\x00"})
+#: A subscription message longer than this makes libzmq drop its sender unread.
+MAX_SUBSCRIPTION = 64
 
 
 def _bind(sock: zmq.Socket[bytes], spec: str) -> str:
@@ -48,8 +58,102 @@ def _bind(sock: zmq.Socket[bytes], spec: str) -> str:
     return sock.getsockopt_string(zmq.LAST_ENDPOINT)
 
 
+class EventPublisher:
+    """An XPUB served by its own thread: events in through ``publish`` (any thread, never
+    blocks), out to subscribers; subscriptions vetted (see the module docstring)."""
+
+    def __init__(self, context: zmq.Context[zmq.Socket[bytes]], spec: str) -> None:
+        self._context = context
+        self.xpub = context.socket(zmq.XPUB)
+        self.xpub.setsockopt(zmq.LINGER, 500)
+        self.xpub.setsockopt(zmq.SNDHWM, 100_000)
+        self.xpub.setsockopt(zmq.XPUB_MANUAL, 1)
+        self.xpub.setsockopt(zmq.MAXMSGSIZE, MAX_SUBSCRIPTION)
+        self.endpoint = _bind(self.xpub, spec)
+        self._inbox = context.socket(zmq.PULL)
+        self._inbox_endpoint = f"inproc://events-{os.urandom(8).hex()}"
+        self._inbox.bind(self._inbox_endpoint)
+        self._stop = b"stop-" + os.urandom(16)
+        self._local = threading.local()
+        self._senders: list[zmq.Socket[bytes]] = []
+        self._lock = threading.Lock()
+        #: Counters: events dropped on a full queue, subscriptions refused.
+        self.dropped = 0
+        self.refused = 0
+        self._thread = threading.Thread(target=self._serve, name="events", daemon=True)
+        self._thread.start()
+
+    def publish(self, payload: bytes) -> bool:
+        """Thread-safe; False (and the event dropped) when the queue is full."""
+        sender: zmq.Socket[bytes] | None = getattr(self._local, "sender", None)
+        if sender is None:
+            sender = self._context.socket(zmq.PUSH)
+            sender.setsockopt(zmq.LINGER, 0)
+            sender.setsockopt(zmq.SNDHWM, 10_000)
+            sender.connect(self._inbox_endpoint)
+            with self._lock:
+                self._senders.append(sender)
+            self._local.sender = sender
+        try:
+            sender.send(payload, zmq.NOBLOCK)
+        except zmq.Again:
+            self.dropped += 1
+            return False
+        return True
+
+    def _serve(self) -> None:
+        poller = zmq.Poller()
+        poller.register(self._inbox, zmq.POLLIN)
+        poller.register(self.xpub, zmq.POLLIN)
+        while True:
+            for sock, _ in poller.poll():
+                if sock is self.xpub:
+                    self._vet_subscriptions()
+                elif not self._forward():
+                    return
+
+    def _forward(self) -> bool:
+        """Send every queued event; False once asked to stop."""
+        while True:
+            try:
+                payload = self._inbox.recv(zmq.NOBLOCK)
+            except zmq.Again:
+                return True
+            if payload == self._stop:
+                return False
+            try:
+                self.xpub.send(payload, zmq.NOBLOCK)
+            except zmq.Again:
+                self.dropped += 1  # subscribers too slow
+
+    def _vet_subscriptions(self) -> None:
+        while True:
+            try:
+                message = self.xpub.recv(zmq.NOBLOCK)
+            except zmq.Again:
+                return
+            if message not in ALLOWED_SUBSCRIPTIONS:
+                self.refused += 1
+                continue
+            # In manual mode this applies to the subscriber whose message was just read.
+            option = zmq.SUBSCRIBE if message[:1] == b"\x01" else zmq.UNSUBSCRIBE
+            self.xpub.setsockopt(option, message[1:])
+
+    def close(self) -> None:
+        """Send what is queued, stop the thread, close the sockets."""
+        if self._thread.is_alive():
+            self.publish(self._stop)
+            self._thread.join(timeout=5)
+        with self._lock:
+            for sender in self._senders:
+                sender.close()
+        self._inbox.close()
+        self.xpub.close()
+
+
 class ServerSockets:
-    """ROUTER + PUB, owned by the request loop's thread, plus a mailbox for other threads."""
+    """The ROUTER, owned by the request loop's thread, a mailbox for other threads, and the
+    event publisher."""
 
     def __init__(
         self, request_spec: str, event_spec: str, *, max_message_bytes: int, tick_ms: int
@@ -59,11 +163,9 @@ class ServerSockets:
         self.router.setsockopt(zmq.LINGER, 1000)  # let a final reply (e.g. to shutdown) go out
         self.router.setsockopt(zmq.MAXMSGSIZE, max_message_bytes)
         self.router.setsockopt(zmq.RCVTIMEO, tick_ms)
-        self.pub = self.context.socket(zmq.PUB)
-        self.pub.setsockopt(zmq.LINGER, 500)
-        self.pub.setsockopt(zmq.SNDHWM, 100_000)
         self.request_endpoint = _bind(self.router, request_spec)
-        self.event_endpoint = _bind(self.pub, event_spec)
+        self.events = EventPublisher(self.context, event_spec)
+        self.event_endpoint = self.events.endpoint
         self.mail_id = b"mail-" + os.urandom(16)
         self._mail_endpoint = f"inproc://mail-{os.urandom(8).hex()}"
         self.router.bind(self._mail_endpoint)
@@ -91,17 +193,13 @@ class ServerSockets:
         except zmq.ZMQError as exc:  # peer gone or its queue full: the reply is dropped
             log.warning("could not send reply: %s", exc)
 
-    def publish(self, payload: bytes) -> None:
-        try:
-            self.pub.send(payload, zmq.NOBLOCK)
-        except zmq.Again:
-            log.warning("event dropped: subscribers too slow")
+    # -- any thread -------------------------------------------------------------------------
+    def publish(self, payload: bytes) -> bool:
+        """Never blocks; False when the event was dropped (the queue is full)."""
+        return self.events.publish(payload)
 
-    # -- any other thread -------------------------------------------------------------------
-    def mail(self, frames: list[bytes], *, block: bool = True) -> bool:
-        """Thread-safe: hand ``frames`` to the loop (see ``MAIL_*``). With ``block=False``
-        the mail is dropped (False) instead of waiting when the loop is not draining its
-        mailbox, e.g. before it runs: an event must never stall its publisher."""
+    def mail(self, frames: list[bytes]) -> None:
+        """Thread-safe: hand ``frames`` to the loop (see ``MAIL_*``)."""
         box: zmq.Socket[bytes] | None = getattr(self._local, "box", None)
         if box is None:
             box = self.context.socket(zmq.DEALER)
@@ -111,21 +209,17 @@ class ServerSockets:
             with self._mail_lock:
                 self._mailboxes.append(box)
             self._local.box = box
-        try:
-            box.send_multipart(frames, 0 if block else zmq.NOBLOCK)
-        except zmq.Again:
-            return False
-        return True
+        box.send_multipart(frames)
 
     def is_mail(self, frames: list[bytes]) -> bool:
         return frames[0].startswith(self.mail_id)
 
     def close(self) -> None:
+        self.events.close()
         with self._mail_lock:
             for box in self._mailboxes:
                 box.close()
         self.router.close()
-        self.pub.close()
         self.context.term()
 
 
@@ -204,7 +298,7 @@ class Client:
                     f"{timeout:.1f}s. Is it running? Check `main.py call status`.",
                     timeout=timeout,
                 )
-            envelope = self._decode(frames)
+            envelope = self._decode(frames, REPLY)
             if envelope is None or envelope.header.parent_id != msg_id:
                 continue  # a late reply to an earlier, timed-out request
             return REPLY_ADAPTER.validate_python(envelope.body)
@@ -222,9 +316,9 @@ class Client:
         except zmq.Again:
             return None
 
-    def _decode(self, frames: list[bytes]) -> Envelope | None:
+    def _decode(self, frames: list[bytes], channel: bytes) -> Envelope | None:
         try:
-            return self.codec.decode(frames)[1]
+            return self.codec.decode(frames, channel)[1]
         except WireError as exc:
             log.warning("dropped frame from backend: %s", exc)
             return None
@@ -238,7 +332,7 @@ class Client:
             frames = self._recv(self._sub, remaining)
             if frames is None:
                 return None
-            envelope = self._decode(frames)
+            envelope = self._decode(frames, EVENT)
             if envelope is None:
                 continue
             try:

@@ -2,12 +2,16 @@
 
 A message is ONE frame (after any ROUTER identity frames)::
 
-    b"EMC1" + HMAC-SHA256(data) + data        where data = msgpack([header, body])
+    b"EMC2" + HMAC-SHA256(channel + data) + data        where data = msgpack([header, body])
 
 ``header`` is ``[msg_id, parent_id, kind, ts, protocol]`` and ``body`` a map. One frame keeps
-the per-message cost at that of a raw bytes echo; the signature covers everything after it.
-A frame that is unsigned, badly signed, replayed, too old or malformed raises ``WireError``
-and is dropped by the receiver: an unauthenticated peer gets no reply.
+the per-message cost at that of a raw bytes echo; the signature covers everything after it,
+and the channel the message travels on (``REQUEST``, ``REPLY`` or ``EVENT``), so nothing
+signed for one direction is accepted in another (a reply or an event sent back to the
+backend is not a request). A message that is unsigned, badly signed, replayed, too old,
+malformed, or has more frames or bytes than allowed raises ``WireError`` and is dropped by
+the receiver: an unauthenticated peer gets no reply. Counts and sizes are checked before
+the signature is computed.
 """
 
 from __future__ import annotations
@@ -23,9 +27,13 @@ from pydantic import BaseModel
 
 from shared_api.envelope import Envelope, Header
 
-MAGIC = b"EMC1"
+MAGIC = b"EMC2"
 SIGNATURE_SCHEME = "hmac-sha256"
 _SIG = 32
+#: The channel a message is signed for: client -> backend, backend -> client, and events.
+REQUEST, REPLY, EVENT = b"\x01", b"\x02", b"\x03"
+#: At most this many frames in a message: ROUTER identities (one per hop) plus the payload.
+MAX_FRAMES = 8
 _DATA_AT = len(MAGIC) + _SIG
 _PACK_OPTS = ormsgpack.OPT_SERIALIZE_PYDANTIC | ormsgpack.OPT_NON_STR_KEYS
 
@@ -50,8 +58,10 @@ def unpack(data: bytes) -> Any:
 class ReplayGuard:
     """Rejects a message id seen before, and any message older than ``window`` seconds.
 
-    Ids are remembered for ``window`` seconds; after that the age check alone rejects a
-    replay. The window is short because peers share this machine's clock.
+    Ids are remembered for ``window`` + ``max_skew`` seconds: a message stamped up to
+    ``max_skew`` in the future stays fresh that much longer, and its id must outlive it;
+    after that the age check alone rejects a replay. The window is short because peers
+    share this machine's clock.
     """
 
     def __init__(self, window: float = 30.0, max_skew: float = 5.0) -> None:
@@ -69,7 +79,7 @@ class ReplayGuard:
         if header.msg_id in seen:
             raise WireError("replay", header.msg_id)
         seen[header.msg_id] = now
-        horizon = now - self.window
+        horizon = now - self.window - self.max_skew
         while seen:
             oldest_id, seen_at = next(iter(seen.items()))
             if seen_at >= horizon:
@@ -87,30 +97,50 @@ class Codec:
     its own backend and matches replies by ``parent_id``.
     """
 
-    def __init__(self, key: bytes, *, replay_window: float | None = 30.0) -> None:
+    def __init__(
+        self,
+        key: bytes,
+        *,
+        replay_window: float | None = 30.0,
+        max_message_bytes: int | None = None,
+    ) -> None:
         if len(key) < 16:
             raise ValueError("HMAC key must be at least 16 bytes")
         self._key = key
         self.replay = ReplayGuard(replay_window) if replay_window else None
+        self.max_message_bytes = max_message_bytes
 
-    def sign(self, data: bytes) -> bytes:
-        return hmac.digest(self._key, data, "sha256")
+    def sign(self, data: bytes, channel: bytes = REQUEST) -> bytes:
+        if len(data) < 65536:
+            return hmac.digest(self._key, channel + data, "sha256")
+        mac = hmac.new(self._key, channel, "sha256")  # no copy of a large payload
+        mac.update(data)
+        return mac.digest()
 
-    def seal(self, data: bytes) -> bytes:
-        """Frame already-packed ``data`` (msgpack of ``[header, body]``)."""
-        return MAGIC + hmac.digest(self._key, data, "sha256") + data
+    def seal(self, data: bytes, channel: bytes = REQUEST) -> bytes:
+        """Frame already-packed ``data`` (msgpack of ``[header, body]``) for ``channel``."""
+        return MAGIC + self.sign(data, channel) + data
 
     def encode(
-        self, kind: str, body: BaseModel | dict[str, Any], parent_id: str | None = None
+        self,
+        kind: str,
+        body: BaseModel | dict[str, Any],
+        parent_id: str | None = None,
+        channel: bytes = REQUEST,
     ) -> tuple[Header, bytes]:
         header = Header.make(kind, parent_id)
-        return header, self.seal(pack((tuple(header), body)))
+        return header, self.seal(pack((tuple(header), body)), channel)
 
-    def encode_with(self, header: Header, body: BaseModel | dict[str, Any]) -> bytes:
-        return self.seal(pack((tuple(header), body)))
+    def encode_with(
+        self, header: Header, body: BaseModel | dict[str, Any], channel: bytes = REQUEST
+    ) -> bytes:
+        return self.seal(pack((tuple(header), body)), channel)
 
-    def decode(self, frames: Sequence[bytes]) -> tuple[list[bytes], Envelope]:
-        """Split off routing identities (all frames but the last), authenticate, decode.
+    def decode(
+        self, frames: Sequence[bytes], channel: bytes = REQUEST
+    ) -> tuple[list[bytes], Envelope]:
+        """Split off routing identities (all frames but the last), authenticate for
+        ``channel``, decode.
 
         Raises ``WireError`` for anything to drop. The protocol version is left to the
         receiver, which can answer a signed peer that speaks another version with a typed
@@ -118,11 +148,16 @@ class Codec:
         """
         if not frames:
             raise WireError("empty")
+        if len(frames) > MAX_FRAMES:
+            raise WireError("too_many_frames", f"{len(frames)} frames")
+        limit = self.max_message_bytes
+        if limit is not None and sum(len(f) for f in frames) > limit:
+            raise WireError("too_large", f"over {limit} bytes")
         frame = frames[-1]
         if frame[:4] != MAGIC or len(frame) < _DATA_AT:
             raise WireError("not_a_message", f"{len(frame)} bytes without the {MAGIC!r} prefix")
         data = frame[_DATA_AT:]
-        if not hmac.compare_digest(frame[len(MAGIC) : _DATA_AT], self.sign(data)):
+        if not hmac.compare_digest(frame[len(MAGIC) : _DATA_AT], self.sign(data, channel)):
             raise WireError("bad_signature")
         try:
             raw = ormsgpack.unpackb(data)

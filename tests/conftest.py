@@ -10,6 +10,7 @@ import os
 from collections.abc import Iterator
 from contextlib import contextmanager
 from pathlib import Path
+from typing import NoReturn
 
 import pytest
 
@@ -39,6 +40,34 @@ pytest_plugins = ["tests.servers"]
 @pytest.fixture
 def home(tmp_path: Path) -> Path:
     return tmp_path / "home"
+
+
+#: Tests skipped in this run, and why (printed in a banner at the end).
+_NOT_RUN: dict[str, str] = {}
+
+
+def cannot_run(why: str, *, machine_can_not: bool = False) -> NoReturn:
+    """Skip the current test loudly. Under ``ENTROPIC_REQUIRE_ALL=1`` (CI) fail instead,
+    unless ``machine_can_not``: the machine itself cannot run it (e.g. another CPU
+    architecture), which no installation fixes; that is still reported at the end."""
+    test = os.environ.get("PYTEST_CURRENT_TEST", "?").rsplit(" ", 1)[0]
+    _NOT_RUN[test] = why
+    if os.environ.get("ENTROPIC_REQUIRE_ALL") == "1" and not machine_can_not:
+        pytest.fail(f"{why} (ENTROPIC_REQUIRE_ALL=1: this must run here)", pytrace=False)
+    pytest.skip(f"NOT TESTED: {why}")
+
+
+def require_root(what: str) -> None:
+    """Tests that switch to another uid need root (CI runs as root)."""
+    if os.geteuid() != 0:
+        cannot_run(f"{what} needs root to switch to another uid")
+
+
+def pytest_terminal_summary(terminalreporter: pytest.TerminalReporter) -> None:
+    if _NOT_RUN:
+        terminalreporter.section("TESTS NOT RUN ON THIS MACHINE", sep="!", red=True, bold=True)
+        for test, why in sorted(_NOT_RUN.items()):
+            terminalreporter.line(f"{test}: {why}")
 
 
 @contextmanager

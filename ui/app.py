@@ -51,7 +51,13 @@ from shared_api.replies import (
     Reply,
 )
 from ui.dialogues import DialogueController
-from ui.layout_io import DEFAULT_LAYOUT, apply_layout, load_layout, save_layout
+from ui.layout_io import (
+    DEFAULT_LAYOUT,
+    apply_layout,
+    load_layout,
+    load_startup_layout,
+    save_layout,
+)
 from ui.learning import LearningController
 from ui.link import CONNECTED, BackendLink
 from ui.store import WorkbenchStore
@@ -370,12 +376,13 @@ class WorkbenchApp(App):
             self.store.persona(summary.name, summary.role).version = summary.version
         if not self._populated:
             self._populated = True
-            self.load_layout(self.layout_path if self.layout_path.exists() else DEFAULT_LAYOUT)
+            self.load_layout(self.layout_path, startup=True)
 
-    def load_layout(self, path: Path) -> None:
-        """Rebuild the canvas from a layout file; a bad file leaves the canvas as it is."""
+    def load_layout(self, path: Path, startup: bool = False) -> None:
+        """Rebuild the canvas from a layout file; a bad file leaves the canvas as it is (at
+        startup: the default layout opens and the bad file is moved aside)."""
         try:
-            layout, warnings = load_layout(path)
+            layout, warnings = load_startup_layout(path) if startup else load_layout(path)
         except EntropicError as exc:
             self.store.toast(exc.message)
             return

@@ -8,6 +8,8 @@ Problems with the file as a whole raise ``LayoutError``; problems with single op
 from __future__ import annotations
 
 import json
+import os
+import time
 from pathlib import Path
 
 from shared_api.connection import write_private
@@ -57,7 +59,34 @@ def load_layout(path: Path) -> tuple[Layout, list[str]]:
             "from the default layout.",
             path=str(path),
         ) from None
+    except ValueError as exc:  # e.g. an integer of more than 4,300 digits
+        raise LayoutError(
+            f"The layout {path} holds a value JSON cannot give us ({exc}). Fix it, or "
+            "delete it to start from the default layout.",
+            path=str(path),
+        ) from None
     return decode_layout(data, source=f"The layout {path}")
+
+
+def load_startup_layout(path: Path) -> tuple[Layout, list[str]]:
+    """The layout to open the workbench with: the user's at ``path``, the default one if
+    there is none, and also the default one if it cannot be used. Then the bad file is moved
+    aside (``NAME.bad-TIME``), so that saving the layout at exit does not overwrite it, and
+    the first warning says what happened."""
+    path = Path(path)
+    if not path.exists():
+        return load_layout(DEFAULT_LAYOUT)
+    try:
+        return load_layout(path)
+    except LayoutError as exc:
+        aside = path.with_name(f"{path.name}.bad-{time.strftime('%Y%m%dT%H%M%S')}")
+        try:
+            os.replace(path, aside)
+            kept = f"the file was kept as {aside}"
+        except OSError as move:
+            kept = f"it could not be moved aside ({move.strerror})"
+        layout, warnings = load_layout(DEFAULT_LAYOUT)
+        return layout, [f"{exc.message} Opened the default layout instead; {kept}.", *warnings]
 
 
 def save_layout(path: Path, layout: Layout) -> None:

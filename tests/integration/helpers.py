@@ -3,6 +3,8 @@
 from __future__ import annotations
 
 import itertools
+import socket
+import struct
 import time
 from typing import Any
 
@@ -13,7 +15,7 @@ from backend.launcher import BackendProcess
 from shared_api.connection import ConnectionInfo
 from shared_api.envelope import Envelope, Header
 from shared_api.replies import Pong, ProtoUpdated, StateReply
-from shared_api.wire import MAGIC, Codec, WireError
+from shared_api.wire import MAGIC, REPLY, Codec, WireError
 
 _health_counter = itertools.count()
 
@@ -74,7 +76,7 @@ class RawPeer:
             return None
         frames = self.sock.recv_multipart()
         try:
-            return frames, self.codec.decode(frames)[1]
+            return frames, self.codec.decode(frames, REPLY)[1]
         except WireError as exc:  # pragma: no cover - would be a backend bug
             raise AssertionError(f"the backend sent a message that does not verify: {exc}") from exc
 
@@ -121,3 +123,35 @@ def assert_healthy(backend: BackendProcess) -> None:
         assert isinstance(got, StateReply)
         assert got.value == value
         assert got.version == updated.version
+
+
+def zmtp_connect(endpoint: str, socket_type: bytes = b"SUB") -> socket.socket:
+    """A bare ZMTP 3.0 peer (NULL security) on ``endpoint``: what an attacker writes to send
+    frames a libzmq socket would never send, e.g. a 64 MB subscription that no local
+    subscription trie had to store first."""
+    if endpoint.startswith("ipc://"):
+        sock = socket.socket(socket.AF_UNIX, socket.SOCK_STREAM)
+        sock.connect(endpoint[len("ipc://") :])
+    else:
+        host, port = endpoint[len("tcp://") :].rsplit(":", 1)
+        sock = socket.create_connection((host.strip("[]"), int(port)))
+    sock.settimeout(10)
+    mechanism = b"NULL".ljust(20, b"\x00")
+    sock.sendall(b"\xff" + b"\x00" * 8 + b"\x7f" + b"\x03\x00" + mechanism + b"\x00" * 32)
+    greeting = b""
+    while len(greeting) < 64:
+        chunk = sock.recv(64 - len(greeting))
+        if not chunk:
+            raise ConnectionError("closed during the ZMTP greeting")
+        greeting += chunk
+    ready = b"\x05READY\x0bSocket-Type" + struct.pack(">I", len(socket_type)) + socket_type
+    sock.sendall(b"\x04" + bytes([len(ready)]) + ready)
+    return sock
+
+
+def zmtp_send(sock: socket.socket, data: bytes) -> None:
+    """Send one single-frame message on a ``zmtp_connect`` socket."""
+    if len(data) < 256:
+        sock.sendall(b"\x00" + bytes([len(data)]) + data)
+    else:
+        sock.sendall(b"\x02" + struct.pack(">Q", len(data)) + data)

@@ -27,7 +27,10 @@ def test_connection_file_is_private(backend: BackendProcess) -> None:
     assert stat.S_IMODE(info.stat().st_mode) == 0o600
     assert stat.S_IMODE((backend.home / "keys" / "image.key").stat().st_mode) == 0o600
     data = json.loads(info.read_text())
-    assert data["request_endpoint"].startswith("tcp://127.0.0.1:")
+    run = backend.home / "run"
+    assert data["request_endpoint"] == f"ipc://{run / 'requests.sock'}"  # private sockets
+    assert data["event_endpoint"] == f"ipc://{run / 'events.sock'}"
+    assert stat.S_IMODE(run.stat().st_mode) == 0o700
     assert len(bytes.fromhex(data["key"])) == 32
 
 
@@ -91,3 +94,21 @@ def test_remove_a_clone_but_never_a_codex_persona(backend: BackendProcess) -> No
         assert sorted(p["name"] for p in reply["protos"]) == ["ALFRED", "BABS", "BRICK", "ROBIN"]
     finally:
         again.stop()
+
+
+def test_unusable_document_paths_are_typed_one_line_errors(
+    backend: BackendProcess, tmp_path: Path
+) -> None:
+    """A NUL byte or a symlink loop in an ingest_document path: a typed error with a
+    one-line reason, from the backend and the CLI alike, never a traceback."""
+    (tmp_path / "a").symlink_to(tmp_path / "b")
+    (tmp_path / "b").symlink_to(tmp_path / "a")
+    for path, reason in ((str(tmp_path / "x\x00y.md"), "NUL byte"), (str(tmp_path / "a"), "loop")):
+        argv = [sys.executable, str(MAIN), "call", "--home", str(backend.home)]
+        argv += ["ingest_document", json.dumps({"path": path})]
+        done = subprocess.run(argv, capture_output=True, text=True, timeout=60)
+        assert done.returncode == 1, done
+        assert "Traceback" not in done.stdout + done.stderr
+        reply = json.loads(done.stdout)
+        assert reply["code"] == "document_rejected" and reason in reply["message"], reply
+        assert "\n" not in reply["message"] and reply["traceback"] is None

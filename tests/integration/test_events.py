@@ -13,7 +13,7 @@ from shared_api.envelope import Envelope
 from shared_api.events import CognitiveDissonance, Event, Heartbeat, Progress, ProtoChanged
 from shared_api.replies import DoesNotUnderstand, ImageSaved, ProtoUpdated
 from shared_api.transport import Client
-from shared_api.wire import Codec
+from shared_api.wire import EVENT, Codec
 from tests.integration.helpers import RawPeer
 
 
@@ -97,7 +97,7 @@ def test_events_carry_the_request_that_caused_them(shared_backend: BackendProces
             assert sub.poll(int(timeout * 1000)), "no event"
             frames = sub.recv_multipart()
             assert len(frames) == 1, "an event is a single payload frame"
-            identities, envelope = codec.decode(frames)
+            identities, envelope = codec.decode(frames, EVENT)
             assert identities == []
             return envelope
 

@@ -497,6 +497,75 @@ def test_invalid_bodies_get_invalid_body_errors(
         assert reply.detail["errors"], reply
 
 
+# -- (d2) signed frames with arbitrary header values ---------------------------------------
+#: Any MessagePack-able value, or text of any script (e.g. "²", a digit to ``str.isdigit``).
+header_values = packable | st.text(max_size=20) | st.text(alphabet="0123456789.²³¹٠١", max_size=6)
+
+
+@FUZZ
+@example(protocol="\u00b2.0", kind="ping", msg_id="x", parent_id=None)  # shut the backend down
+@example(protocol="\u0661.0", kind="status", msg_id="y", parent_id="p")
+@given(
+    protocol=header_values,
+    kind=st.sampled_from(SAFE_KINDS) | header_values,
+    msg_id=header_values,
+    parent_id=header_values,
+)
+def test_signed_frames_with_arbitrary_header_values(
+    peer: RawPeer, key: bytes, protocol: Any, kind: Any, msg_id: Any, parent_id: Any
+) -> None:
+    """Correctly signed headers whose fields hold anything: a typed reply (never an internal
+    error) or silence, and the backend keeps serving (checked after every example)."""
+    if isinstance(msg_id, str):
+        msg_id = os.urandom(8).hex() + msg_id  # never a replay of an earlier example
+    if not safe_kind(kind):
+        return
+    data = pack([[msg_id, parent_id, kind, time.time(), protocol], {}])
+    payload = Codec(key).seal(data)
+    try:
+        _, envelope = Codec(key).decode([payload])
+    except WireError as exc:
+        event(f"refused: {exc.reason}")
+        assert peer.exchange([payload]) == []
+        return
+    received = peer.exchange([payload], expect_reply_to=envelope.header.msg_id)
+    assert [e.header.parent_id for e in received] == [envelope.header.msg_id]
+    reply = REPLY_ADAPTER.validate_python(received[0].body)
+    assert not (isinstance(reply, ErrorReply) and reply.code == ErrorCode.INTERNAL), reply
+    if isinstance(reply, ErrorReply):
+        event(f"answered: {reply.code}")
+
+
+def test_replies_and_events_are_not_requests(shared_backend: BackendProcess, peer: RawPeer) -> None:
+    """A reply or an event, signed by the backend, sent back to it is dropped unanswered."""
+    assert shared_backend.info is not None
+    _, payload = peer.encode("ping", {})
+    peer.send([payload])
+    got = peer.recv(15.0)
+    assert got is not None
+    reply_frame = got[0][-1]
+    with shared_backend.client(events=True) as client:
+        client.wait_event(lambda e: e.kind == "heartbeat", timeout=10)
+        sub = client._sub
+        assert sub is not None
+        client.call("set_state", {"proto": PROTO, "path": "echoed", "value": 1})
+        assert sub.poll(10_000)
+        event_frame = sub.recv()
+    before = dropped_counts(shared_backend).get("bad_signature", 0)
+    assert peer.exchange([reply_frame]) == []
+    assert peer.exchange([event_frame]) == []
+    assert dropped_counts(shared_backend).get("bad_signature", 0) == before + 2
+
+
+def test_frames_per_message_and_total_size_are_bounded(peer: RawPeer) -> None:
+    """A signed ping behind too many identity frames, or behind identities that make the
+    message larger than max_message_bytes (each frame under it), is dropped unread."""
+    _, ping = peer.encode("ping", {})
+    assert peer.exchange([*([b"hop"] * 20), ping]) == []
+    _, ping = peer.encode("ping", {})
+    assert peer.exchange([os.urandom(10 * MiB), os.urandom(10 * MiB), ping]) == []
+
+
 # -- (e) replay ----------------------------------------------------------------------------
 def test_replayed_request_is_not_executed_twice(
     shared_backend: BackendProcess, peer: RawPeer, fuzz_proto: str

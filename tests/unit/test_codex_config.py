@@ -1,13 +1,15 @@
 from __future__ import annotations
 
 import json
+import os
+import stat
 from pathlib import Path
 
 import pytest
 
 from backend.codex import PERSONAS_DIR, load_codex, load_personas
 from backend.config import BackendConfig, load_config
-from shared_api.errors import CodexInvalidError, ConfigInvalidError
+from shared_api.errors import CodexInvalidError, ConfigInvalidError, UnavailableError
 
 
 def test_the_four_personas_load() -> None:
@@ -54,7 +56,7 @@ def test_config_defaults_and_validation(tmp_path: Path) -> None:
     assert backend.autosave_interval_s == 5
     assert backend.endpoint_specs(tmp_path)[0] == f"ipc://{tmp_path / 'requests.sock'}"
     for text, match in [
-        ("[backend]\nip = '0.0.0.0'\n", "loopback"),
+        ("[backend]\ntransport = 'tcp'\nip = '0.0.0.0'\n", "loopback"),
         ("[backend]\nworkers = 0\n", "backend.workers"),
         ("[backend]\nbogus = 1\n", "backend.bogus"),
         ("[backend\n", "not valid TOML"),
@@ -64,3 +66,23 @@ def test_config_defaults_and_validation(tmp_path: Path) -> None:
             load_config(cfg)
     cfg.write_text("[backend]\nip = '0.0.0.0'\nallow_remote = true\n")
     assert load_config(cfg).backend.ip == "0.0.0.0"
+
+
+def test_long_home_puts_sockets_in_a_private_runtime_dir(
+    tmp_path: Path, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    """A Unix socket path holds 107 bytes: a deep home's sockets go to a private per-user
+    directory instead, named for the home; a runtime dir that is not private is refused."""
+    from backend.home import Home
+
+    runtime = tmp_path / "xdg"
+    runtime.mkdir()
+    monkeypatch.setenv("XDG_RUNTIME_DIR", str(runtime))
+    deep = Home(tmp_path / ("d" * 60) / ("e" * 60)).ensure()
+    where, prefix = deep.socket_dir()
+    assert where == runtime / f"entropic-{os.getuid()}" and len(prefix) == 17
+    assert stat.S_IMODE(where.stat().st_mode) == 0o700
+    assert Home(tmp_path).ensure().socket_dir() == (tmp_path / "run", "")
+    where.chmod(0o755)
+    with pytest.raises(UnavailableError, match="not a private directory"):
+        deep.socket_dir()

@@ -23,7 +23,13 @@ from shared_api.layout import (
     SetWorld,
     decode_layout,
 )
-from ui.layout_io import DEFAULT_LAYOUT, apply_layout, load_layout, save_layout
+from ui.layout_io import (
+    DEFAULT_LAYOUT,
+    apply_layout,
+    load_layout,
+    load_startup_layout,
+    save_layout,
+)
 
 PERSONAS = {"BRICK", "ROBIN", "BABS", "ALFRED"}
 
@@ -290,3 +296,38 @@ def test_default_layout_fits_a_1280x800_window_without_overlaps() -> None:
     )
     assert brick.y == robin.y > babs.y == alfred.y
     assert brick.x == babs.x < robin.x == alfred.x
+
+
+def test_huge_integers_are_layout_errors_or_skipped_operations(tmp_path: Path) -> None:
+    path = tmp_path / "layout.json"
+    path.write_text('{"version": 1, "saved_at": ' + "9" * 5000 + ', "operations": []}')
+    with pytest.raises(LayoutError, match="cannot give us"):  # not a bare ValueError
+        load_layout(path)
+    op = '{"op": "create_persona_morph", "persona": "BRICK", "x": %s, "y": 1, "w": 9, "h": 9}'
+    path.write_text('{"version": 1, "operations": [' + op % ("9" * 4000) + "]}")
+    layout, warnings = load_layout(path)  # under Python's digit limit, over a float's range
+    assert layout.operations == [] and "skipped operation 1" in warnings[0]
+
+
+@pytest.mark.parametrize(
+    "content",
+    ['{"version": 1, "x": ' + "1" * 5000 + "}", "{not json", '{"version": 99}', "[]"],
+    ids=["5000_digits", "not_json", "newer_version", "not_an_object"],
+)
+def test_unusable_layout_at_startup_opens_the_default_and_keeps_the_file(
+    tmp_path: Path, content: str
+) -> None:
+    path = tmp_path / "layout.json"
+    path.write_text(content)
+    layout, warnings = load_startup_layout(path)
+    assert layout == load_layout(DEFAULT_LAYOUT)[0]
+    kept = list(tmp_path.glob("layout.json.bad-*"))
+    assert not path.exists() and len(kept) == 1 and kept[0].read_text() == content
+    assert "Opened the default layout instead" in warnings[0] and str(kept[0]) in warnings[0]
+
+
+def test_startup_layout_is_the_users_or_the_default(tmp_path: Path) -> None:
+    assert load_startup_layout(tmp_path / "none.json")[0] == load_layout(DEFAULT_LAYOUT)[0]
+    mine = Layout(operations=[SetWorld(zoom=2.0)])
+    save_layout(tmp_path / "layout.json", mine)
+    assert load_startup_layout(tmp_path / "layout.json") == (mine, [])

@@ -2,7 +2,9 @@
 
 from __future__ import annotations
 
+import json
 import threading
+import types
 from collections.abc import Iterator
 from pathlib import Path
 
@@ -11,10 +13,12 @@ import pytest
 from backend.bus import EventBus
 from backend.config import BackendConfig
 from backend.home import Home
+from backend.protos import Proto
 from backend.runtime import Runtime
 from shared_api.errors import CompileError, ImageError, MethodFailedError, StaleVersionError
 from shared_api.events import Event
 from shared_api.replies import DoesNotUnderstand
+from shared_api.tools import Provenance, Tool
 
 NO_AUTOSAVE = BackendConfig(autosave_interval_s=0)
 
@@ -221,3 +225,57 @@ def test_replay_announces_nothing_and_a_long_journal_is_saved(tmp_path: Path) ->
         threading.Event().wait(0.05)
     assert not again.dirty and again.image_info.journal_seq == 30
     again.close(save=False)
+
+
+def test_replay_starts_at_the_signed_journal_position_not_the_file_name(tmp_path: Path) -> None:
+    """An image's file name is not signed: renaming a generation to a later journal position
+    must not make the restart skip the records after the real one."""
+    rt, _ = make(tmp_path)
+    rt.commit({"op": "set_state", "proto": "BRICK", "path": "a", "value": 1})
+    saved = rt.save_image()
+    rt.commit({"op": "set_state", "proto": "BRICK", "path": "b", "value": 2})
+    rt.commit({"op": "set_state", "proto": "BRICK", "path": "c", "value": 3})
+    rt.journal.close()  # a crash
+    image = Path(saved.path)
+    image.rename(image.with_name(f"{saved.generation:08d}-{saved.journal_seq + 2:012d}.image"))
+    again, _ = make(tmp_path)
+    assert again.manager.get("BRICK").state == {"a": 1, "b": 2, "c": 3}
+    assert again.image_info.replayed_records == 2
+    assert any("renamed" in w for w in again.image_info.warnings)
+    again.close(save=False)
+
+
+class DeepResultRunner:
+    """Test double for the Tool Forge's sandbox runner (no sandbox needed to force this
+    outcome): the tool printed a JSON result 50,000 levels deep, parsed as the forge does."""
+
+    def __init__(self, parse: bool) -> None:
+        self.parse = parse
+
+    def call(self, proto: str, tool: object, args: dict[str, object]) -> object:
+        if self.parse:
+            value = json.loads("[" * 50_000 + "]" * 50_000)  # RecursionError, as in the forge
+        else:
+            value = []
+            for _ in range(50_000):
+                value = [value]
+        return types.SimpleNamespace(result=value)
+
+
+@pytest.mark.parametrize("parse", [True, False], ids=["while_parsing", "returned"])
+def test_deeply_nested_tool_result_is_a_typed_one_line_error(
+    rt: Runtime, monkeypatch: pytest.MonkeyPatch, parse: bool
+) -> None:
+    tool = Tool(
+        name="deep",
+        proto="BRICK",
+        description="returns a deep value",
+        source="def deep():\n    return []\n",
+        tests="",
+        provenance=Provenance(forge_id="f", author="BRICK", requested_by="user", forged_at=0),
+    )
+    rt.commit({"op": "attach_tool", "proto": "BRICK", "tool": tool.model_dump(mode="json")})
+    monkeypatch.setattr(Proto, "tool_runner", DeepResultRunner(parse))
+    with pytest.raises(MethodFailedError, match="nested") as err:
+        rt.invoke("BRICK", "deep", {})
+    assert "\n" not in err.value.message and "traceback" not in err.value.detail

@@ -7,8 +7,19 @@ import pytest
 
 from shared_api.commands import COMMAND_ADAPTER, Ping, SetState
 from shared_api.envelope import Envelope, Header
-from shared_api.version import PROTOCOL_VERSION
-from shared_api.wire import MAGIC, Codec, ReplayGuard, WireError, pack, unpack
+from shared_api.version import PROTOCOL_VERSION, compatible
+from shared_api.wire import (
+    EVENT,
+    MAGIC,
+    MAX_FRAMES,
+    REPLY,
+    REQUEST,
+    Codec,
+    ReplayGuard,
+    WireError,
+    pack,
+    unpack,
+)
 
 KEY = b"k" * 32
 SIG = 32
@@ -24,7 +35,7 @@ def test_payload_layout() -> None:
     codec = Codec(KEY)
     header, payload = codec.encode("set_state", SetState(proto="BRICK", path="a", value=1))
     assert isinstance(payload, bytes)
-    assert payload[: len(MAGIC)] == MAGIC == b"EMC1"
+    assert payload[: len(MAGIC)] == MAGIC == b"EMC2"
     data = payload[DATA_AT:]
     assert payload[len(MAGIC) : DATA_AT] == codec.sign(data)
     assert len(codec.sign(data)) == SIG
@@ -225,12 +236,12 @@ def test_stale_and_future_messages_are_rejected() -> None:
         guard.check(future)
 
 
-def test_replay_guard_forgets_after_window(monkeypatch: pytest.MonkeyPatch) -> None:
-    guard = ReplayGuard(window=10)
+def test_replay_guard_forgets_after_window_and_skew(monkeypatch: pytest.MonkeyPatch) -> None:
+    guard = ReplayGuard(window=10, max_skew=5)
     for _ in range(100):
         guard.check(Header.make("ping"))
     assert len(guard) == 100
-    later = time.time() + 11
+    later = time.time() + 16
     monkeypatch.setattr(time, "time", lambda: later)
     fresh = Header.make("ping")
     guard.check(fresh)
@@ -245,3 +256,49 @@ def test_pack_unpack_round_trip() -> None:
 def test_short_key_refused() -> None:
     with pytest.raises(ValueError, match="16 bytes"):
         Codec(b"short")
+
+
+def test_future_stamped_message_cannot_be_replayed_before_it_is_stale(
+    monkeypatch: pytest.MonkeyPatch,
+) -> None:
+    """A message stamped max_skew ahead stays fresh until ts + window: its id must be
+    remembered that long, or it can be replayed once in between."""
+    now = time.time()
+    monkeypatch.setattr(time, "time", lambda: now)
+    guard = ReplayGuard(window=10, max_skew=5)
+    ahead = Header.make("ping")._replace(ts=now + 4.9)
+    guard.check(ahead)
+    now += 12  # past the window after it was seen, but it is not stale yet (4.9 + 10 > 12)
+    guard.check(Header.make("ping")._replace(ts=now))  # evicts what is past the horizon
+    with pytest.raises(WireError, match="replay"):
+        guard.check(ahead)
+
+
+@pytest.mark.parametrize(
+    ("sent", "received"),
+    [(REQUEST, REPLY), (REPLY, REQUEST), (EVENT, REQUEST), (EVENT, REPLY), (REPLY, EVENT)],
+)
+def test_signature_binds_the_channel(sent: bytes, received: bytes) -> None:
+    """Nothing signed for one direction is accepted in another."""
+    _, payload = Codec(KEY).encode("ping", Ping(), channel=sent)
+    Codec(KEY).decode([payload], sent)
+    with pytest.raises(WireError) as err:
+        Codec(KEY).decode([payload], received)
+    assert err.value.reason == "bad_signature"
+
+
+def test_frame_count_and_total_size_are_bounded_before_authentication() -> None:
+    codec = Codec(KEY, max_message_bytes=4096)
+    _, payload = codec.encode("ping", Ping())
+    codec.decode([b"id"] * (MAX_FRAMES - 1) + [payload])
+    with pytest.raises(WireError) as err:
+        codec.decode([b"id"] * MAX_FRAMES + [payload])
+    assert err.value.reason == "too_many_frames"
+    with pytest.raises(WireError) as err:
+        codec.decode([b"x" * 4096, payload])  # the payload alone is fine; the message is not
+    assert err.value.reason == "too_large"
+
+
+@pytest.mark.parametrize("version", ["\u00b2.0", "\u0661.0", "1\u00b2", "", ".", "9" * 16, "x.y"])
+def test_odd_protocol_versions_are_incompatible_not_errors(version: str) -> None:
+    assert compatible(version) is False
