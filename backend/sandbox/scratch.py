@@ -97,7 +97,8 @@ class Scratch:
         if os.geteuid() != 0 or _libc() is None:
             return cls(None, size_mb)
         path = make_dir("scratch", root)
-        options = f"size={size_mb}m,nr_inodes={inodes(size_mb)},mode=0700,uid={SANDBOX_ID},gid={SANDBOX_ID}"
+        owner = f"mode=0700,uid={SANDBOX_ID},gid={SANDBOX_ID}"
+        options = f"size={size_mb}m,nr_inodes={inodes(size_mb)},{owner}"
         try:
             _mount(path, options)
         except OSError:
