@@ -42,7 +42,7 @@ from backend.sandbox.base import (
     start_or_clean,
 )
 from backend.sandbox.gvisor import OVERHEAD_MB, host_tasks
-from backend.sandbox.scratch import Scratch, make_dir, owner_tag, remove
+from backend.sandbox.scratch import Scratch, inodes, make_dir, owner_tag, remove
 from backend.sandbox.supervise import HOST_ENV, Outcome, Spawned, to_result
 from shared_api.errors import SandboxFailedError
 from shared_api.sandbox import Limits, SandboxResult
@@ -161,7 +161,8 @@ class DockerGvisorRuntime(ProbedRuntime):
         if scratch.path is not None:
             mount = f"--volume={scratch.path}:{SCRATCH}:rw"
         else:
-            mount = (f"--tmpfs={SCRATCH}:rw,nosuid,nodev,size={scratch.size_mb}m,mode=0700,"
+            mount = (f"--tmpfs={SCRATCH}:rw,nosuid,nodev,size={scratch.size_mb}m,"
+                     f"nr_inodes={inodes(scratch.size_mb)},mode=0700,"
                      f"uid={SANDBOX_UID},gid={SANDBOX_UID}")  # fmt: skip
         argv = [
             self.docker, "run", "--rm", "--interactive", "--pull=never", f"--name={name}",

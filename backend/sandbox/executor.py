@@ -68,7 +68,9 @@ class SecureCodeExecutor:
     Safe to share between threads; runs do not share scratch space, cgroups or container
     ids. ``pool_size`` warm sandboxes are kept (default ``$ENTROPIC_SANDBOX_POOL`` or 2; 0
     for none) once code has run, for the runtime and limits of the last run; ``close()``
-    destroys them (so does the process's exit).
+    destroys them (so does the process's exit). ``scratch_root`` (default: the system's
+    temporary directory) holds the runs' host-side directories; bubblewrap binds the scratch
+    space from there as the sandbox uid, so it must be searchable by that uid, as /tmp is.
     """
 
     def __init__(

@@ -97,7 +97,8 @@ class Scratch:
         if os.geteuid() != 0 or _libc() is None:
             return cls(None, size_mb)
         path = make_dir("scratch", root)
-        options = f"size={size_mb}m,mode=0700,uid={SANDBOX_ID},gid={SANDBOX_ID}"
+        owner = f"mode=0700,uid={SANDBOX_ID},gid={SANDBOX_ID}"
+        options = f"size={size_mb}m,nr_inodes={inodes(size_mb)},{owner}"
         try:
             _mount(path, options)
         except OSError:
@@ -119,6 +120,12 @@ class Scratch:
         if self.path is not None:
             remove(self.path)
             self.path = None
+
+
+def inodes(size_mb: int) -> int:
+    """Files a scratch space of ``size_mb`` may hold: enough for any sensible use, few
+    enough that empty files cannot pile up kernel memory outside the size limit."""
+    return max(1024, size_mb * 256)
 
 
 def remove(path: Path) -> None:

@@ -1,10 +1,13 @@
 """Watch one sandbox process tree from the outside: wall time, CPU time and output limits.
 
-Every runtime hands its command line to ``supervise``, which starts it in a new session with
-stdin closed, reads stdout and stderr without blocking (keeping at most
+Every runtime starts its command line as a ``Spawned`` (in a new session, its stdin a pipe):
+the sandbox comes up and waits for its program. ``Spawned.finish`` then writes the program to
+stdin and closes it, reads stdout and stderr without blocking (keeping at most
 ``Limits.output_bytes`` of them together), and kills the run when it goes past its wall time,
 past its CPU time (when the runtime can measure the CPU its whole tree used), or past its
-output limit. The kernel-side limits (rlimits, cgroups, namespaces) are the runtime's job.
+output limit; the limits count from the program's delivery, so a sandbox kept warm loses
+nothing by waiting. ``supervise`` does both at once. The kernel-side limits (rlimits,
+cgroups, namespaces) are the runtime's job.
 
 Killing is two-staged. The runtime's own ``kill`` stops the sandbox *below* the supervised
 process, which then reaps what is left and exits by itself (so nothing is left for the host's

@@ -367,6 +367,25 @@ def test_default_disk_cap_is_64_mb(sandbox: SecureCodeExecutor) -> None:
     assert small.stdout == "ok\n" and small.disk_full in (False, None), small
 
 
+def test_file_count_is_capped(sandbox: SecureCodeExecutor) -> None:
+    if os.geteuid() != 0:
+        pytest.skip("the file count is capped on the host's scratch tmpfs, which needs root")
+    source = (
+        "import errno, os\n"
+        "made, error = 0, None\n"
+        "try:\n"
+        "    for i in range(200000):\n"
+        "        os.close(os.open(f'e{i}', os.O_CREAT | os.O_WRONLY))\n"
+        "        made += 1\n"
+        "except OSError as exc:\n"
+        "    error = errno.errorcode.get(exc.errno)\n"
+        "print(made, error)\n"
+    )
+    result = sandbox.run_python(source, Limits(disk_mb=4, wall_s=60, cpu_s=30))
+    made, error = result.stdout.split()
+    assert error == "ENOSPC" and int(made) < 1024, result  # 4 MB: at most 1,024 files
+
+
 def test_scratch_is_private_and_removed(sandbox: SecureCodeExecutor, untouched: HostState) -> None:
     source = (
         "import os, json\n"

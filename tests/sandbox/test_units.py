@@ -182,7 +182,10 @@ def test_docker_command_line(tmp_path: Path) -> None:
     assert not any(a.startswith("--ulimit=as") for a in argv)
     # without a host tmpfs (not root), Docker makes one of the same size
     tmpfs = runtime.command(Scratch(None, 32), limits, "c1", tmp_path / "cid")
-    assert "--tmpfs=/scratch:rw,nosuid,nodev,size=32m,mode=0700,uid=65534,gid=65534" in tmpfs
+    assert (
+        "--tmpfs=/scratch:rw,nosuid,nodev,size=32m,nr_inodes=8192,mode=0700,uid=65534,gid=65534"
+        in tmpfs
+    )
 
 
 def test_docker_image_must_be_pinned_by_digest(monkeypatch: pytest.MonkeyPatch) -> None:
