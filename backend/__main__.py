@@ -29,6 +29,7 @@ from shared_api.errors import ConfigInvalidError, EntropicError, ImageError, Una
 log = logging.getLogger("backend")
 
 EXIT_CONFIG, EXIT_RUNNING, EXIT_IMAGE = 2, 3, 4
+MEMORY_OPEN_DELAY_S = 20.0
 
 
 def serve(home_dir: Path) -> int:
@@ -105,7 +106,9 @@ def serve(home_dir: Path) -> int:
         config.orphan_exit_s, lambda: server.request_stop(True)
     )
     attach.start()
-    memory.start()  # opens in the background: LanceDB takes seconds to import
+    # The memory opens on first use, or once the first seconds are over: importing LanceDB
+    # and the embedder takes seconds of CPU that the first requests should not wait behind.
+    memory.start_when_idle(MEMORY_OPEN_DELAY_S)
     try:
         server.serve_forever()
     finally:

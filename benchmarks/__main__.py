@@ -29,6 +29,7 @@ BENCHMARKS = {
     "restart": "backend restart after a crash with 100k unsaved journal records vs empty journal",
     "checkpoints_pg": "debugger step/edit/history p95 with checkpoints on PostgreSQL vs SQLite",
     "openai_server": "tokens/s via our OpenAI-compatible backend vs the openai client, same server",
+    "startup": "workbench start: first frame, backend ready, ready to ask, quit vs bare Kivy",
 }
 
 

@@ -7,7 +7,9 @@ updates, which the morphs render.
 
 from __future__ import annotations
 
+import json
 import logging
+import os
 import signal
 import sys
 import time
@@ -74,6 +76,18 @@ TOAST_SECONDS = 6.0
 #: The metrics a new plot shows (``morphs.plot.DEFAULT_METRICS``, without importing it).
 PLOT_METRICS = ("tokens_per_s", "queue_wait_ms", "ttft_ms", "total_ms")
 STRIP_COLOUR = (0.11, 0.125, 0.155, 1)
+
+
+#: ``benchmarks/startup.py`` sets this to a file: the app appends its start-up milestones
+#: there (``{"event": ..., "t": time.time()}``), and quits once it is ready for questions.
+TRACE_ENV = "ENTROPIC_STARTUP_TRACE"
+
+
+def trace(event: str) -> None:
+    path = os.environ.get(TRACE_ENV)
+    if path:
+        with open(path, "a", encoding="utf-8") as out:
+            out.write(json.dumps({"event": event, "t": time.time()}) + "\n")
 
 
 def _strip(**kwargs: Any) -> Label:
@@ -143,7 +157,12 @@ class WorkbenchApp(App):
             )
         self.link.start()
         self._render_status()
+        Window.bind(on_draw=self._first_frame)
         return root
+
+    def _first_frame(self, *_: Any) -> None:
+        Window.unbind(on_draw=self._first_frame)
+        trace("first_frame")
 
     def _layout_root(self, root: Any, *_: Any) -> None:
         w, h = root.size
@@ -157,11 +176,13 @@ class WorkbenchApp(App):
         if getattr(self, "_stopped", False):
             return
         self._stopped = True
+        trace("quitting")
         started = time.monotonic()
         self.save_layout()
         if self.link is not None:
             self.link.stop(stop_backend=True)  # only a backend this app started itself
         log.info("workbench closed in %.2fs", time.monotonic() - started)
+        trace("closed")
 
     def _on_key(self, _window: Any, key: int, *_: Any) -> bool:
         """Esc closes the open menu, else the halo, else the panel in front; in a persona's
@@ -191,6 +212,7 @@ class WorkbenchApp(App):
     def _on_connection(self, state: str, detail: str) -> None:
         self.store.set_connection(state, detail)
         if state == CONNECTED and self.link is not None:
+            trace("backend_ready")
             self.link.send(ListProtos(), self._populate)
             self.link.send(ModelStatus(), self._show_models)
             self.dialogues.refresh()
@@ -377,6 +399,9 @@ class WorkbenchApp(App):
         if not self._populated:
             self._populated = True
             self.load_layout(self.layout_path, startup=True)
+            trace("ask_ready")  # the personas' text fields are on screen, connected
+            if os.environ.get(TRACE_ENV):
+                Clock.schedule_once(lambda _dt: self.stop(), 0.5)
 
     def load_layout(self, path: Path, startup: bool = False) -> None:
         """Rebuild the canvas from a layout file; a bad file leaves the canvas as it is (at

@@ -14,9 +14,6 @@ from dataclasses import dataclass
 from pathlib import Path
 from typing import Literal
 
-from pypdf import PdfReader
-from pypdf.errors import DependencyError, FileNotDecryptedError
-
 from shared_api.errors import DocumentError
 
 TEXT_SUFFIXES = (".txt", ".md", ".py", ".json", ".csv")
@@ -208,6 +205,9 @@ def _pdf_text(path: Path, data: bytes) -> str:
     name = path.name
     if b"%PDF-" not in data[:_PDF_HEADER_WINDOW]:
         raise _broken_pdf(path, "there is no %PDF- header")
+    from pypdf import PdfReader  # a second of imports: only once a PDF is dropped
+    from pypdf.errors import DependencyError, FileNotDecryptedError
+
     try:
         reader = PdfReader(io.BytesIO(data))
         pages = [page.extract_text() for page in reader.pages]

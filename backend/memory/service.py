@@ -78,6 +78,7 @@ class MemoryService:
         self._writes = dict.fromkeys(VECTOR_TABLES, 0)
         self._search_ms: deque[float] = deque(maxlen=200)
         self._opener: threading.Thread | None = None
+        self._start_lock = threading.Lock()
         self._ingest_pool = ThreadPoolExecutor(max_workers=1, thread_name_prefix="ingest")
 
     @property
@@ -91,10 +92,20 @@ class MemoryService:
         if not self.config.enabled:
             self._ready.set()
             return
-        self.state = "opening"
+        with self._start_lock:
+            if self.state != "closed" or self._stop.is_set():
+                return  # already opening or open (or closing)
+            self.state = "opening"
         self._opener = threading.Thread(target=self._open, name="memory-open", daemon=True)
         self._opener.start()
         self.recorder.start()
+
+    def start_when_idle(self, delay_s: float) -> None:
+        """Open on first use (a search, an ingest, a recall), or after ``delay_s``: the
+        backend answers at once instead of sharing its first seconds with LanceDB."""
+        timer = threading.Timer(delay_s, self.start)
+        timer.daemon = True
+        timer.start()
 
     def wait_ready(self, timeout: float) -> bool:
         return self._ready.wait(timeout) and self.state in ("ready", "reembedding")
@@ -237,6 +248,7 @@ class MemoryService:
         return embedder
 
     def _require(self, wait: float = COMMAND_WAIT_S) -> MemoryStore:
+        self.start()
         if not self.config.enabled:
             raise MemoryUnavailableError(
                 "The memory is disabled ([memory] enabled = false in config.toml). Set it to "
@@ -364,6 +376,7 @@ class MemoryService:
         cfg = self.config
         if not cfg.enabled or cfg.retrieval_k == 0:
             return None
+        self.start()
         budget = context_budget(
             cfg.retrieval_tokens, n_ctx=n_ctx, system=system, question=text, max_tokens=max_tokens
         )
@@ -384,6 +397,7 @@ class MemoryService:
     ) -> None:
         """Queue one exchange for the writer thread (returns at once)."""
         if self.config.enabled and self.state != "failed":
+            self.start()
             self.recorder.queue(proto, interaction, citations or [])
 
     def after_write(self, logical: str) -> None:
@@ -410,6 +424,7 @@ class MemoryService:
 
     # -- stats ------------------------------------------------------------------------------
     def stats(self) -> MemoryStatsReply:
+        self.start()
         state = self.state
         if self.store is None or self.store.manifest is None:
             return MemoryStatsReply(state=state, error=self.error, path=str(self.root))
