@@ -27,6 +27,7 @@ BENCHMARKS = {
     "forge": "forged-tool call via each sandbox vs in-process; forge success on 10 tasks",
     "learning": "CPU fine-tune s per 100 examples; ALFRED's judged win rate of the candidate",
     "checkpoints_pg": "debugger step/edit/history p95 with checkpoints on PostgreSQL vs SQLite",
+    "memory_s3": "memory ingest chunks/s and search p50 on S3 (SeaweedFS) vs local disk",
     "openai_server": "tokens/s via our OpenAI-compatible backend vs the openai client, same server",
 }
 
