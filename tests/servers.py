@@ -172,9 +172,10 @@ class S3:
             "AWS_SECRET_ACCESS_KEY": self.secret_key,
         }
 
-    def bucket(self) -> str:
+    def bucket(self, name: str = "") -> str:
         """The session's one bucket (SeaweedFS grows volumes per bucket: tests share it and
-        each uses its own prefix)."""
+        each uses its own prefix), or the bucket ``name``."""
+        name = name or BUCKET
         import boto3
         import botocore.exceptions
 
@@ -186,14 +187,14 @@ class S3:
             region_name="us-east-1",
         )
         try:
-            client.create_bucket(Bucket=BUCKET)
+            client.create_bucket(Bucket=name)
         except botocore.exceptions.ClientError as exc:
             if exc.response.get("Error", {}).get("Code") not in (
                 "BucketAlreadyOwnedByYou",
                 "BucketAlreadyExists",
             ):
                 raise
-        return BUCKET
+        return name
 
     def fresh_prefix(self) -> str:
         """``s3://BUCKET/t-RANDOM``: a place of the test's own."""
@@ -386,6 +387,7 @@ def _up(directory: Path) -> None:
         "AWS_ACCESS_KEY_ID": S3_ACCESS,
         "AWS_SECRET_ACCESS_KEY": S3_SECRET,
     }
+    S3(endpoint, S3_ACCESS, S3_SECRET).bucket("entropic")  # for the README's walk-through
     lines = "".join(f"export {k}={v}\n" for k, v in exports.items())
     (directory / "env.sh").write_text(lines)
     print(f"PostgreSQL {pg_url}, S3 {endpoint}", flush=True)
@@ -400,6 +402,6 @@ def _down(directory: Path) -> None:
     shutil.rmtree(directory, ignore_errors=True)
 
 
-if __name__ == "__main__":
+if __name__ == "__main__":  # python -m tests.servers up|down DIR
     action, where = sys.argv[1], Path(sys.argv[2])
     {"up": _up, "down": _down}[action](where)
