@@ -25,10 +25,20 @@ $(VENV)/.synced: $(UV) pyproject.toml uv.lock
 	$(UV) sync --frozen --inexact --python $(PYTHON)
 	touch $@
 
-# The learning extra (CPU torch from the wheel on disk, see pyproject's [tool.uv.sources]) and
-# convert_hf_to_gguf.py from the llama.cpp that llama-cpp-python vendors, into .tools/llama.cpp.
+# The learning extra and convert_hf_to_gguf.py from the llama.cpp that llama-cpp-python vendors,
+# into .tools/llama.cpp. torch is the CPU build: the locked wheel on disk (pyproject's
+# [tool.uv.sources]) where it lies, else the same version from PyTorch's own CPU index (pinned
+# by version there: the lock cannot record that index's hashes from a machine that cannot reach
+# it); everything else comes from the lock either way.
+TORCH_WHEEL := /opt/wheels/torch-2.13.0+cpu-cp311-cp311-manylinux_2_28_x86_64.whl
+TORCH_CPU_INDEX := https://download.pytorch.org/whl/cpu
 $(VENV)/.learning: $(VENV)/.synced
-	$(UV) sync --frozen --inexact --extra learning --python $(PYTHON)
+	if [ -f "$(TORCH_WHEEL)" ]; then \
+	    $(UV) sync --frozen --inexact --extra learning --python $(PYTHON); \
+	else \
+	    $(UV) pip install --python $(PY) --index-url $(TORCH_CPU_INDEX) "torch==2.13.0+cpu" && \
+	    $(UV) sync --frozen --inexact --extra learning --no-install-package torch --python $(PYTHON); \
+	fi
 	$(PY) -m backend.learning.converter install
 	touch $@
 

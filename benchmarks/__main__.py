@@ -28,6 +28,7 @@ BENCHMARKS = {
     "learning": "CPU fine-tune s per 100 examples; ALFRED's judged win rate of the candidate",
     "restart": "backend restart after a crash with 100k unsaved journal records vs empty journal",
     "checkpoints_pg": "debugger step/edit/history p95 with checkpoints on PostgreSQL vs SQLite",
+    "memory_s3": "memory ingest chunks/s and search p50 on S3 (SeaweedFS) vs local disk",
     "openai_server": "tokens/s via our OpenAI-compatible backend vs the openai client, same server",
     "startup": "workbench start: first frame, backend ready, ready to ask, quit vs bare Kivy",
 }

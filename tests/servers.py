@@ -36,6 +36,7 @@ PG_BIN = Path("/usr/lib/postgresql/15/bin")
 S3_ACCESS, S3_SECRET = "entropic-test", "entropic-test-secret"
 LLAMA_KEY = "sk-entropic-test"
 LLAMA_ALIAS = "smollm2"
+BUCKET = "entropic-tests"
 
 
 def unavailable(what: str, why: str) -> None:
@@ -171,10 +172,13 @@ class S3:
             "AWS_SECRET_ACCESS_KEY": self.secret_key,
         }
 
-    def create_bucket(self) -> str:
+    def bucket(self, name: str = "") -> str:
+        """The session's one bucket (SeaweedFS grows volumes per bucket: tests share it and
+        each uses its own prefix), or the bucket ``name``."""
+        name = name or BUCKET
         import boto3
+        import botocore.exceptions
 
-        name = f"t-{secrets.token_hex(6)}"
         client = boto3.client(
             "s3",
             endpoint_url=self.endpoint,
@@ -182,8 +186,19 @@ class S3:
             aws_secret_access_key=self.secret_key,
             region_name="us-east-1",
         )
-        client.create_bucket(Bucket=name)
+        try:
+            client.create_bucket(Bucket=name)
+        except botocore.exceptions.ClientError as exc:
+            if exc.response.get("Error", {}).get("Code") not in (
+                "BucketAlreadyOwnedByYou",
+                "BucketAlreadyExists",
+            ):
+                raise
         return name
+
+    def fresh_prefix(self) -> str:
+        """``s3://BUCKET/t-RANDOM``: a place of the test's own."""
+        return f"s3://{self.bucket()}/t-{secrets.token_hex(6)}"
 
 
 def weed_binary() -> Path:
@@ -222,9 +237,13 @@ def start_seaweed(directory: Path) -> tuple[subprocess.Popen[bytes], str]:
         f"-s3.port={s3}",
         f"-s3.config={config}",
         "-master.volumeSizeLimitMB=64",
+        "-volume.max=64",
+        "-master.telemetry=false",  # it would report to the internet
+        "-s3.port.iceberg=0",  # no fixed-port extras (8181, 9101): two servers may run at once
+        "-s3.port.lance=0",
     ]
-    log = open(directory / "weed.log", "wb")  # noqa: SIM115 - the server's for its lifetime
-    proc = subprocess.Popen(command, stdout=log, stderr=subprocess.STDOUT)
+    with open(directory / "weed.log", "wb") as log:  # the child keeps its own descriptor
+        proc = subprocess.Popen(command, stdout=log, stderr=subprocess.STDOUT)
     endpoint = f"http://127.0.0.1:{s3}"
 
     def answers() -> bool:
@@ -368,6 +387,7 @@ def _up(directory: Path) -> None:
         "AWS_ACCESS_KEY_ID": S3_ACCESS,
         "AWS_SECRET_ACCESS_KEY": S3_SECRET,
     }
+    S3(endpoint, S3_ACCESS, S3_SECRET).bucket("entropic")  # for the README's walk-through
     lines = "".join(f"export {k}={v}\n" for k, v in exports.items())
     (directory / "env.sh").write_text(lines)
     print(f"PostgreSQL {pg_url}, S3 {endpoint}", flush=True)
@@ -382,6 +402,6 @@ def _down(directory: Path) -> None:
     shutil.rmtree(directory, ignore_errors=True)
 
 
-if __name__ == "__main__":
+if __name__ == "__main__":  # python -m tests.servers up|down DIR
     action, where = sys.argv[1], Path(sys.argv[2])
     {"up": _up, "down": _down}[action](where)

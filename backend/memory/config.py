@@ -8,13 +8,25 @@ from __future__ import annotations
 
 from typing import Literal
 
-from pydantic import BaseModel, ConfigDict, Field
+from pydantic import BaseModel, ConfigDict, Field, field_validator
+
+#: What ``storage_options`` may say; credentials only ever come from the AWS_* environment.
+STORAGE_OPTIONS = ("aws_endpoint", "allow_http", "aws_region", "aws_virtual_hosted_style_request")
 
 
 class MemoryConfig(BaseModel):
     model_config = ConfigDict(extra="forbid")
 
     enabled: bool = Field(default=True, description="false: no memory, no retrieval")
+    uri: str = Field(
+        default="",
+        pattern=r"^(s3://[a-z0-9][a-z0-9.\-]{1,62}(/[A-Za-z0-9_.\-/]*)?)?$",
+        description='where the tables live: "" for HOME/memory, or s3://bucket/prefix '
+        "(credentials from AWS_ACCESS_KEY_ID / AWS_SECRET_ACCESS_KEY in the environment)",
+    )
+    storage_options: dict[str, str] = Field(
+        default={}, description="for s3://: aws_endpoint, allow_http, aws_region"
+    )
     embedder: str = Field(
         default="minilm",
         pattern=r"^(minilm|ollama:[A-Za-z0-9_.:/\-]+)$",
@@ -43,3 +55,15 @@ class MemoryConfig(BaseModel):
     )
     chunk_chars: int = Field(default=600, ge=200, le=8000, description="~150 word pieces")
     max_document_mb: float = Field(default=20.0, gt=0, le=1024)
+
+    @field_validator("storage_options")
+    @classmethod
+    def _no_credentials(cls, value: dict[str, str]) -> dict[str, str]:
+        unknown = sorted(set(value) - set(STORAGE_OPTIONS))
+        if unknown:
+            raise ValueError(
+                f"unknown storage options {unknown} (known: {', '.join(STORAGE_OPTIONS)}); "
+                "credentials never go in config.toml: set AWS_ACCESS_KEY_ID and "
+                "AWS_SECRET_ACCESS_KEY in the backend's environment"
+            )
+        return value

@@ -84,7 +84,10 @@ class MemoryService:
     @property
     def where(self) -> str:
         """Where the memory's tables live, for ``status``."""
-        return f"local:{self.root}"
+        if not self.config.uri:
+            return f"local:{self.root}"
+        endpoint = self.config.storage_options.get("aws_endpoint", "")
+        return self.config.uri + (f" at {endpoint}" if endpoint else "")
 
     # -- lifecycle --------------------------------------------------------------------------
     def start(self) -> None:
@@ -126,11 +129,13 @@ class MemoryService:
             from backend.memory.embedder import make_embedder
             from backend.memory.index import IndexManager
             from backend.memory.ingest import Ingestor
+            from backend.memory.location import open_location
             from backend.memory.store import MemoryStore
 
             self._checkpoint()
             self._progress("memory_open", op_id, 0.0, "opening the memory")
-            store = MemoryStore(self.root)
+            location = open_location(self.root, self.config.uri, self.config.storage_options)
+            store = MemoryStore(self.root, location)
             self._progress("memory_open", op_id, 0.3, "loading the embedder")
             embedder = make_embedder(
                 self.config.embedder,
@@ -178,10 +183,16 @@ class MemoryService:
                 self.error = exc.message
             else:
                 log.exception("memory failed to open")
+                remedy = (
+                    f"check [memory] uri and the AWS_* variables, or move {self.config.uri} "
+                    "aside"
+                    if self.config.uri
+                    else f"move {self.root} aside"
+                )
                 self.error = (
-                    f"The memory in {self.root} failed to open ({exc.__class__.__name__}: {exc}). "
-                    f"The backend runs without it; move {self.root} aside to start an empty "
-                    "memory, and report this with the backend log."
+                    f"The memory in {self.where} failed to open ({exc.__class__.__name__}: "
+                    f"{exc}). The backend runs without it; {remedy} to start an empty memory, "
+                    "and report this with the backend log."
                 )
             self.state = "failed"
             self._ready.set()
@@ -427,7 +438,9 @@ class MemoryService:
         self.start()
         state = self.state
         if self.store is None or self.store.manifest is None:
-            return MemoryStatsReply(state=state, error=self.error, path=str(self.root))
+            return MemoryStatsReply(
+                state=state, error=self.error, path=self.config.uri or str(self.root)
+            )
         assert self.index is not None
         manifest = self.store.manifest
         searches = list(self._search_ms)
@@ -435,7 +448,7 @@ class MemoryService:
         return MemoryStatsReply(
             state=state,
             error=self.error,
-            path=str(self.root),
+            path=self.config.uri or str(self.root),
             embedder=manifest.embedder,
             dim=manifest.dim,
             schema_version=manifest.schema_version,

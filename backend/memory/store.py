@@ -15,8 +15,6 @@ killed before it switched over). The manifest itself is replaced atomically.
 
 from __future__ import annotations
 
-import contextlib
-import json
 import logging
 import os
 import threading
@@ -30,6 +28,7 @@ import numpy as np
 import pyarrow as pa  # type: ignore[import-untyped]
 
 from backend.memory.embedder import Embedder, Vectors
+from backend.memory.location import LocalLocation, Location
 from shared_api.errors import MemoryUnavailableError
 
 log = logging.getLogger(__name__)
@@ -38,7 +37,6 @@ log = logging.getLogger(__name__)
 os.environ.setdefault("LANCE_INCLUDE_VECTOR_CENTROIDS", "false")
 
 SCHEMA_VERSION = 1
-MANIFEST = "manifest.json"
 VECTOR_TABLES = ("chunks", "interactions")
 LOGICAL_TABLES = (*VECTOR_TABLES, "documents")
 #: Text columns returned with hits (the vector column never leaves the store).
@@ -173,38 +171,21 @@ class Manifest:
     tables: dict[str, str] = field(default_factory=dict)
 
     @staticmethod
-    def load(path: Path) -> Manifest | None:
-        try:
-            raw = json.loads(path.read_text())
-        except FileNotFoundError:
+    def load(location: Location) -> Manifest | None:
+        raw = location.read_manifest()
+        if raw is None:
             return None
-        except (OSError, ValueError) as exc:
-            raise MemoryUnavailableError(
-                f"{path} is unreadable ({exc}). Move {path.parent} aside to start an empty "
-                "memory (documents can be ingested again)."
-            ) from None
         try:
             return Manifest(**raw)
         except TypeError:
             raise MemoryUnavailableError(
-                f"{path} has unexpected fields: it was written by another version of Entropic "
-                f"OS. Upgrade, or move {path.parent} aside to start an empty memory."
+                f"The memory manifest in {location.where} has unexpected fields: it was written "
+                "by another version of Entropic OS. Upgrade, or move it aside to start an "
+                "empty memory."
             ) from None
 
-    def save(self, path: Path) -> None:
-        """Atomically: write a temporary file, fsync, rename, fsync the directory."""
-        tmp = path.with_suffix(".tmp")
-        fd = os.open(tmp, os.O_WRONLY | os.O_CREAT | os.O_TRUNC, 0o600)
-        with os.fdopen(fd, "w") as f:
-            json.dump(asdict(self), f, indent=2)
-            f.flush()
-            os.fsync(f.fileno())
-        os.replace(tmp, path)
-        dir_fd = os.open(path.parent, os.O_RDONLY)
-        try:
-            os.fsync(dir_fd)
-        finally:
-            os.close(dir_fd)
+    def save(self, location: Location) -> None:
+        location.write_manifest(asdict(self))
 
 
 @dataclass(frozen=True)
@@ -219,16 +200,16 @@ class View:
 class MemoryStore:
     """The open tables. Writes are serialised by ``write_lock``; reads need no lock."""
 
-    def __init__(self, root: Path) -> None:
+    def __init__(self, root: Path, location: Location | None = None) -> None:
         import lancedb
 
-        root.mkdir(parents=True, exist_ok=True)
-        os.chmod(root, 0o700)
+        self.location = location or LocalLocation(root)
         self.root = root
-        self.manifest_path = root / MANIFEST
-        self.db = lancedb.connect(root / "lance")
+        self.db = lancedb.connect(
+            self.location.lance_uri, storage_options=self.location.storage_options or None
+        )
         self.write_lock = threading.RLock()
-        manifest = Manifest.load(self.manifest_path)
+        manifest = Manifest.load(self.location)
         self.view: View | None = None
         if manifest is not None:
             self._check_version(manifest)
@@ -252,7 +233,8 @@ class MemoryStore:
     def _check_version(self, manifest: Manifest) -> None:
         if manifest.schema_version > SCHEMA_VERSION:
             raise MemoryUnavailableError(
-                f"The memory in {self.root} has schema version {manifest.schema_version}, "
+                f"The memory in {self.location.where} has schema version "
+                f"{manifest.schema_version}, "
                 f"newer than this Entropic OS understands ({SCHEMA_VERSION}). Upgrade, or move "
                 "the folder aside to start an empty memory."
             )
@@ -268,8 +250,9 @@ class MemoryStore:
                 raise MemoryUnavailableError(
                     f"The memory table {tables[logical].name} holds vectors of "
                     f"{meta.get('embedder', 'an unknown embedder')} ({dim} dimensions), but "
-                    f"{self.manifest_path} says {manifest.embedder} ({manifest.dim}); they must "
-                    f"never mix. Move {self.root} aside to start an empty memory."
+                    f"its manifest in {self.location.where} says {manifest.embedder} "
+                    f"({manifest.dim}); they must never mix. Move {self.location.where} aside "
+                    "to start an empty memory."
                 )
 
     def _open_table(self, logical: str, physical: str) -> Any:
@@ -277,8 +260,8 @@ class MemoryStore:
             return self.db.open_table(physical)
         except (ValueError, FileNotFoundError, OSError) as exc:
             raise MemoryUnavailableError(
-                f"The memory table {physical} ({logical}) in {self.root} cannot be opened "
-                f"({exc}). Move {self.root} aside to start an empty memory."
+                f"The memory table {physical} ({logical}) in {self.location.where} cannot be "
+                f"opened ({exc}). Move it aside to start an empty memory."
             ) from None
 
     def _table_names(self) -> list[str]:
@@ -297,7 +280,7 @@ class MemoryStore:
             manifest = Manifest(embedder=embedder.identity, spec=embedder.spec, dim=embedder.dim)
             tables = self._create_generation(manifest, LOGICAL_TABLES)
             manifest.tables = {name: t.name for name, t in tables.items()}
-            manifest.save(self.manifest_path)
+            manifest.save(self.location)
             self.view = View(manifest, tables)
 
     def _create_generation(self, manifest: Manifest, logical: Sequence[str]) -> dict[str, Any]:
@@ -435,12 +418,7 @@ class MemoryStore:
         return [dict(row) for row in query.to_list()]
 
     def disk_bytes(self) -> int:
-        total = 0
-        for dirpath, _dirs, files in os.walk(self.root):
-            for name in files:
-                with contextlib.suppress(OSError):  # a file removed meanwhile
-                    total += os.path.getsize(os.path.join(dirpath, name))
-        return total
+        return self.location.size_bytes()
 
     # -- re-embedding -----------------------------------------------------------------------
     def reembed(self, embedder: Embedder, progress: Progress) -> int:
@@ -494,7 +472,7 @@ class MemoryStore:
                 have = set(self._column(fresh[name], "id"))
                 rows += copy(name, have)
             new.tables.update({name: fresh[name].name for name in VECTOR_TABLES})
-            new.save(self.manifest_path)
+            new.save(self.location)
             previous = {name: self.tables[name].name for name in VECTOR_TABLES}
             self.view = View(new, {**self.tables, **fresh})
             for physical in previous.values():

@@ -162,7 +162,9 @@ def test_a_persona_answers_through_the_server(
             "model": "smollm2",
             "where": llama_server.base_url,
         }
-        assert KEY_ENV not in str(status) and key not in str(status)
+        assert engines["checkpoints"] == f"sqlite:{home.resolve()}/dialogue/checkpoints.sqlite"
+        assert engines["memory"] == f"local:{home.resolve()}/memory" and "sandbox" in engines
+        assert key not in str(status)
         assert key not in (home / "backend.log").read_text()
     finally:
         proc.stop()
