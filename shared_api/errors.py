@@ -35,6 +35,7 @@ class ErrorCode(StrEnum):
     MODEL_MISSING = "model_missing"
     MODEL_TOO_LARGE = "model_too_large"
     MODEL_FAILED = "model_failed"
+    MODEL_OUTPUT_INVALID = "model_output_invalid"
     CANCELLED = "cancelled"
     SANDBOX_UNAVAILABLE = "sandbox_unavailable"
     SANDBOX_FAILED = "sandbox_failed"
@@ -142,6 +143,13 @@ class ModelTooLargeError(EntropicError):
 
 class ModelFailedError(EntropicError):
     code = ErrorCode.MODEL_FAILED
+
+
+class ModelOutputError(EntropicError):
+    """A model's answer does not fit the JSON schema it was generated under (a backend that
+    ignored the schema, or an answer cut off by the token limit)."""
+
+    code = ErrorCode.MODEL_OUTPUT_INVALID
 
 
 class CancelledError(EntropicError):

@@ -151,14 +151,18 @@ class PersonaLLM:
         on_token: Any = None,
         cancel: threading.Event | None = None,
         recall: bool = True,
+        json_schema: dict[str, Any] | None = None,
     ) -> Completion:
         """Ask ``proto`` synchronously through its model; records the interaction.
-        With ``recall`` the most relevant memories go in front of ``text``, with sources."""
+        With ``recall`` the most relevant memories go in front of ``text``, with sources;
+        with ``json_schema`` the answer is JSON valid under it (see ``structured``)."""
         request_id = request_id or new_msg_id()
         selection = self.select(proto)
         self._remember(proto, selection)
         params = GenerationParams(
-            max_tokens=max_tokens or self.config.max_tokens, temperature=self.config.temperature
+            max_tokens=max_tokens or self.config.max_tokens,
+            temperature=self.config.temperature,
+            json_schema=json_schema,
         )
         memories = None
         if recall and self.memory is not None:
