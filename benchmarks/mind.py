@@ -14,7 +14,7 @@
 The model: ``MIND_MODEL`` (a GGUF path), else the capable default in the shared models cache;
 ``MIND_SHA256`` pins it. ``MIND_TASKS=a,b`` forges only the named tasks; ``MIND_PARTS=forge,
 judge,chat`` picks the parts. ``--quick``: 4 tasks, 6 pairs. Details (every forged source,
-every verdict) go to ``artifacts/mind-bench.json``.
+every verdict) go to ``artifacts/mind-bench-PARTS.json``.
 """
 
 from __future__ import annotations
@@ -45,7 +45,7 @@ from benchmarks.mind_tasks import JUDGE_PAIRS, TOOL_TASKS
 
 MODEL_FILE = "qwen2.5-coder-1.5b-instruct-q4_k_m.gguf"
 MODEL_SHA256 = "cc324af070c2ecbfd324a30884d2f951a7ff756aba85cb811a6ec436933bb046"
-ARTIFACT = Path(__file__).resolve().parents[1] / "artifacts" / "mind-bench.json"
+ARTIFACTS = Path(__file__).resolve().parents[1] / "artifacts"
 
 
 def models_dir() -> Path:
@@ -85,8 +85,9 @@ def run(quick: bool = False) -> dict[str, Any]:
             world.close()
     if "chat" in parts:
         figures.update(chat_figures(quick))
-    ARTIFACT.parent.mkdir(exist_ok=True)
-    ARTIFACT.write_text(json.dumps({"figures": figures, **details}, indent=2))
+    ARTIFACTS.mkdir(exist_ok=True)
+    artifact = ARTIFACTS / f"mind-bench-{'-'.join(parts)}.json"
+    artifact.write_text(json.dumps({"figures": figures, **details}, indent=2))
     return figures
 
 

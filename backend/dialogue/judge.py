@@ -111,7 +111,10 @@ def alfred_said(verdict: AlfredVerdict | None) -> dict[str, Any]:
     return {
         "convergence": verdict.convergence / 10,
         "dissonance": verdict.dissonance / 10,
-        "research": "" if research.lower().rstrip(".?") in _NONE else research,
+        # a research request is a question; a statement in that field asks BABS nothing
+        "research": research
+        if "?" in research and research.lower().rstrip(".?") not in _NONE
+        else "",
         "amend": amend,
         "reason": verdict.reason,
     }

@@ -256,64 +256,73 @@ class ToolForge:
         author = self.runtime.manager.get(self.config.author)
         selection = role_selection(self.llm, "code", author)
         examples = self._examples(job, author.name, selection)
-        texts = [e.text for e in examples]
-        prompt = task_prompt(job.name, job.description, texts)
+        prompt = task_prompt(job.name, job.description, [e.text for e in examples])
         for number in range(1, job.attempts_max + 1):
-            self._check_cancel(job)
-            count = self.config.candidates
-            self._progress(
-                job, number, "writing",
-                f"{author.name} writes {count} candidate(s) of {job.name} (attempt {number})",
-            )  # fmt: skip
-            started = time.perf_counter()
-            replies = [
-                self._write(job, author.name, selection, prompt, number, index)
-                for index in range(count)
-            ]
-            parsed = [self._parse(job.name, reply, bool(examples)) for reply in replies]
-            job.tried += len(parsed)
-            runnable = [(i, c) for i, c in enumerate(parsed, 1) if isinstance(c, Candidate)]
-            if not runnable:
-                problem = next(p for p in parsed if isinstance(p, CandidateRejected))
-                job.attempts.append(
-                    ToolAttempt(
-                        number=number, stage=problem.stage, passed=False, feedback=str(problem),
-                        duration_s=round(time.perf_counter() - started, 3),
-                    )
-                )  # fmt: skip
-                self._progress(job, number, "failed", f"refused before running: {problem}",
-                               str(problem))  # fmt: skip
-                code = extract_code(replies[0]) or replies[0]
-                prompt = retry_prompt(job.name, job.description, texts, code, str(problem))
-                continue
-            self._check_cancel(job)
-            self._progress(
-                job, number, "testing",
-                f"{len(runnable)} candidate(s) x {len(examples)} example(s) in {sandbox.name}",
-            )  # fmt: skip
-            trial = trial_candidates(self.executor, self.config.limits, sandbox.name, job.name,
-                                     runnable, examples)  # fmt: skip
+            tool, prompt = self._attempt(
+                job, number, author.name, selection, sandbox.name, examples, prompt
+            )
+            if tool is not None:
+                return tool
+        return None
+
+    def _attempt(
+        self,
+        job: ForgeJob,
+        number: int,
+        author: str,
+        selection: ModelSelection,
+        sandbox: str,
+        examples: list[Example],
+        prompt: str,
+    ) -> tuple[Tool | None, str]:
+        """One attempt: write the candidates, try them all in one sandbox run; the tool if
+        one passed, and the prompt for the next attempt."""
+        self._check_cancel(job)
+        count, texts = self.config.candidates, [e.text for e in examples]
+        writing = f"{author} writes {count} candidate(s) of {job.name} (attempt {number})"
+        self._progress(job, number, "writing", writing)
+        started = time.perf_counter()
+        replies = [
+            self._write(job, author, selection, prompt, number, index) for index in range(count)
+        ]
+        parsed = [self._parse(job.name, reply, bool(examples)) for reply in replies]
+        job.tried += len(parsed)
+        runnable = [(i, c) for i, c in enumerate(parsed, 1) if isinstance(c, Candidate)]
+        if not runnable:
+            problem = next(p for p in parsed if isinstance(p, CandidateRejected))
             job.attempts.append(
                 ToolAttempt(
-                    number=number, stage="test", passed=trial.winner is not None,
-                    feedback=trial.feedback, tests=[*texts, *trial.test_names],
-                    runtime=trial.runtime, duration_s=round(time.perf_counter() - started, 3),
-                    candidates=trial.outcomes,
+                    number=number, stage=problem.stage, passed=False, feedback=str(problem),
+                    duration_s=round(time.perf_counter() - started, 3),
                 )
             )  # fmt: skip
-            if trial.winner is not None:
-                index, candidate, kept = trial.winner
-                self._progress(
-                    job,
-                    number,
-                    "passed",
-                    f"candidate {index} passed all {len(examples)} example(s)",
-                )
-                return self._attach(job, author.name, selection, candidate, kept, (number, index))
+            self._progress(job, number, "failed", f"refused before running: {problem}",
+                           str(problem))  # fmt: skip
+            code = extract_code(replies[0]) or replies[0]
+            return None, retry_prompt(job.name, job.description, texts, code, str(problem))
+        self._check_cancel(job)
+        testing = f"{len(runnable)} candidate(s) x {len(examples)} example(s) in {sandbox}"
+        self._progress(job, number, "testing", testing)
+        trial = trial_candidates(
+            self.executor, self.config.limits, sandbox, job.name, runnable, examples
+        )
+        job.attempts.append(
+            ToolAttempt(
+                number=number, stage="test", passed=trial.winner is not None,
+                feedback=trial.feedback, tests=[*texts, *trial.test_names],
+                runtime=trial.runtime, duration_s=round(time.perf_counter() - started, 3),
+                candidates=trial.outcomes,
+            )
+        )  # fmt: skip
+        if trial.winner is None:
             self._progress(job, number, "failed", "no candidate passed", trial.feedback)
-            prompt = retry_prompt(job.name, job.description, texts, trial.best_source,
-                                  trial.feedback)  # fmt: skip
-        return None
+            return None, retry_prompt(
+                job.name, job.description, texts, trial.best_source, trial.feedback
+            )
+        index, candidate, kept = trial.winner
+        self._progress(job, number, "passed", f"candidate {index} passed all {len(examples)} "
+                       "example(s)")  # fmt: skip
+        return self._attach(job, author, selection, candidate, kept, (number, index)), prompt
 
     def _check_cancel(self, job: ForgeJob) -> None:
         if job.cancel.is_set():
