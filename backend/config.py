@@ -185,7 +185,13 @@ class ForgeConfig(BaseModel):
     )
     author: str = Field(default="BRICK", description="the persona who writes the code")
     max_attempts: int = Field(default=3, ge=1, le=10)
-    max_tokens: int = Field(default=768, ge=64, le=32768, description="per written attempt")
+    max_tokens: int = Field(default=768, ge=64, le=32768, description="per written candidate")
+    candidates: int = Field(
+        default=3, ge=1, le=10, description="candidates sampled per attempt (best-of-n)"
+    )
+    temperature: float = Field(
+        default=0.7, ge=0.0, le=2.0, description="sampling temperature of candidates 2..n"
+    )
     runtime: str | None = Field(default=None, description="sandbox runtime; default: strongest")
     limits: Limits = Field(default=Limits(), description="for test runs and tool calls alike")
     concurrent: int = Field(default=2, ge=1, le=16, description="forges at once")
@@ -203,6 +209,11 @@ class DialogueConfig(BaseModel):
     dissonance_threshold: float = Field(default=0.6, ge=0.0, le=1.0)
     convergence_threshold: float = Field(default=0.7, ge=0.0, le=1.0)
     max_tokens: int = Field(default=160, ge=8, le=32768, description="per persona turn")
+    judge_views: bool = Field(
+        default=True,
+        description="ALFRED also judges which view answers the goal better (pairwise, both "
+        "orders) each round; shown in the judgement",
+    )
     keep_checkpoints: int = Field(
         default=400, ge=0, description="per dialogue, newest kept; 0 keeps every checkpoint"
     )

@@ -188,7 +188,11 @@ HISTORY_SHOWN = 20
 def _judged(proto: Any, interaction: dict[str, Any]) -> dict[str, Any]:
     """The interaction with ALFRED's overall score, once the curator has judged it."""
     score = proto.learning.get("scores", {}).get(interaction.get("id"))
-    return {**interaction, "judge_score": score.get("overall")} if score else interaction
+    if not score:
+        return interaction
+    if score.get("error"):  # a failed judgement is shown as such, never as a score
+        return {**interaction, "judge_error": (score["error"] or {}).get("message", "")}
+    return {**interaction, "judge_score": score.get("overall")}
 
 
 def _clip(interaction: dict[str, Any], limit: int = 2000) -> dict[str, Any]:

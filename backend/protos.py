@@ -262,12 +262,17 @@ class Proto:
                 traceback="".join(tb[-6:]),
             ) from None
 
-    def invoke_llm(self, prompt: str, max_tokens: int | None = None) -> str:
+    def invoke_llm(
+        self,
+        prompt: str,
+        max_tokens: int | None = None,
+        json_schema: dict[str, Any] | None = None,
+    ) -> str:
         """Ask this persona's model (its system prompt, its model); the interaction is
-        recorded in ``history``."""
+        recorded in ``history``. With ``json_schema`` the answer is JSON valid under it."""
         if Proto.llm is None:
             raise UnavailableError("No model service runs in this process.")
-        completion = Proto.llm.ask(self, prompt, max_tokens=max_tokens)
+        completion = Proto.llm.ask(self, prompt, max_tokens=max_tokens, json_schema=json_schema)
         return str(completion.text)
 
     # -- copies -----------------------------------------------------------------------------
@@ -304,13 +309,15 @@ class Proto:
 
     def _learning_view(self) -> dict[str, Any]:
         """The learning loop at a glance: the model, golden examples, the judge's scores."""
-        scores = [s.get("overall") for s in self.learning.get("scores", {}).values()]
+        stored = list(self.learning.get("scores", {}).values())
+        scores = [s.get("overall") for s in stored if not s.get("error")]
         judged = [s for s in scores if isinstance(s, int | float)]
         golden = self.learning.get("golden", {}).values()
         return {
             "model": (self.learning.get("model") or {}).get("id", ""),
             "golden": sum(not g.get("excluded") for g in golden),
             "judged": len(judged),
+            "judge_failed": sum(bool(s.get("error")) for s in stored),
             "mean_score": round(sum(judged) / len(judged), 3) if judged else None,
         }
 

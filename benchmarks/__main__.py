@@ -31,6 +31,7 @@ BENCHMARKS = {
     "memory_s3": "memory ingest chunks/s and search p50 on S3 (SeaweedFS) vs local disk",
     "openai_server": "tokens/s via our OpenAI-compatible backend vs the openai client, same server",
     "startup": "workbench start: first frame, backend ready, ready to ask, quit vs bare Kivy",
+    "mind": "capable model: forge 24 tasks on hidden checks; judge 18 pairs; chat + speed",
 }
 
 

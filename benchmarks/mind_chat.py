@@ -30,7 +30,7 @@ from typing import Any
 from backend.launcher import BackendProcess
 from backend.llm.catalog import DEFAULT_MODEL, MODEL_ENV, parse_ref, physical_cores
 from backend.llm.degenerate import degenerate_ngram
-from backend.llm.embedded import avoid_amx_faults
+from backend.llm.llama_compat import open_llama
 from benchmarks._common import emit, log, percentile, verdict
 from shared_api.commands import AskPersona
 from shared_api.events import PersonaReply
@@ -200,10 +200,8 @@ def reply_speed(backend: ChatBackend, quick: bool = False) -> dict[str, Any]:
     if backend.ref.kind != "embedded" or path is None:
         raise RuntimeError(f"{backend.model} is not an embedded model: no direct baseline")
     threads = physical_cores() if path.stat().st_size >= 256 * 1024 * 1024 else 1
-    avoid_amx_faults()  # the same model parameters as the backend's
-    from llama_cpp import Llama
-
-    llm = Llama(model_path=str(path), n_threads=threads, n_ctx=2048, seed=0, verbose=False)
+    # the same model parameters as the backend's (no AMX extra buffers where they crash)
+    llm = open_llama(str(path), n_threads=threads, n_ctx=2048, seed=0, verbose=False)
     ours: list[dict[str, float]] = []
     direct: list[dict[str, float]] = []
     try:

@@ -64,7 +64,8 @@ def summary_text(s: LearningSummary, available: bool, how: str) -> str:
     means = "  ".join(f"{k.replace('_', ' ')} {v:.2f}" for k, v in s.means.items())
     lines.append(
         f"[color=8899aa]{s.golden} golden ({s.excluded} excluded) · {s.scored} judged, "
-        f"{s.unscored} to judge · {len(s.candidates)} candidates[/color]"
+        + (f"[color=e06c75]{s.failed} failed[/color], " if s.failed else "")
+        + f"{s.unscored} to judge · {len(s.candidates)} candidates[/color]"
     )
     if means:
         lines.append(f"[color=8899aa]{means}[/color]")

@@ -355,6 +355,22 @@ class Curate(_Command):
     limit: int | None = Field(default=None, ge=1, le=1000)
 
 
+class JudgePair(_Command):
+    """Which of two answers to ``question`` is better, by the judge role's model: asked in
+    both orders, decided from the verdict token's probabilities (reply ``judge_reply``)."""
+
+    kind: Literal["judge"] = "judge"
+    question: str = Field(min_length=1, max_length=8000)
+    answer_a: str = Field(max_length=8000)
+    answer_b: str = Field(max_length=8000)
+    #: What "better" means here (default: correct, helpful and to the point).
+    criteria: list[Annotated[str, Field(min_length=1, max_length=300)]] = Field(
+        default=[], max_length=10
+    )
+    #: The persona that judges (its model serves the judge role).
+    judge: ProtoName = "ALFRED"
+
+
 class ListScores(_Command):
     kind: Literal["list_scores"] = "list_scores"
     proto: ProtoName
@@ -487,6 +503,7 @@ Command = Annotated[
     | RunTool
     | LearningStatus
     | Curate
+    | JudgePair
     | ListScores
     | ListGolden
     | PutGolden

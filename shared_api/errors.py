@@ -37,6 +37,7 @@ class ErrorCode(StrEnum):
     MODEL_TOO_LARGE = "model_too_large"
     MODEL_FAILED = "model_failed"
     MODEL_UNAUTHORIZED = "model_unauthorized"
+    MODEL_OUTPUT_INVALID = "model_output_invalid"
     CANCELLED = "cancelled"
     SANDBOX_UNAVAILABLE = "sandbox_unavailable"
     SANDBOX_FAILED = "sandbox_failed"
@@ -156,6 +157,13 @@ class ModelUnauthorizedError(EntropicError):
     """A model server refused the API key; the message names the variable that holds it."""
 
     code = ErrorCode.MODEL_UNAUTHORIZED
+
+
+class ModelOutputError(EntropicError):
+    """A model's answer does not fit the JSON schema it was generated under (a backend that
+    ignored the schema, or an answer cut off by the token limit)."""
+
+    code = ErrorCode.MODEL_OUTPUT_INVALID
 
 
 class CancelledError(EntropicError):

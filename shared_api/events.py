@@ -166,8 +166,10 @@ class BackendStopping(_Event):
 
 
 class ForgeProgress(_Event):
-    """One step of a forge: ``writing`` (BRICK is asked), ``testing`` (the tests run in the
-    sandbox), ``failed`` (with what went wrong, fed back to BRICK), ``passed``."""
+    """One step of a forge: ``examples`` (BRICK proposes examples from the description, when
+    none were given; ``message`` lists them), ``writing`` (BRICK is asked for candidates),
+    ``testing`` (they run against the examples in the sandbox), ``failed`` (with what went
+    wrong, fed back to BRICK), ``passed``."""
 
     kind: Literal["forge_progress"] = "forge_progress"
     request_id: str
@@ -175,7 +177,7 @@ class ForgeProgress(_Event):
     name: str
     attempt: int
     max_attempts: int
-    phase: Literal["writing", "testing", "failed", "passed"]
+    phase: Literal["examples", "writing", "testing", "failed", "passed"]
     message: str = ""
     feedback: str = ""
 

@@ -12,6 +12,7 @@ from typing import Annotated, Literal
 
 from pydantic import BaseModel, ConfigDict, Field
 
+from shared_api.errors import ErrorReply
 from shared_api.types import JsonObject
 
 #: The rubric's criteria, each scored 0..1 (ALFRED is asked for 1-10).
@@ -78,10 +79,13 @@ class JudgeScore(_Frozen):
 
     interaction_id: str
     proto: str
-    #: criterion -> 0..1; a criterion the judge did not give is missing.
+    #: criterion -> 0..1, every criterion of the rubric (empty only when ``error`` is set).
     scores: dict[str, float] = {}
-    #: The mean of the criteria given, or None when the judge's answer could not be parsed.
+    #: The mean of the criteria; None only when the judgement failed (``error``).
     overall: float | None = None
+    #: Why the judge could not score it (the model failed, or its answer did not validate):
+    #: a failed judgement, shown as such and never counted as judged.
+    error: ErrorReply | None = None
     judge: str = Field(default="", description="who judged: persona and model, or a double")
     rationale: str = ""
     raw: str = Field(default="", description="the judge's answer as given")
@@ -109,6 +113,36 @@ class ModelPointer(_Frozen):
     detail: JsonObject = {}
 
 
+class JudgeOrder(_Frozen):
+    """One presentation order of a pairwise judgement: the verdict token's probabilities,
+    normalised over "A" and "B"."""
+
+    #: "ab": answer_a was shown as A; "ba": answer_b was shown as A.
+    order: Literal["ab", "ba"]
+    #: Probability that the judge picks answer_a (resp. answer_b) in this order.
+    p_a: float
+    p_b: float
+    #: How much of the next-token probability "A" and "B" together held (near 1: on task).
+    mass: float = 1.0
+
+
+class PairwiseVerdict(_Frozen):
+    """Which of two answers is better, decided from the verdict-token probabilities summed
+    over both presentation orders, so a judge's position bias cancels out."""
+
+    winner: Literal["a", "b", "tie"]
+    #: |p(a) - p(b)| of the summed probabilities, 0..1; below ``threshold`` it is a tie.
+    margin: float
+    threshold: float
+    #: p(a) over both orders (p(b) = 1 - p_a).
+    p_a: float
+    orders: list[JudgeOrder] = []
+    judge: str = ""
+    backend: str = ""
+    model: str = ""
+    seconds: float = 0.0
+
+
 class PairVerdict(_Frozen):
     """ALFRED's blind verdicts on one held-out prompt, asked in both orders."""
 
@@ -118,6 +152,8 @@ class PairVerdict(_Frozen):
     #: What the judge preferred with the candidate shown first, then shown second.
     verdicts: list[Literal["candidate", "current", "tie"]] = []
     outcome: Literal["win", "loss", "tie"] = "tie"
+    #: The pairwise judgement the outcome came from (candidate as answer_a).
+    judgement: PairwiseVerdict | None = None
 
 
 class ValidationReport(_Frozen):
@@ -185,7 +221,10 @@ class LearningSummary(_Frozen):
     candidates: list[ModelPointer] = []
     golden: int = 0
     excluded: int = 0
+    #: Interactions the judge scored (failed judgements are not among them).
     scored: int = 0
+    #: Judgements that failed (shown as errors; retried by the next curator pass).
+    failed: int = 0
     unscored: int = 0
     #: criterion -> mean score over the judged interactions; "overall" too.
     means: dict[str, float] = {}

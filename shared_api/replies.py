@@ -14,6 +14,7 @@ from shared_api.learning import (
     JobInfo,
     JudgeScore,
     LearningSummary,
+    PairwiseVerdict,
 )
 from shared_api.tools import Tool
 from shared_api.types import Json, JsonObject
@@ -370,6 +371,14 @@ class CurateReply(_Reply):
     judge: str = ""
 
 
+class JudgeReply(_Reply):
+    """The answer to ``judge``: the winner (a, b or tie), the margin, each order's
+    probabilities and the model used."""
+
+    kind: Literal["judge_reply"] = "judge_reply"
+    verdict: PairwiseVerdict
+
+
 class ScoreList(_Reply):
     kind: Literal["score_list"] = "score_list"
     proto: str
@@ -447,6 +456,7 @@ Reply = Annotated[
     | ToolResult
     | LearningStatusReply
     | CurateReply
+    | JudgeReply
     | ScoreList
     | GoldenList
     | GoldenReply

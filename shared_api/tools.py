@@ -22,8 +22,26 @@ code or its tests were refused before running (e.g. a test that asserts nothing)
 the tests ran in the sandbox."""
 
 
+class CandidateOutcome(BaseModel):
+    """One sampled candidate of an attempt, as the examples judged it."""
+
+    model_config = ConfigDict(frozen=True)
+
+    index: int = Field(ge=1, description="its place among the attempt's candidates")
+    passed: bool
+    #: The examples it got right, of how many.
+    examples_passed: int = 0
+    examples_total: int = 0
+    #: The first example it failed, and what came out ("" when it passed or was refused).
+    failed_example: str = ""
+    got: str = ""
+    #: Its own tests that agreed with the examples (kept only for the winner).
+    tests_kept: list[str] = []
+    source: str = Field(default="", description="the candidate's code")
+
+
 class ToolAttempt(BaseModel):
-    """One write-check-test round of a forge."""
+    """One write-check-test round of a forge: ``candidates`` sampled, tested in one run."""
 
     model_config = ConfigDict(frozen=True)
 
@@ -34,6 +52,7 @@ class ToolAttempt(BaseModel):
     tests: list[str] = Field(default=[], description="the test functions that ran")
     runtime: str | None = None
     duration_s: float = 0.0
+    candidates: list[CandidateOutcome] = []
 
 
 class Provenance(BaseModel):
@@ -45,6 +64,13 @@ class Provenance(BaseModel):
     backend: str = ""
     model: str = ""
     forged_at: float = Field(description="UNIX time the tests passed")
+    #: The executable checks every candidate ran against (the oracle).
+    examples: list[str] = []
+    #: ``given`` by the requester, or ``proposed`` by the author from the description.
+    examples_source: Literal["given", "proposed", "none"] = "none"
+    #: How many candidates were tried over all attempts, and which won (attempt, index).
+    candidates_tried: int = 0
+    winner: tuple[int, int] | None = None
 
 
 class Tool(BaseModel):

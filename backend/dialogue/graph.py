@@ -23,9 +23,27 @@ from langgraph.types import interrupt
 from backend.codex import codex_field_text
 from backend.config import DialogueConfig
 from backend.dialogue import prompts
-from backend.dialogue.judge import judge, parse_research
+from backend.dialogue.judge import AlfredVerdict, judge, parse_research
 from backend.dialogue.personas import Personas, record
-from shared_api.errors import NotFoundError
+from backend.llm import structured
+from backend.llm.base import Completion
+from backend.llm.pairwise import pairwise_verdict
+from backend.llm.roles import role_selection
+from backend.protos import Proto
+from shared_api.errors import EntropicError, ModelOutputError, NotFoundError
+
+VERDICT_SCHEMA = structured.schema_of(AlfredVerdict)
+#: ALFRED's verdict's token budget: two scores, a question, an amendment and a reason.
+VERDICT_TOKENS = 256
+VIEW_CRITERIA = ("it addresses the goal soundly", "it is honest about what matters")
+
+
+def _read_verdict(text: str, stop_reason: str) -> tuple[AlfredVerdict | None, str]:
+    """ALFRED's verdict, or (None, why not)."""
+    try:
+        return structured.parse(AlfredVerdict, Completion(text, stop_reason)), ""  # type: ignore[arg-type]
+    except ModelOutputError as exc:
+        return None, exc.message
 
 
 class ContrapuntoState(TypedDict, total=False):
@@ -185,15 +203,21 @@ class Nodes:
             "logic_view": state.get("brick_view", ""),
             "empathy_view": state.get("robin_view", ""),
         }
-        rec = self.p.turn("alfred", who, "judge", prompts.judge(ctx), ctx)
+        rec = self.p.turn(
+            "alfred", who, "judge", prompts.judge(ctx), ctx,
+            schema=VERDICT_SCHEMA, max_tokens=max(self.p.config.max_tokens, VERDICT_TOKENS),
+        )  # fmt: skip
+        said, error = _read_verdict(rec["output"], rec.get("stop_reason", "stop"))
         verdict = judge(
             ctx["logic_view"],
             ctx["empathy_view"],
-            rec["output"],
+            said,
             state.get("previous_views", ""),
             dissonance_threshold=state.get("dissonance_threshold", 0.6),
             convergence_threshold=state.get("convergence_threshold", 0.7),
+            alfred_error=error,
         )
+        verdict["views"] = self._views(who, ctx)
         rec["judgement"] = verdict
         streak = state.get("dissonance_streak", 0) + 1 if verdict["verdict"] == "dissonant" else 0
         updates: dict[str, Any] = {
@@ -213,6 +237,25 @@ class Nodes:
             updates["status"] = final_status(merged)
             updates["outcome"] = outcome(merged)
         return updates
+
+    def _views(self, who: str, ctx: dict[str, Any]) -> dict[str, Any]:
+        """Which view answers the goal better, by the judge command's pairwise verdict (the
+        logic view as answer a); {"error": ...} when it could not be judged."""
+        if not self.p.config.judge_views or not ctx["logic_view"] or not ctx["empathy_view"]:
+            return {}
+        llm = Proto.llm
+        if llm is None:
+            return {}
+        selection = role_selection(llm, "judge", self.p.runtime.manager.get(who))
+        try:
+            v = pairwise_verdict(
+                llm.manager, selection.backend, selection.model, ctx["goal"],
+                ctx["logic_view"], ctx["empathy_view"], list(VIEW_CRITERIA), caller=who,
+            )  # fmt: skip
+        except EntropicError as exc:
+            return {"error": exc.message}
+        winner = {"a": ctx["logic"], "b": ctx["empathy"], "tie": "tie"}[v.winner]
+        return {"winner": winner, "margin": v.margin, "p_logic": v.p_a, "model": v.model}
 
     def _proposal(
         self, state: ContrapuntoState, amend: dict[str, Any] | None, reason: str

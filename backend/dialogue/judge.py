@@ -1,15 +1,18 @@
 """ALFRED's judgement of a round: his scored answer plus explicit, measurable criteria.
 
-ALFRED is asked for ``CONVERGENCE``, ``DISSONANCE`` (0-10), an optional ``RESEARCH`` question
-and an optional ``AMEND`` proposal. Small models often ignore the format, so his scores are
-one criterion among several computed from the two views themselves; every criterion, its
-weight and the combined scores are kept in the judgement for the debugger to show.
+ALFRED answers under a JSON schema (``AlfredVerdict``): convergence and dissonance (0-10), a
+research question ("" for none) and an optional codex amendment. His scores are one criterion
+among several computed from the two views themselves; every criterion, its weight and the
+combined scores are kept in the judgement for the debugger to show. A verdict that could not
+be produced leaves his criteria out and says why (``alfred_error``).
 """
 
 from __future__ import annotations
 
 import re
-from typing import Any
+from typing import Annotated, Any, Literal
+
+from pydantic import AfterValidator, BaseModel
 
 from backend.codex import AMENDABLE_FIELDS
 
@@ -41,14 +44,7 @@ _STOP_WORDS = (
     "some such only other over each when where while because does doing"
 )
 _STOP = frozenset(_STOP_WORDS.split())
-_SCORE = r"[:=\-]\s*\**\s*(\d+(?:\.\d+)?)\s*(?:/\s*(10|100|1))?"
-_FIELDS = "|".join(AMENDABLE_FIELDS)
-_AMEND = re.compile(
-    rf"^\W*amend\w*\W*[:=]\s*([A-Za-z][A-Za-z0-9_\-]*)\s*\.?\s*({_FIELDS})\s*[:=]\s*(.+)$",
-    re.IGNORECASE | re.MULTILINE,
-)
 _RESEARCH = re.compile(r"^\W*research\W*[:=]\s*(.+)$", re.IGNORECASE | re.MULTILINE)
-_REASON = re.compile(r"^\W*reason\W*[:=]\s*(.+)$", re.IGNORECASE | re.MULTILINE)
 _NONE = frozenset({"none", "no", "n/a", "na", "nothing", "-", "nil", "null"})
 
 
@@ -61,16 +57,32 @@ def jaccard(a: str, b: str) -> float:
     return len(wa & wb) / len(wa | wb) if wa and wb else 0.0
 
 
-def _scaled(match: re.Match[str] | None) -> float | None:
-    if match is None:
-        return None
-    number = match.group(1)
-    value = float(number)
-    if match.group(2):
-        scale = float(match.group(2))
-    else:  # asked for 0-10; "0.8" is a fraction
-        scale = 1.0 if "." in number and value <= 1 else 10.0
-    return max(0.0, min(1.0, value / scale))
+Eleven = Literal[0, 1, 2, 3, 4, 5, 6, 7, 8, 9, 10]
+Field_ = Literal["role", "system_prompt", "core_principles", "description"]
+#: The codex fields an amendment may name (the same as ``backend.codex.AMENDABLE_FIELDS``).
+AMEND_FIELDS: tuple[str, ...] = AMENDABLE_FIELDS
+
+
+def _clipped(limit: int) -> AfterValidator:
+    return AfterValidator(lambda text: str(text).strip()[:limit])
+
+
+class Amendment(BaseModel):
+    proto: Annotated[str, _clipped(64)]
+    field: Field_
+    text: Annotated[str, _clipped(2000)]
+
+
+class AlfredVerdict(BaseModel):
+    """The schema ALFRED's judgement of a round is generated under."""
+
+    convergence: Eleven
+    dissonance: Eleven
+    #: A question for BABS, or "" for none.
+    research: Annotated[str, _clipped(500)]
+    #: A codex amendment he proposes (only with evidence), or null.
+    amend: Amendment | None
+    reason: Annotated[str, _clipped(500)]
 
 
 def parse_research(text: str) -> str:
@@ -82,23 +94,29 @@ def parse_research(text: str) -> str:
     return "" if question.lower().rstrip(".") in _NONE else question[:500]
 
 
-def parse_alfred(text: str) -> dict[str, Any]:
-    """ALFRED's own scores, research question, amendment proposal and reason, as given."""
+def alfred_said(verdict: AlfredVerdict | None) -> dict[str, Any]:
+    """ALFRED's scores (0..1), research question, amendment and reason, as plain data."""
+    if verdict is None:
+        return {"convergence": None, "dissonance": None, "research": "", "amend": None,
+                "reason": ""}  # fmt: skip
+    research = verdict.research.strip()
     amend = None
-    match = _AMEND.search(text)
-    if match and match.group(3).strip().lower().rstrip(".") not in _NONE:
+    if verdict.amend is not None and verdict.amend.text.lower().rstrip(".") not in _NONE:
+        name = verdict.amend.proto.strip()
         amend = {
-            "proto": match.group(1).upper() if match.group(1).isalpha() else match.group(1),
-            "field": match.group(2).lower(),
-            "text": match.group(3).strip()[:2000],
+            "proto": name.upper() if name.isalpha() else name,
+            "field": verdict.amend.field,
+            "text": verdict.amend.text,
         }
-    reason = _REASON.search(text)
     return {
-        "convergence": _scaled(re.search(r"converg\w*\W*" + _SCORE, text, re.IGNORECASE)),
-        "dissonance": _scaled(re.search(r"disson\w*\W*" + _SCORE, text, re.IGNORECASE)),
-        "research": parse_research(text),
+        "convergence": verdict.convergence / 10,
+        "dissonance": verdict.dissonance / 10,
+        # a research request is a question; a statement in that field asks BABS nothing
+        "research": research
+        if "?" in research and research.lower().rstrip(".?") not in _NONE
+        else "",
         "amend": amend,
-        "reason": reason.group(1).strip()[:500] if reason else "",
+        "reason": verdict.reason,
     }
 
 
@@ -118,14 +136,15 @@ def _weighted(criteria: dict[str, float | None], weights: dict[str, float]) -> f
 def judge(
     logic_view: str,
     empathy_view: str,
-    alfred_text: str,
+    alfred: AlfredVerdict | None,
     previous_views: str = "",
     *,
     dissonance_threshold: float = 0.6,
     convergence_threshold: float = 0.7,
+    alfred_error: str = "",
 ) -> dict[str, Any]:
     """The judgement of one round as plain data (it goes into the graph state)."""
-    said = parse_alfred(alfred_text)
+    said = alfred_said(alfred)
     contradictions, agreements = _stance(f"{logic_view}\n{empathy_view}")
     agreement = min(1.0, agreements / 2)
     contradiction = min(1.0, contradictions / 2)
@@ -158,5 +177,6 @@ def judge(
         "reason": said["reason"],
         "research": said["research"],
         "amend": said["amend"],
-        "alfred_parsed": said["convergence"] is not None or said["dissonance"] is not None,
+        "alfred_parsed": alfred is not None,
+        "alfred_error": alfred_error,
     }

@@ -41,13 +41,22 @@ class Personas:
         self.research_source = research
 
     def turn(
-        self, node: str, persona: str, task: str, default: str, ctx: dict[str, Any]
+        self,
+        node: str,
+        persona: str,
+        task: str,
+        default: str,
+        ctx: dict[str, Any],
+        schema: dict[str, Any] | None = None,
+        max_tokens: int | None = None,
     ) -> dict[str, Any]:
-        """Ask ``persona`` (its live Proto) and return the step record."""
+        """Ask ``persona`` (its live Proto) and return the step record; with ``schema`` the
+        answer is JSON valid under it."""
         proto = self.runtime.manager.get(persona)
         prompt, source = self._prompt(persona, task, default, ctx)
         started, clock = time.time(), time.perf_counter()
-        text = proto.invoke_llm(prompt, max_tokens=self.config.max_tokens).strip()
+        tokens = max_tokens or self.config.max_tokens
+        text = proto.invoke_llm(prompt, max_tokens=tokens, json_schema=schema).strip()
         duration = (time.perf_counter() - clock) * 1000
         interaction = self._interaction(persona, prompt)
         return {
@@ -59,6 +68,7 @@ class Personas:
             # recalled), if it records that; else the prompt above is exactly what was sent.
             "sent": str(interaction.get("sent", "")),
             "output": text,
+            "stop_reason": str(interaction.get("stop_reason", "")),
             "model": f"{interaction.get('backend', '?')}:{interaction.get('model', '?')}",
             "timings": interaction.get("timings", {}),
             "usage": interaction.get("usage", {}),

@@ -67,8 +67,8 @@ def judge(ctx: dict[str, Any]) -> str:
     return (
         f"{_header(ctx)}{ctx['logic']}'s view: {clip(ctx['logic_view'])}\n"
         f"{ctx['empathy']}'s view: {clip(ctx['empathy_view'])}\n\n"
-        "Judge whether the two views converge. Answer in exactly this format:\n"
-        "CONVERGENCE: <0-10>\nDISSONANCE: <0-10>\nRESEARCH: <a question for BABS, or none>\n"
-        "AMEND: <PERSONA> <role|system_prompt|core_principles|description>: <new text>, "
-        "or none (only with evidence)\nREASON: <one sentence>"
+        "Judge whether the two views converge. Answer in JSON: convergence and dissonance "
+        "(0-10 each), research (a question for BABS, or an empty string), amend (null, or "
+        "only with evidence an object with proto, field (role, system_prompt, "
+        "core_principles or description) and text: the new text), and reason (one sentence)."
     )

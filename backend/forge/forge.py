@@ -1,11 +1,16 @@
 """``ToolForge``: the closed loop in which a persona writes, tests and hot-loads its own tools.
 
-1. The author (BRICK) is asked for a function plus tests.
-2. The code is parsed (never run) here; tests that assert nothing are refused.
-3. The tests run in the sandbox.
-4. Failures go back to the author, up to ``max_attempts`` times.
-5. On success the tool is journaled and attached to the requesting Proto as a method whose
-   body runs in the sandbox on every call (``call``).
+1. The requester's examples (``word_count(text="a b") == 2``) are the oracle. Without any,
+   the author (BRICK) first proposes some from the description (schema-constrained).
+2. Each attempt, the author writes ``candidates`` functions (the first greedy, the others
+   sampled); each is parsed (never run) here.
+3. All of them run against every example in ONE sandboxed run; the first that passes them
+   all wins, and its own tests are kept only where they agree with the examples.
+4. Otherwise the failing example and what came out go back to the author, up to
+   ``max_attempts`` times.
+5. The winner is journaled and attached to the requesting Proto as a method whose body runs
+   in the sandbox on every call (``call``); its provenance records the examples, the
+   candidates tried and which won.
 
 Each step is a ``forge_progress`` event; the end is one ``forge_finished`` event.
 """
@@ -18,20 +23,27 @@ import threading
 import time
 from concurrent.futures import ThreadPoolExecutor
 from dataclasses import dataclass, field
-from typing import Any
+from typing import Any, Literal
 
 from backend.bus import EventBus, current_request
 from backend.config import ForgeConfig
 from backend.forge.program import (
     Candidate,
     CandidateRejected,
+    Example,
+    ExampleRejected,
     call_program,
+    examples_tests,
     extract_code,
     parse_candidate,
+    parse_example,
     report,
-    suite_program,
 )
-from backend.forge.prompts import clip, retry_prompt, task_prompt
+from backend.forge.prompts import clip, examples_prompt, retry_prompt, task_prompt
+from backend.forge.trial import EXAMPLE_TOKENS, ProposedExamples, trial_candidates
+from backend.llm import structured
+from backend.llm.base import ChatMessage, GenerationParams
+from backend.llm.roles import role_selection
 from backend.llm.service import PersonaLLM
 from backend.protos import Proto
 from backend.runtime import Runtime
@@ -43,12 +55,19 @@ from shared_api.errors import (
     EntropicError,
     ErrorCode,
     ErrorReply,
+    InvalidValueError,
     MethodFailedError,
+    ModelOutputError,
     UnavailableError,
 )
 from shared_api.events import BackendLog, ForgeFinished, ForgeProgress, Progress
-from shared_api.replies import DoesNotUnderstand, ForgeAccepted, InvokeResult, ToolResult
-from shared_api.sandbox import SandboxResult
+from shared_api.replies import (
+    DoesNotUnderstand,
+    ForgeAccepted,
+    InvokeResult,
+    ModelSelection,
+    ToolResult,
+)
 from shared_api.tools import TOOL_NAME, Provenance, Tool, ToolAttempt
 
 log = logging.getLogger(__name__)
@@ -67,6 +86,9 @@ class ForgeJob:
     cancel: threading.Event
     requested_by: str = "user"
     attempts: list[ToolAttempt] = field(default_factory=list)
+    examples_source: Literal["given", "proposed", "none"] = "none"
+    #: Candidates written over all attempts.
+    tried: int = 0
 
 
 class ToolForge:
@@ -130,6 +152,7 @@ class ToolForge:
         """Start a forge in the background; its progress and end arrive as events."""
         proto = self.runtime.manager.get(proto_name)
         self._check_name(proto, name)
+        self._check_examples(name, examples or [])
         author = self.runtime.manager.get(self.config.author)
         attempts = max_attempts or self.config.max_attempts
         request_id, cancel = self._register()
@@ -156,6 +179,14 @@ class ToolForge:
                 "method. Pick another name, or remove the method first.",
                 proto=proto.name,
             )
+
+    @staticmethod
+    def _check_examples(name: str, examples: list[str]) -> None:
+        for text in examples:
+            try:
+                parse_example(name, text)
+            except ExampleRejected as exc:
+                raise InvalidValueError(str(exc), example=text) from None
 
     def _run(self, job: ForgeJob, parent: str | None) -> None:
         token = current_request.set(parent)
@@ -223,61 +254,167 @@ class ToolForge:
     def _loop(self, job: ForgeJob) -> Tool | None:
         sandbox = self.executor.select(self.config.runtime)  # no sandbox: refuse before writing
         author = self.runtime.manager.get(self.config.author)
-        name, cancel, attempts = job.name, job.cancel, job.attempts
-        prompt = task_prompt(name, job.description, job.examples)
+        selection = role_selection(self.llm, "code", author)
+        examples = self._examples(job, author.name, selection)
+        prompt = task_prompt(job.name, job.description, [e.text for e in examples])
         for number in range(1, job.attempts_max + 1):
-            if cancel.is_set():
-                raise CancelledError(f"The forge of {name} was cancelled.")
-            self._progress(
-                job, number, "writing", f"{author.name} writes {name} (attempt {number})"
+            tool, prompt = self._attempt(
+                job, number, author.name, selection, sandbox.name, examples, prompt
             )
-            completion = self.llm.ask(  # no recalled memories: the task alone, exactly
-                author, prompt, max_tokens=self.config.max_tokens, cancel=cancel, recall=False,
-                role="code",
-            )  # fmt: skip
-            started = time.perf_counter()
-            try:
-                candidate = parse_candidate(name, completion.text)
-            except CandidateRejected as exc:
-                attempts.append(
-                    ToolAttempt(number=number, stage=exc.stage, passed=False, feedback=str(exc))
-                )
-                self._progress(job, number, "failed", f"refused before running: {exc}", str(exc))
-                code = extract_code(completion.text) or completion.text
-                prompt = retry_prompt(name, job.description, job.examples, code, str(exc))
-                continue
-            if cancel.is_set():
-                raise CancelledError(f"The forge of {name} was cancelled.")
-            tests = len(candidate.test_names)
-            self._progress(job, number, "testing", f"{tests} tests in {sandbox.name}")
-            program = suite_program(name, candidate.source, candidate.tests)
-            result = self.executor.run_python(program, self.config.limits, runtime=sandbox.name)
-            passed, feedback = judge(result)
-            attempts.append(
+            if tool is not None:
+                return tool
+        return None
+
+    def _attempt(
+        self,
+        job: ForgeJob,
+        number: int,
+        author: str,
+        selection: ModelSelection,
+        sandbox: str,
+        examples: list[Example],
+        prompt: str,
+    ) -> tuple[Tool | None, str]:
+        """One attempt: write the candidates, try them all in one sandbox run; the tool if
+        one passed, and the prompt for the next attempt."""
+        self._check_cancel(job)
+        count, texts = self.config.candidates, [e.text for e in examples]
+        writing = f"{author} writes {count} candidate(s) of {job.name} (attempt {number})"
+        self._progress(job, number, "writing", writing)
+        started = time.perf_counter()
+        replies = [
+            self._write(job, author, selection, prompt, number, index) for index in range(count)
+        ]
+        parsed = [self._parse(job.name, reply, bool(examples)) for reply in replies]
+        job.tried += len(parsed)
+        runnable = [(i, c) for i, c in enumerate(parsed, 1) if isinstance(c, Candidate)]
+        if not runnable:
+            problem = next(p for p in parsed if isinstance(p, CandidateRejected))
+            job.attempts.append(
                 ToolAttempt(
-                    number=number, stage="test", passed=passed, feedback=feedback,
-                    tests=candidate.test_names, runtime=result.runtime,
+                    number=number, stage=problem.stage, passed=False, feedback=str(problem),
                     duration_s=round(time.perf_counter() - started, 3),
                 )
             )  # fmt: skip
-            if passed:
-                self._progress(job, number, "passed", f"all {tests} tests passed")
-                return self._attach(job, author.name, candidate)
-            self._progress(job, number, "failed", "the tests failed", feedback)
-            code = candidate.source + "\n" + candidate.tests
-            prompt = retry_prompt(name, job.description, job.examples, code, feedback)
-        return None
+            self._progress(job, number, "failed", f"refused before running: {problem}",
+                           str(problem))  # fmt: skip
+            code = extract_code(replies[0]) or replies[0]
+            return None, retry_prompt(job.name, job.description, texts, code, str(problem))
+        self._check_cancel(job)
+        testing = f"{len(runnable)} candidate(s) x {len(examples)} example(s) in {sandbox}"
+        self._progress(job, number, "testing", testing)
+        trial = trial_candidates(
+            self.executor, self.config.limits, sandbox, job.name, runnable, examples
+        )
+        job.attempts.append(
+            ToolAttempt(
+                number=number, stage="test", passed=trial.winner is not None,
+                feedback=trial.feedback, tests=[*texts, *trial.test_names],
+                runtime=trial.runtime, duration_s=round(time.perf_counter() - started, 3),
+                candidates=trial.outcomes,
+            )
+        )  # fmt: skip
+        if trial.winner is None:
+            self._progress(job, number, "failed", "no candidate passed", trial.feedback)
+            return None, retry_prompt(
+                job.name, job.description, texts, trial.best_source, trial.feedback
+            )
+        index, candidate, kept = trial.winner
+        self._progress(job, number, "passed", f"candidate {index} passed all {len(examples)} "
+                       "example(s)")  # fmt: skip
+        return self._attach(job, author, selection, candidate, kept, (number, index)), prompt
 
-    def _attach(self, job: ForgeJob, author: str, candidate: Candidate) -> Tool:
-        selection = self.llm.role_selections.get(author, {}).get("code")
+    def _check_cancel(self, job: ForgeJob) -> None:
+        if job.cancel.is_set():
+            raise CancelledError(f"The forge of {job.name} was cancelled.")
+
+    def _write(
+        self,
+        job: ForgeJob,
+        author: str,
+        selection: ModelSelection,
+        prompt: str,
+        attempt: int,
+        index: int,
+    ) -> str:
+        """One candidate: the first of an attempt greedy, the others sampled."""
+        self._check_cancel(job)
+        persona = self.runtime.manager.get(author)
+        completion = self.llm.manager.generate(
+            backend=selection.backend,
+            model=selection.model,
+            messages=[ChatMessage("user", prompt)],
+            system=persona.codex.system_prompt,
+            params=GenerationParams(
+                max_tokens=self.config.max_tokens,
+                temperature=self.config.temperature if index else 0.0,
+                seed=attempt * 1000 + index if index else None,
+            ),
+            caller=author,
+            cancel=job.cancel,
+        )
+        return completion.text
+
+    @staticmethod
+    def _parse(name: str, reply: str, examples: bool) -> Candidate | CandidateRejected:
+        try:
+            return parse_candidate(name, reply, require_tests=not examples)
+        except CandidateRejected as exc:
+            return exc
+
+    def _examples(self, job: ForgeJob, author: str, selection: ModelSelection) -> list[Example]:
+        """The requester's examples as checks, or (none given) the author's proposal from
+        the description, a separate schema-constrained step shown in progress."""
+        if job.examples:
+            job.examples_source = "given"
+            self._check_examples(job.name, job.examples)
+            return [parse_example(job.name, text) for text in job.examples]
+        self._progress(job, 1, "examples", f"{author} proposes examples for {job.name}")
+        persona = self.runtime.manager.get(author)
+        try:
+            proposal, _ = structured.generate(
+                self.llm.manager, ProposedExamples,
+                backend=selection.backend, model_name=selection.model,
+                prompt=examples_prompt(job.name, job.description),
+                system=persona.codex.system_prompt,
+                max_tokens=EXAMPLE_TOKENS, caller=author, cancel=job.cancel,
+            )  # fmt: skip
+        except ModelOutputError as exc:  # no usable proposal: its own tests decide
+            self._progress(job, 1, "examples", f"no examples proposed: {exc.message}")
+            job.examples_source = "none"
+            return []
+        examples = []
+        for text in proposal.examples:
+            try:
+                examples.append(parse_example(job.name, text))
+            except ExampleRejected as exc:
+                log.info("forge %s: proposed example dropped: %s", job.id, exc)
+        job.examples = [e.text for e in examples]
+        job.examples_source = "proposed" if examples else "none"
+        listed = "; ".join(job.examples) or "none usable: its own tests decide"
+        self._progress(job, 1, "examples", f"examples: {listed}")
+        return examples
+
+    def _attach(
+        self,
+        job: ForgeJob,
+        author: str,
+        selection: ModelSelection,
+        candidate: Candidate,
+        kept_tests: str,
+        winner: tuple[int, int],
+    ) -> Tool:
+        examples = [parse_example(job.name, text) for text in job.examples]
+        tests = "\n\n".join(t for t in (examples_tests(job.name, examples), kept_tests) if t)
         tool = Tool(
             name=job.name, proto=job.proto, description=job.description,
-            source=candidate.source, tests=candidate.tests, params=candidate.params,
+            source=candidate.source, tests=tests, params=candidate.params,
             attempts=list(job.attempts),
             provenance=Provenance(
                 forge_id=job.id, author=author, requested_by=job.requested_by,
-                backend=selection.backend if selection else "",
-                model=selection.model if selection else "", forged_at=time.time(),
+                backend=selection.backend, model=selection.model, forged_at=time.time(),
+                examples=list(job.examples), examples_source=job.examples_source,
+                candidates_tried=job.tried, winner=winner,
             ),
         )  # fmt: skip
         self.runtime.commit(
@@ -361,25 +498,3 @@ class ToolForge:
             for event in self._forges.values():
                 event.set()
         self._pool.shutdown(wait=True, cancel_futures=True)
-
-
-def judge(result: SandboxResult) -> tuple[bool, str]:
-    """Did a test run pass, and if not, what to tell the author."""
-    found, outcomes = report(result)
-    if result.killed_reason:
-        limit = result.limits
-        return False, (
-            f"The tests were stopped by the sandbox's {result.killed_reason} limit "
-            f"(wall {limit.wall_s}s, CPU {limit.cpu_s}s, memory {limit.memory_mb} MB). "
-            "Make the function faster and smaller.\n" + clip(result.stderr, 1500)
-        )
-    if found and isinstance(outcomes, list) and outcomes:
-        failed = [o for o in outcomes if isinstance(o, dict) and not o.get("ok")]
-        if not failed and result.exit_code == 0:
-            return True, ""
-        lines = [f"{o.get('test')} failed:\n{o.get('error', '').strip()}" for o in failed]
-        return False, clip("\n\n".join(lines) or result.stderr)
-    return False, clip(
-        f"The test program exited with status {result.exit_code} without reporting.\n"
-        + result.stderr
-    )

@@ -1,5 +1,6 @@
-"""The code side of the forge: reading a candidate out of a model's reply, refusing tests that
-test nothing, and the two programs that run in the sandbox (the tests, and one tool call).
+"""The code side of the forge: reading a candidate out of a model's reply, reading the
+requester's examples as checks, and the programs that run in the sandbox (all candidates of an
+attempt against the examples, and one tool call).
 
 Nothing here executes the candidate: it is only parsed (``ast``) in the backend; it runs in
 the sandbox alone.
@@ -49,11 +50,13 @@ def extract_code(reply: str) -> str:
     return reply[start.end() :] if start else reply
 
 
-def parse_candidate(name: str, reply: str) -> Candidate:
+def parse_candidate(name: str, reply: str, *, require_tests: bool = True) -> Candidate:
     """Split the code into the tool module and its tests and check both.
 
-    Raises ``CandidateRejected`` when there is no code, it does not parse, it lacks
-    ``def NAME``, or a test does not assert on the result of calling ``NAME``.
+    Raises ``CandidateRejected`` when there is no code, it does not parse, or it lacks
+    ``def NAME``. With ``require_tests`` (a forge without examples) it must also have tests,
+    each asserting on the result of calling ``NAME``; without, its own tests are optional and
+    one that asserts nothing is dropped.
     """
     code = extract_code(reply).strip()
     if not code:
@@ -85,7 +88,7 @@ def parse_candidate(name: str, reply: str) -> Candidate:
         raise CandidateRejected(
             "check", f"There is no top-level function `def {name}(...)`. Define it."
         )
-    if not tests:
+    if require_tests and not tests:
         raise CandidateRejected(
             "check",
             f"There are no tests. Write at least two functions named test_..., each calling "
@@ -93,17 +96,22 @@ def parse_candidate(name: str, reply: str) -> Candidate:
         )
     for test in tests:
         if not _asserts_on_call(test, name):
+            if not require_tests:  # its own tests are optional: one that tests nothing goes
+                test_parts[tests.index(test)] = ""
+                continue
             raise CandidateRejected(
                 "check",
                 f"`{test.name}` does not assert on a result of `{name}`. Each test must call "
                 f"`{name}` and check what it returns, e.g. `assert {name}(...) == ...`.",
             )
+    kept = [t for t, part in zip(tests, test_parts, strict=True) if part]
+    test_parts = [part for part in test_parts if part]
     params = [a.arg for a in function.args.posonlyargs + function.args.args]
     params += [a.arg for a in function.args.kwonlyargs]
     return Candidate(
         source="".join(tool_parts),
         tests="\n\n".join(p.rstrip("\n") + "\n" for p in test_parts),
-        test_names=[t.name for t in tests],
+        test_names=[t.name for t in kept],
         params=params,
     )
 
@@ -153,6 +161,68 @@ def _asserts_on_call(test: ast.FunctionDef, name: str) -> bool:
     return False
 
 
+# -- the examples: executable checks ---------------------------------------------------------
+
+
+class ExampleRejected(ValueError):
+    """An example that is not a check of the tool (says why, for the requester)."""
+
+
+@dataclass(frozen=True)
+class Example:
+    """One example as a check: ``call == expected`` (``expected`` None: ``call`` must be
+    true)."""
+
+    text: str
+    call: str
+    expected: str | None
+
+
+def parse_example(name: str, text: str) -> Example:
+    """Read ``text`` (e.g. ``word_count(text="a b") == 2``) as a check of ``name``. Parsed
+    only (``ast``), never run here: it runs in the sandbox with the candidates."""
+    text = " ".join(text.strip().rstrip(";").splitlines()).strip()
+    text = text.removeprefix("assert ").strip()
+    try:
+        tree = ast.parse(text, mode="eval").body
+    except SyntaxError as exc:
+        raise ExampleRejected(
+            f"The example {text!r} is not a Python expression ({exc.msg}). Write it as "
+            f"`{name}(...) == expected`."
+        ) from None
+    if not _calls(tree, name):
+        raise ExampleRejected(
+            f"The example {text!r} does not call {name}. Write it as `{name}(...) == expected`."
+        )
+    if isinstance(tree, ast.Compare) and len(tree.ops) == 1 and isinstance(tree.ops[0], ast.Eq):
+        left, right = tree.left, tree.comparators[0]
+        if _calls(right, name) and not _calls(left, name):
+            left, right = right, left
+        return Example(text, ast.unparse(left), ast.unparse(right))
+    return Example(text, ast.unparse(tree), None)
+
+
+def select_tests(tests: str, names: list[str]) -> str:
+    """Only the test functions named ``names`` out of ``tests`` (a candidate's own tests that
+    agreed with the examples)."""
+    if not tests.strip() or not names:
+        return ""
+    lines = tests.splitlines(keepends=True)
+    kept = [
+        "".join(lines[_first_line(node) - 1 : node.end_lineno]).rstrip("\n") + "\n"
+        for node in ast.parse(tests).body
+        if isinstance(node, ast.FunctionDef) and node.name in names
+    ]
+    return "\n\n".join(kept)
+
+
+def examples_tests(name: str, examples: list[Example]) -> str:
+    """The examples as test functions, stored with the tool."""
+    return "\n\n".join(
+        f"def test_example_{i}():\n    assert {e.text}\n" for i, e in enumerate(examples, 1)
+    )
+
+
 # -- the programs that run in the sandbox ----------------------------------------------------
 
 _PRELUDE = """\
@@ -172,32 +242,6 @@ def trace(exc):
     text = "".join(traceback.format_list(frames) + traceback.format_exception_only(exc))
     return "Traceback (most recent call last):\\n" + text if frames else text
 """
-
-
-def suite_program(name: str, source: str, tests: str) -> str:
-    """Runs every test against the tool; reports one JSON list of outcomes; exit 0 only
-    when all pass. Tracebacks show only the tool's and the tests' own lines."""
-    return _PRELUDE.format(mark=RESULT_MARK) + (
-        f"sys.modules[{name!r}] = tool\n"
-        "outcomes = []\n"
-        "try:\n"
-        f"    load({source!r}, 'tool.py', tool.__dict__)\n"
-        "    space = dict(tool.__dict__)\n"
-        f"    load({tests!r}, 'test_tool.py', space)\n"
-        "except BaseException as exc:\n"
-        "    outcomes.append({'test': '<load>', 'ok': False, 'error': trace(exc)})\n"
-        "else:\n"
-        "    for test in [n for n, v in list(space.items())\n"
-        "                 if n.startswith('test') and callable(v) and n not in tool.__dict__]:\n"
-        "        try:\n"
-        "            space[test]()\n"
-        "            outcomes.append({'test': test, 'ok': True})\n"
-        "        except BaseException as exc:\n"
-        "            outcomes.append({'test': test, 'ok': False, 'error': trace(exc)})\n"
-        "sys.stdout.flush()\n"
-        "sys.__stdout__.write(MARK + json.dumps(outcomes) + '\\n')\n"
-        "sys.exit(0 if outcomes and all(o['ok'] for o in outcomes) else 1)\n"
-    )
 
 
 def call_program(name: str, source: str, args: dict[str, Any]) -> str:
@@ -232,3 +276,90 @@ def report(result: SandboxResult) -> tuple[bool, Any]:
             except json.JSONDecodeError:
                 return False, None
     return False, None
+
+
+_CANDIDATES = """\
+import math, signal
+def same(a, b):
+    if isinstance(a, bool) or isinstance(b, bool):
+        return a is b or (a == b and type(a) is type(b))
+    if isinstance(a, (int, float)) and isinstance(b, (int, float)):
+        return math.isclose(a, b, rel_tol=1e-9, abs_tol=1e-9)
+    if isinstance(a, (list, tuple)) and isinstance(b, (list, tuple)):
+        return len(a) == len(b) and all(same(x, y) for x, y in zip(a, b))
+    if isinstance(a, dict) and isinstance(b, dict):
+        return a.keys() == b.keys() and all(same(a[k], b[k]) for k in a)
+    return a == b
+
+class Slow(BaseException):
+    pass
+
+def alarm(signum, frame):
+    raise Slow("it took longer than " + str(PER) + " s")
+
+signal.signal(signal.SIGALRM, alarm)
+
+def shown(value):
+    text = repr(value)
+    return text if len(text) <= 300 else text[:300] + "..."
+
+def check(space, example):
+    call, expected, text = example
+    try:
+        got = eval(call, space)
+        if expected is None:
+            return {"example": text, "ok": bool(got), "got": shown(got)}
+        want = eval(expected, {"__builtins__": __builtins__})
+        return {"example": text, "ok": same(got, want), "got": shown(got)}
+    except BaseException as exc:
+        return {"example": text, "ok": False, "got": "raised " + trace(exc).strip()[-600:]}
+
+def run(index, source, tests):
+    mod = types.ModuleType("tool")
+    outcome = {"candidate": index, "load": "", "examples": [], "tests": []}
+    signal.setitimer(signal.ITIMER_REAL, PER)
+    try:
+        sys.modules[NAME] = sys.modules["tool"] = mod
+        load(source, "tool.py", mod.__dict__)
+        for example in EXAMPLES:
+            outcome["examples"].append(check(dict(mod.__dict__), example))
+        if tests:
+            space = dict(mod.__dict__)
+            load(tests, "test_tool.py", space)
+            for test in [n for n, v in list(space.items())
+                         if n.startswith("test") and callable(v) and n not in mod.__dict__]:
+                try:
+                    space[test]()
+                    outcome["tests"].append({"test": test, "ok": True})
+                except BaseException as exc:
+                    outcome["tests"].append({"test": test, "ok": False, "error": trace(exc)})
+    except BaseException as exc:
+        outcome["load"] = trace(exc)
+    finally:
+        signal.setitimer(signal.ITIMER_REAL, 0)
+    return outcome
+
+out, sys.stdout = sys.stdout, sys.stderr
+outcomes = [run(i, src, tests) for i, (src, tests) in enumerate(CANDIDATES, 1)]
+out.flush()
+out.write(MARK + json.dumps(outcomes) + "\\n")
+"""
+
+
+def candidates_program(
+    name: str, candidates: list[tuple[str, str]], examples: list[Example], per_candidate_s: float
+) -> str:
+    """Runs every candidate ``(source, tests)`` against every example, then its own tests, in
+    one sandboxed run: a fresh module each, ``per_candidate_s`` seconds each. Reports one JSON
+    list with, per candidate, each example's outcome and what came out."""
+    checks = [(e.call, e.expected, e.text) for e in examples]
+    return (
+        _PRELUDE.format(mark=RESULT_MARK)
+        + (
+            f"NAME = {name!r}\n"
+            f"PER = {per_candidate_s!r}\n"
+            f"EXAMPLES = json.loads({json.dumps(checks)!r})\n"
+            f"CANDIDATES = json.loads({json.dumps(candidates)!r})\n"
+        )
+        + _CANDIDATES
+    )

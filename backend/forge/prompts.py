@@ -6,22 +6,31 @@ FEEDBACK_LIMIT = 3000
 
 RULES = """\
 Rules:
-- Use only the Python standard library. No network, no input(), no files outside the current
-  directory.
+- Use only the Python standard library. No network, no input(), no files.
 - `{name}` takes JSON values (str, int, float, bool, list, dict or None) as arguments and
-  returns a JSON value.
-- Below the function, write at least two test functions named test_..., each calling `{name}`
-  and asserting on what it returns, for example: assert {name}(...) == ...
-Reply with one ```python code block holding the function and its tests, and nothing else."""
+  returns a JSON value. It must satisfy every example exactly.
+Reply with one ```python code block holding only the function (with any imports or helpers
+it needs) and nothing else: no tests, no prints, no explanations."""
+
+EXAMPLES_PROMPT = """\
+A Python function `{name}` is to be written. What it must do: {description}
+
+Give {count} examples of calls to it with their exact results, each as one Python expression
+of the form `{name}(arg=value, ...) == result`, using keyword arguments and JSON values
+(str, int, float, bool, list, dict, None). Cover an ordinary case and an edge case."""
 
 
 def task_prompt(name: str, description: str, examples: list[str]) -> str:
     lines = [f"Write a Python function named `{name}`.", f"What it must do: {description}"]
     if examples:
-        lines.append("Examples:")
+        lines.append("Examples (each must hold):")
         lines += [f"- {example}" for example in examples]
     lines.append(RULES.format(name=name))
     return "\n".join(lines)
+
+
+def examples_prompt(name: str, description: str, count: int = 3) -> str:
+    return EXAMPLES_PROMPT.format(name=name, description=description, count=count)
 
 
 def retry_prompt(name: str, description: str, examples: list[str], code: str, problem: str) -> str:
@@ -29,7 +38,7 @@ def retry_prompt(name: str, description: str, examples: list[str], code: str, pr
         f"{task_prompt(name, description, examples)}\n\n"
         f"Your previous attempt was:\n```python\n{code.strip()}\n```\n"
         f"It failed:\n{clip(problem)}\n"
-        "Fix the function (or a wrong test) and reply with the whole corrected code block."
+        "Fix the function and reply with the whole corrected code block."
     )
 
 

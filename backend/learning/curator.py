@@ -18,7 +18,7 @@ from typing import TYPE_CHECKING, Any
 
 from backend.learning import image_ops
 from backend.learning.config import LearningConfig
-from backend.learning.judge import Judge
+from backend.learning.judge import Judge, failed_score
 from backend.protos import Proto
 from shared_api.events import CuriosityDeficit, FinetuneProposed, InteractionsScored
 from shared_api.learning import ChatTurn, GoldenExample, JudgeScore
@@ -62,7 +62,9 @@ def unscored(proto: Proto, limit: int) -> list[dict[str, Any]]:
     scores = proto.learning.get("scores", {})
     todo = []
     for interaction in list(proto.history):
-        fresh = interaction.get("id") and interaction["id"] not in scores
+        previous = scores.get(interaction.get("id"))
+        failed = isinstance(previous, dict) and previous.get("error")
+        fresh = interaction.get("id") and (interaction["id"] not in scores or failed)
         if (
             fresh
             and interaction.get("stop_reason") in JUDGEABLE
@@ -106,9 +108,9 @@ class Curator:
                     proto.codex, str(interaction.get("prompt", "")), str(interaction["reply"]),
                     str(interaction["id"]),
                 )  # fmt: skip
-            except Exception as exc:  # a model failure leaves it unscored for the next pass
+            except Exception as exc:  # recorded as a failed judgement; the next pass retries it
                 log.warning("judging %s of %s failed: %s", interaction["id"], proto.name, exc)
-                continue
+                score = failed_score(proto.name, str(interaction["id"]), self.judge.name, exc)
             scores.append(score)
         if not scores:
             return
@@ -123,7 +125,9 @@ class Curator:
         promoted = []
         by_id = {str(i["id"]): i for i in todo}
         for score in scores:
-            if score.overall is None or score.overall < self.config.golden_threshold:
+            if score.error is not None or score.overall is None:
+                continue
+            if score.overall < self.config.golden_threshold:
                 continue
             example = golden_from(proto, by_id[score.interaction_id], score)
             if example.id in golden:
@@ -144,7 +148,11 @@ class Curator:
     def _deficit(self, proto: Proto) -> bool:
         """Publish ``curiosity_deficit`` when the latest judged interactions score low."""
         judged = sorted(
-            (s for s in image_ops.scores_of(proto).values() if s.overall is not None),
+            (
+                s
+                for s in image_ops.scores_of(proto).values()
+                if s.overall is not None and s.error is None
+            ),
             key=lambda s: s.ts,
         )[-self.config.deficit_window :]
         low = [s for s in judged if (s.overall or 0.0) < self.config.low_score]

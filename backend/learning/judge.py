@@ -1,29 +1,38 @@
-"""ALFRED as a non-conversational LLM-as-judge: a rubric from the codex, scores, blind A/B.
+"""ALFRED as a non-conversational LLM-as-judge: rubric scores and pairwise verdicts.
 
-The rubric's four criteria (logical rigour, creative synthesis, dissonance resolution, task
-efficacy) are read in the light of the judged persona's role and core principles. ALFRED is
-asked through the ModelManager directly, not through ``PersonaLLM.ask``: a judgement is not
-a conversation, so it is neither recorded in his history (the curator would judge its own
-judgements) nor given memories. Small models often ignore the format: whatever cannot be
-parsed is kept as ``raw`` and scores nothing.
+Rubric scores are generated under a JSON schema (every criterion an integer 1-10, plus a
+reason), so an answer is either a full score or a typed error, never a guess. A pairwise
+verdict asks the judge for one letter, "A" or "B", in both presentation orders, and reads the
+probability of each letter as the next token (one forward pass per order, nothing sampled):
+the probabilities summed over the two orders decide, so a judge that favours whichever answer
+comes first cancels out. It is a tie only when the margin is below ``TIE_MARGIN``.
+
+ALFRED is asked through the ModelManager directly, not through ``PersonaLLM.ask``: a
+judgement is not a conversation, so it is neither recorded in his history (the curator would
+judge its own judgements) nor given memories.
 """
 
 from __future__ import annotations
 
-import re
 import time
-from typing import TYPE_CHECKING, Literal, Protocol
+from typing import TYPE_CHECKING, Annotated, Literal, Protocol
+
+from pydantic import AfterValidator, BaseModel
 
 from backend.codex import Codex
-from backend.llm.base import ChatMessage, GenerationParams
-from shared_api.learning import CRITERIA, JudgeScore
+from backend.llm import structured
+from backend.llm.pairwise import TIE_MARGIN, pairwise_verdict
+from backend.llm.roles import role_selection
+from shared_api.errors import EntropicError, ErrorCode, ErrorReply
+from shared_api.learning import CRITERIA, JudgeScore, PairwiseVerdict
 
 if TYPE_CHECKING:
     from backend.llm.service import PersonaLLM
     from backend.runtime import Runtime
 
-Preference = Literal["first", "second", "tie"]
 CLIP = 1500
+#: The rubric answer's token budget: four small integers and a reason of <= 200 characters.
+SCORE_TOKENS = 160
 
 CRITERIA_TEXT = {
     "logical_rigour": "is the reasoning sound, consistent and supported",
@@ -31,9 +40,20 @@ CRITERIA_TEXT = {
     "dissonance_resolution": "does it face tensions and contradictions and resolve them",
     "task_efficacy": "does it actually do what was asked",
 }
-_NUMBER = r"\W*[:=\-]?\s*\**\s*(\d+(?:\.\d+)?)\s*(?:/\s*(10|100|1))?"
-_REASON = re.compile(r"^\W*reason\w*\W*[:=]\s*(.+)$", re.IGNORECASE | re.MULTILINE)
-_CHOICE = re.compile(r"\b(?:answer\s+)?([AB])\b")
+
+Ten = Literal[1, 2, 3, 4, 5, 6, 7, 8, 9, 10]
+
+
+class RubricAnswer(BaseModel):
+    """The schema the judge's rubric answer is generated under."""
+
+    logical_rigour: Ten
+    creative_synthesis: Ten
+    dissonance_resolution: Ten
+    task_efficacy: Ten
+    #: Clipped, not bounded in the schema: a length bound becomes a grammar of nested
+    #: optional characters that makes llama.cpp's constrained sampling crawl.
+    reason: Annotated[str, AfterValidator(lambda text: str(text).strip()[:300])]
 
 
 class Judge(Protocol):
@@ -46,7 +66,9 @@ class Judge(Protocol):
         self, codex: Codex, prompt: str, reply: str, interaction_id: str = ""
     ) -> JudgeScore: ...
 
-    def compare(self, codex: Codex, prompt: str, first: str, second: str) -> Preference: ...
+    def pairwise(
+        self, question: str, answer_a: str, answer_b: str, criteria: list[str] | None = None
+    ) -> PairwiseVerdict: ...
 
 
 def _clip(text: str, limit: int = CLIP) -> str:
@@ -66,100 +88,93 @@ def rubric(codex: Codex) -> str:
 
 
 def score_prompt(codex: Codex, prompt: str, reply: str) -> str:
-    form = "\n".join(f"{name}: N" for name in CRITERIA)
     return (
         f"{rubric(codex)}\n\nQuestion:\n{_clip(prompt)}\n\nAnswer by {codex.name}:\n{_clip(reply)}"
-        f"\n\nReply in exactly this form, nothing else:\n{form}\nreason: one sentence"
+        "\n\nAnswer in JSON: each criterion's score, and the reason in one short sentence."
     )
 
 
-def compare_prompt(codex: Codex, prompt: str, first: str, second: str) -> str:
+def persona_criteria(codex: Codex) -> list[str]:
+    """What "better" means when judging a persona's answers (A/B adoption)."""
     principles = "; ".join(codex.core_principles)
-    return (
-        f"Two answers to the same question. Which one better fits {codex.name}, {codex.role} "
-        f"(principles: {principles}), and answers the question better?\n\n"
-        f"Question:\n{_clip(prompt)}\n\nAnswer A:\n{_clip(first)}\n\nAnswer B:\n{_clip(second)}"
-        "\n\nReply with one letter only: A or B."
-    )
+    return [
+        "it answers the question correctly and usefully",
+        f"it fits {codex.name}, {codex.role} (principles: {principles})",
+    ]
 
 
-def parse_scores(text: str) -> dict[str, float]:
-    """criterion -> 0..1 for each criterion the text scores ("logical rigour: 7", "7/10")."""
-    found: dict[str, float] = {}
-    for name in CRITERIA:
-        words = r"[\s_\-]*".join(re.escape(w) for w in name.split("_"))
-        words = words.replace("rigour", "rigou?r")
-        match = re.search(words + _NUMBER, text, re.IGNORECASE)
-        if match is None:
-            continue
-        value = float(match.group(1))
-        scale = (
-            float(match.group(2))
-            if match.group(2)
-            else (1.0 if "." in match.group(1) and value <= 1 else 10.0)
-        )
-        found[name] = round(max(0.0, min(1.0, value / scale)), 4)
-    return found
-
-
-def parse_choice(text: str) -> Preference:
-    match = _CHOICE.search(text.strip()[:200])
-    if match is None:
-        return "tie"
-    return "first" if match.group(1) == "A" else "second"
-
-
-def make_score(
-    proto: str, interaction_id: str, scores: dict[str, float], judge: str, raw: str
-) -> JudgeScore:
-    reason = _REASON.search(raw)
-    overall = round(sum(scores.values()) / len(scores), 4) if scores else None
+def make_score(proto: str, interaction_id: str, answer: RubricAnswer, judge: str) -> JudgeScore:
+    scores = {name: round(getattr(answer, name) / 10, 4) for name in CRITERIA}
     return JudgeScore(
         interaction_id=interaction_id,
         proto=proto,
         scores=scores,
-        overall=overall,
+        overall=round(sum(scores.values()) / len(scores), 4),
         judge=judge,
-        rationale=reason.group(1).strip()[:500] if reason else "",
-        raw=raw[:2000],
+        rationale=answer.reason.strip(),
+        raw=answer.model_dump_json(),
         ts=time.time(),
     )
 
 
+def failed_score(proto: str, interaction_id: str, judge: str, error: Exception) -> JudgeScore:
+    """A judgement the model could not produce: an explicit error, never a null score."""
+    reply = (
+        error.to_reply()
+        if isinstance(error, EntropicError)
+        else ErrorReply(code=ErrorCode.INTERNAL, message=f"The judge failed: {error}")
+    )
+    return JudgeScore(
+        interaction_id=interaction_id, proto=proto, judge=judge, error=reply, ts=time.time()
+    )
+
+
 class AlfredJudge:
-    """The judge persona (ALFRED by default), through his own model and system prompt."""
+    """The judge persona (ALFRED by default), through the judge role's model."""
 
     def __init__(
-        self, runtime: Runtime, llm: PersonaLLM, judge: str = "ALFRED", max_tokens: int = 96
+        self,
+        runtime: Runtime,
+        llm: PersonaLLM,
+        judge: str = "ALFRED",
+        max_tokens: int = SCORE_TOKENS,
+        tie_margin: float = TIE_MARGIN,
     ) -> None:
         self.runtime = runtime
         self.llm = llm
         self.judge = judge
-        self.max_tokens = max_tokens
+        self.max_tokens = max(max_tokens, SCORE_TOKENS)
+        self.tie_margin = tie_margin
 
     @property
     def name(self) -> str:
         if self.judge not in self.runtime.manager.names():
             return self.judge
-        selection = self.llm.select(self.runtime.manager.get(self.judge), "judge")
+        selection = role_selection(self.llm, "judge", self.runtime.manager.get(self.judge))
         return f"{self.judge} ({selection.backend}:{selection.model})"
 
-    def _ask(self, text: str, max_tokens: int) -> str:
+    def score(self, codex: Codex, prompt: str, reply: str, interaction_id: str = "") -> JudgeScore:
+        """Raises a typed error (``ModelOutputError``, ``ModelFailedError``, ...) when the
+        model cannot produce a score."""
         alfred = self.runtime.manager.get(self.judge)
-        selection = self.llm.select(alfred, "judge")
-        completion = self.llm.manager.generate(
+        selection = role_selection(self.llm, "judge", alfred)
+        answer, _ = structured.generate(
+            self.llm.manager,
+            RubricAnswer,
             backend=selection.backend,
-            model=selection.model,
-            messages=[ChatMessage("user", text)],
+            model_name=selection.model,
+            prompt=score_prompt(codex, prompt, reply),
             system=alfred.codex.system_prompt,
-            params=GenerationParams(max_tokens=max_tokens, temperature=0.0),
+            max_tokens=self.max_tokens,
             caller=self.judge,
         )
-        return completion.text
+        return make_score(codex.name, interaction_id, answer, self.name)
 
-    def score(self, codex: Codex, prompt: str, reply: str, interaction_id: str = "") -> JudgeScore:
-        raw = self._ask(score_prompt(codex, prompt, reply), self.max_tokens)
-        return make_score(codex.name, interaction_id, parse_scores(raw), self.name, raw)
-
-    def compare(self, codex: Codex, prompt: str, first: str, second: str) -> Preference:
-        return parse_choice(self._ask(compare_prompt(codex, prompt, first, second), 4))
+    def pairwise(
+        self, question: str, answer_a: str, answer_b: str, criteria: list[str] | None = None
+    ) -> PairwiseVerdict:
+        selection = role_selection(self.llm, "judge", self.runtime.manager.get(self.judge))
+        return pairwise_verdict(
+            self.llm.manager, selection.backend, selection.model, question, answer_a, answer_b,
+            list(criteria or []), caller=self.judge, judge=self.name, tie_margin=self.tie_margin,
+        )  # fmt: skip

@@ -32,6 +32,11 @@ def curate(ctx: Context, cmd: c.Curate) -> Reply:
     return service(ctx).curate(cmd.proto, cmd.limit)
 
 
+@route("judge", blocking=True)
+def judge(ctx: Context, cmd: c.JudgePair) -> Reply:
+    return service(ctx).judge_pair(cmd)
+
+
 @route("list_scores", blocking=True)
 def list_scores(ctx: Context, cmd: c.ListScores) -> Reply:
     proto = ctx.runtime.manager.get(cmd.proto)

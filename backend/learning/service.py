@@ -33,6 +33,7 @@ from backend.llm.embedded import EmbeddedBackend
 from backend.llm.service import PersonaLLM
 from backend.protos import Proto
 from backend.runtime import Runtime
+from shared_api.commands import JudgePair
 from shared_api.errors import InvalidValueError, NotFoundError, UnavailableError
 from shared_api.events import ModelPointerChanged
 from shared_api.learning import (
@@ -48,6 +49,7 @@ from shared_api.replies import (
     AscensionProposal,
     CurateReply,
     GoldenList,
+    JudgeReply,
     LearningStatusReply,
     ModelAdoption,
     ModelSelection,
@@ -219,7 +221,8 @@ class LearningService:
     def summary(self, proto: Proto) -> LearningSummary:
         golden = image_ops.golden_of(proto)
         scores = sorted(image_ops.scores_of(proto).values(), key=lambda s: s.ts)
-        judged = [s for s in scores if s.overall is not None]
+        judged = [s for s in scores if s.overall is not None and s.error is None]
+        failed = sum(s.error is not None for s in scores)
         means: dict[str, float] = {}
         for s in judged:
             for k, v in {**s.scores, "overall": s.overall or 0.0}.items():
@@ -235,7 +238,8 @@ class LearningService:
             candidates=list(image_ops.candidates_of(proto).values()),
             golden=sum(not g.excluded for g in golden),
             excluded=sum(g.excluded for g in golden),
-            scored=len(scores),
+            scored=len(judged),
+            failed=failed,
             unscored=sum(
                 1 for i in proto.history if i.get("id") not in proto.learning.get("scores", {})
             ),
@@ -356,6 +360,16 @@ class LearningService:
             proposals=result.proposals,
             judge=self.judge.name,
         )
+
+    def judge_pair(self, cmd: JudgePair) -> JudgeReply:
+        """The ``judge`` command: a pairwise verdict by ``cmd.judge``'s judge-role model."""
+        if isinstance(self.judge, AlfredJudge) and cmd.judge != self.judge.judge:
+            self.runtime.manager.get(cmd.judge)  # NotFoundError for an unknown persona
+            judge: Judge = AlfredJudge(self.runtime, self.llm, cmd.judge)
+        else:
+            judge = self.judge
+        verdict = judge.pairwise(cmd.question, cmd.answer_a, cmd.answer_b, list(cmd.criteria))
+        return JudgeReply(verdict=verdict)
 
     # -- fine-tunes -------------------------------------------------------------------------
     def _engine(self, wanted: str | None) -> str:

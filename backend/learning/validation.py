@@ -1,9 +1,10 @@
 """Candidate vs current model on held-out examples, judged blind A/B.
 
 Both models answer every held-out prompt (the persona's system prompt, greedy), all of one
-model's answers first so each model loads once. The judge then sees each pair twice, in both
-orders, never told which is which: a win counts only when it prefers the candidate both
-times (position bias cancels out), a loss likewise; anything else is a tie. The one-sided
+model's answers first so each model loads once. The judge then sees each pair in both
+orders, never told which is which, and decides from the verdict probabilities summed over
+the two orders (position bias cancels out): a win when it prefers the candidate by more than
+its tie margin, a loss likewise; anything else is a tie. The one-sided
 sign test on wins vs losses gives the p-value; adoption needs p <= alpha.
 """
 
@@ -13,7 +14,7 @@ import math
 import time
 from typing import TYPE_CHECKING
 
-from backend.learning.judge import Judge
+from backend.learning.judge import Judge, persona_criteria
 from backend.llm.base import ChatMessage, GenerationParams
 from backend.protos import Proto
 from shared_api.learning import GoldenExample, PairVerdict, ValidationReport
@@ -52,20 +53,17 @@ def answer_all(
 def judge_pairs(
     judge: Judge, proto: Proto, prompts: list[str], candidate: list[str], current: list[str]
 ) -> list[PairVerdict]:
+    """One pairwise judgement per prompt (the judge asks both orders itself and decides from
+    the verdict probabilities summed over them): candidate better is a win, worse a loss."""
     pairs = []
+    criteria = persona_criteria(proto.codex)
     for prompt, new, old in zip(prompts, candidate, current, strict=True):
-        first = judge.compare(proto.codex, prompt, new, old)  # candidate shown as A
-        second = judge.compare(proto.codex, prompt, old, new)  # candidate shown as B
+        verdict = judge.pairwise(prompt, new, old, criteria)  # candidate is answer_a
         verdicts = [
-            {"first": "candidate", "second": "current", "tie": "tie"}[first],
-            {"first": "current", "second": "candidate", "tie": "tie"}[second],
+            "candidate" if order.p_a > order.p_b else "current" if order.p_b > order.p_a else "tie"
+            for order in verdict.orders
         ]
-        if verdicts == ["candidate", "candidate"]:
-            outcome = "win"
-        elif verdicts == ["current", "current"]:
-            outcome = "loss"
-        else:
-            outcome = "tie"
+        outcome = {"a": "win", "b": "loss", "tie": "tie"}[verdict.winner]
         pairs.append(
             PairVerdict.model_validate(
                 {
@@ -74,6 +72,7 @@ def judge_pairs(
                     "current": old,
                     "verdicts": verdicts,
                     "outcome": outcome,
+                    "judgement": verdict.model_dump(),
                 }
             )
         )

@@ -5,7 +5,7 @@ from __future__ import annotations
 import threading
 from collections.abc import Callable
 from dataclasses import dataclass, field
-from typing import Literal, Protocol
+from typing import Any, Literal, Protocol
 
 Role = Literal["system", "user", "assistant"]
 StopReason = Literal["stop", "length", "cancelled", "error"]
@@ -23,6 +23,18 @@ class GenerationParams:
     max_tokens: int = 256
     temperature: float = 0.0
     repeat_penalty: float = 1.0  # 1.0: none (persona replies use models.repeat_penalty)
+    #: Generate JSON valid under this schema (llama.cpp grammar, Ollama ``format``, an
+    #: OpenAI-compatible ``response_format``); the text is then that JSON.
+    json_schema: dict[str, Any] | None = None
+    #: Score these answers instead of generating: one forward pass over the prompt, and the
+    #: log-probability of each choice's first token as the next token goes to
+    #: ``Completion.choice_logprobs`` (``text`` is the likeliest choice).
+    choices: tuple[str, ...] = ()
+    #: With ``choices``: the start of the assistant's reply the choice continues ("The better
+    #: answer is"), so the next token is the verdict. Embedded only; others ignore it.
+    prefill: str = ""
+    #: Sampling seed (None: the backend's own); best-of-n sampling varies it.
+    seed: int | None = None
 
 
 @dataclass
@@ -39,6 +51,8 @@ class Completion:
     load_ms: float = 0.0
     ttft_ms: float = 0.0
     generation_ms: float = 0.0
+    #: choice -> log-probability, for a ``GenerationParams.choices`` request.
+    choice_logprobs: dict[str, float] = field(default_factory=dict)
 
     @property
     def tokens_per_s(self) -> float:

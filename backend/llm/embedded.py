@@ -14,7 +14,9 @@ OpenMP waiting passively (``OMP_WAIT_POLICY``, below).
 from __future__ import annotations
 
 import hashlib
+import json
 import logging
+import math
 import os
 import threading
 import time
@@ -25,6 +27,7 @@ from typing import Any
 from backend.llm.base import ChatMessage, Completion, GenerationParams, ModelInfo, OnToken
 from backend.llm.catalog import SMOLLM2_135M, ModelRef, auto_threads, models_dir, parse_ref
 from backend.llm.fetch import verified_sha256
+from backend.llm.llama_compat import open_llama
 from shared_api.errors import ModelFailedError, ModelMissingError, NotFoundError
 
 log = logging.getLogger(__name__)
@@ -65,38 +68,6 @@ def sha256_of(path: Path) -> str:
     return _verified[key]
 
 
-def cpu_advertises_amx() -> bool:
-    try:
-        return " amx_tile" in Path("/proc/cpuinfo").read_text()
-    except OSError:
-        return False
-
-
-def avoid_amx_faults() -> None:
-    """Load weights without llama.cpp's extra buffer types when the CPU advertises AMX.
-
-    A llama.cpp built for the host CPU (``GGML_NATIVE``, the default) uses AMX tiles on
-    Sapphire Rapids; in a VM that advertises AMX without supporting its state, the first
-    batched decode dies of a general protection fault (``ldtilecfg`` in libggml-cpu, seen in
-    Firecracker here). Without the extra buffer types the AMX kernels are never used. Call it
-    before any ``Llama(...)``; it is idempotent.
-    """
-    import llama_cpp.llama_cpp as native
-
-    if getattr(native, "_entropic_no_extra_bufts", False) or not cpu_advertises_amx():
-        return
-    default = native.llama_model_default_params
-
-    def params() -> Any:
-        p = default()
-        p.use_extra_bufts = False
-        return p
-
-    native.llama_model_default_params = params
-    native._entropic_no_extra_bufts = True  # type: ignore[attr-defined]
-    log.info("the CPU advertises AMX: llama.cpp's extra buffer types are off (see embedded.py)")
-
-
 @dataclass(frozen=True)
 class _Model:
     name: str
@@ -125,6 +96,7 @@ class EmbeddedBackend:
         self._loaded = ""
         #: Threads of the model loaded last (for status and benchmarks).
         self.threads_used = 0
+        self._grammars: dict[str, Any] = {}
 
     def register(self, ref: ModelRef) -> str:
         """Make an embedded model reference servable; returns its model name."""
@@ -179,16 +151,15 @@ class EmbeddedBackend:
         self._check_file(m)
         started = time.perf_counter()
         try:
-            from llama_cpp import Llama
+            import llama_cpp  # noqa: F401
         except ImportError:
             raise ModelFailedError(
                 "llama-cpp-python is not installed; run `make run` to install the environment."
             ) from None
-        avoid_amx_faults()
         threads = self.n_threads or auto_threads(m.path.stat().st_size)
         try:
-            self._llm = Llama(
-                model_path=str(m.path),
+            self._llm = open_llama(
+                str(m.path),
                 n_threads=threads,
                 n_ctx=self.n_ctx,
                 seed=0,
@@ -218,11 +189,18 @@ class EmbeddedBackend:
         llm = self._llm
         if llm is None:
             raise ModelFailedError("the embedded model is not loaded")
+        if params.choices:
+            return self._score_choices(llm, messages, params.choices, params.prefill)
         started = time.perf_counter()
         first: float | None = None
         parts: list[str] = []
         tokens = 0
         stop = "stop"
+        extra: dict[str, Any] = {}
+        if params.json_schema is not None:
+            extra["grammar"] = self._grammar(params.json_schema)
+        if params.seed is not None:
+            extra["seed"] = params.seed
         try:
             stream = llm.create_chat_completion(
                 messages=[{"role": m.role, "content": m.content} for m in messages],
@@ -230,6 +208,7 @@ class EmbeddedBackend:
                 max_tokens=params.max_tokens,
                 repeat_penalty=params.repeat_penalty,
                 stream=True,
+                **extra,
             )
             for chunk in stream:
                 if cancel.is_set():
@@ -260,4 +239,91 @@ class EmbeddedBackend:
             completion_tokens=tokens,
             ttft_ms=((first or ended) - started) * 1000,
             generation_ms=(ended - (first or started)) * 1000,
+        )
+
+    # -- constrained output and choice scoring ---------------------------------------------
+    def _grammar(self, schema: dict[str, Any]) -> Any:
+        """The llama.cpp grammar for ``schema``, built once per schema. No silent fallback to
+        free JSON (llama-cpp-python's ``response_format`` does that): a schema it cannot
+        compile is an error here."""
+        key = json.dumps(schema)  # not sorted: properties are generated in schema order
+        if key not in self._grammars:
+            from llama_cpp.llama_grammar import LlamaGrammar
+
+            try:
+                self._grammars[key] = LlamaGrammar.from_json_schema(key, verbose=False)
+            except Exception as exc:
+                raise ModelFailedError(
+                    f"llama.cpp cannot turn this JSON schema into a grammar: {exc}"
+                ) from None
+        return self._grammars[key]
+
+    def _prompt_tokens(self, llm: Any, messages: list[ChatMessage]) -> list[int]:
+        """The prompt exactly as ``create_chat_completion`` would feed it (the GGUF's own chat
+        template, with the assistant turn opened)."""
+        from llama_cpp.llama_chat_format import Jinja2ChatFormatter
+
+        template = llm.metadata.get("tokenizer.chat_template")
+        if not template:
+            raise ModelFailedError(
+                f"{self.path.name} has no chat template, so its choices cannot be scored."
+            )
+        eos, bos = llm.token_eos(), llm.token_bos()
+        formatter = Jinja2ChatFormatter(
+            template=template,
+            eos_token=llm._model.token_get_text(eos) if eos != -1 else "",
+            bos_token=llm._model.token_get_text(bos) if bos != -1 else "",
+        )
+        chat: list[Any] = [{"role": m.role, "content": m.content} for m in messages]
+        result = formatter(messages=chat)
+        return list(
+            llm.tokenize(
+                result.prompt.encode("utf-8"), add_bos=not result.added_special, special=True
+            )
+        )
+
+    def _score_choices(
+        self, llm: Any, messages: list[ChatMessage], choices: tuple[str, ...], prefill: str = ""
+    ) -> Completion:
+        """One forward pass over the prompt (and the ``prefill`` that opens the reply), then
+        the next-token log-probabilities of each choice's first token (with and without a
+        leading space, summed)."""
+        import numpy as np
+        from llama_cpp import llama_get_logits_ith
+
+        started = time.perf_counter()
+        tokens = self._prompt_tokens(llm, messages)
+        if prefill:
+            tokens += llm.tokenize(prefill.encode("utf-8"), add_bos=False, special=False)
+        if len(tokens) >= llm.n_ctx():
+            raise ModelFailedError(
+                f"The prompt ({len(tokens)} tokens) exceeds the context window "
+                f"({llm.n_ctx()}). Shorten it or raise models.n_ctx in config.toml."
+            )
+        cached = llm.input_ids[: llm.n_tokens].tolist()
+        keep = 0
+        while keep < min(len(cached), len(tokens) - 1) and cached[keep] == tokens[keep]:
+            keep += 1
+        llm.n_tokens = keep  # reuse the shared prefix in the KV cache; eval the rest
+        llm.eval(tokens[keep:])
+        pointer = llama_get_logits_ith(llm._ctx.ctx, -1)
+        logits = np.ctypeslib.as_array(pointer, shape=(llm.n_vocab(),))
+        peak = float(logits.max())
+        log_total = peak + math.log(float(np.exp(logits - peak).sum()))
+        scores: dict[str, float] = {}
+        for choice in choices:
+            ids = {
+                llm.tokenize(variant.encode("utf-8"), add_bos=False, special=False)[0]
+                for variant in (choice, " " + choice)
+            }
+            probs = sum(math.exp(float(logits[i]) - log_total) for i in ids)
+            scores[choice] = math.log(probs) if probs > 0 else -math.inf
+        ended = time.perf_counter()
+        return Completion(
+            text=max(scores, key=lambda c: scores[c]),
+            stop_reason="stop",
+            prompt_tokens=len(tokens),
+            completion_tokens=0,
+            ttft_ms=(ended - started) * 1000,
+            choice_logprobs=scores,
         )

@@ -7,6 +7,7 @@ is done; the ``ModelManager`` serializes calls, so an 8 GB GPU never holds two m
 from __future__ import annotations
 
 import logging
+import math
 import os
 import threading
 import time
@@ -122,16 +123,23 @@ class OllamaBackend:
         parts: list[str] = []
         final: Any = None
         stop = "stop"
+        options: dict[str, Any] = {
+            "temperature": params.temperature,
+            "num_predict": params.max_tokens,
+            "repeat_penalty": params.repeat_penalty,
+        }
+        if params.seed is not None:
+            options["seed"] = params.seed
         request: dict[str, Any] = {
             "model": model,
             "messages": [{"role": m.role, "content": m.content} for m in messages],
             "keep_alive": 0,
-            "options": {
-                "temperature": params.temperature,
-                "num_predict": params.max_tokens,
-                "repeat_penalty": params.repeat_penalty,
-            },
+            "options": options,
         }
+        if params.json_schema is not None:
+            request["format"] = params.json_schema  # Ollama's structured outputs
+        if params.choices:
+            return self._score_choices(request, params.choices, model)
         try:
             if on_token is None:  # not streamed: one response
                 final = self._client.chat(**request, stream=False)
@@ -173,4 +181,43 @@ class OllamaBackend:
             load_ms=(getattr(final, "load_duration", 0) or 0) / 1e6,
             ttft_ms=((first or ended) - started) * 1000,
             generation_ms=generation_ms,
+        )
+
+    def _score_choices(
+        self, request: dict[str, Any], choices: tuple[str, ...], model: str
+    ) -> Completion:
+        """One token with its top log-probabilities; a choice not among them gets a floor
+        below the least likely listed one."""
+        started = time.perf_counter()
+        request["options"] = {**request["options"], "num_predict": 1, "temperature": 0.0}
+        try:
+            final = self._client.chat(**request, stream=False, logprobs=True, top_logprobs=20)
+        except ollama.ResponseError as exc:
+            if exc.status_code == 404:
+                raise self._missing(model) from None
+            raise ModelFailedError(f"Ollama failed on {model}: {exc}") from None
+        except (ConnectionError, httpx.HTTPError):
+            raise self._unreachable() from None
+        listed: dict[str, float] = {}
+        for entry in (final.logprobs or [])[:1]:
+            for top in entry.top_logprobs or [entry]:
+                key = top.token.strip()
+                listed[key] = float(
+                    math.log(math.exp(listed[key]) + math.exp(top.logprob))
+                    if key in listed
+                    else top.logprob
+                )
+        if not listed:
+            raise ModelFailedError(
+                f"Ollama returned no log-probabilities for {model}; it needs Ollama 0.12 or "
+                "newer to judge by probabilities."
+            )
+        floor = min(listed.values()) - math.log(10)
+        scores = {c: listed.get(c, floor) for c in choices}
+        return Completion(
+            text=max(scores, key=lambda c: scores[c]),
+            stop_reason="stop",
+            prompt_tokens=int(final.prompt_eval_count or 0),
+            ttft_ms=(time.perf_counter() - started) * 1000,
+            choice_logprobs=scores,
         )

@@ -23,11 +23,15 @@ adopted fine-tune (the learning loop) serves its ``chat`` role before all of the
 from __future__ import annotations
 
 from collections.abc import Callable
-from typing import Literal, get_args
+from typing import TYPE_CHECKING, Literal, get_args
 
 from backend.config import ModelsConfig
 from backend.llm.catalog import TINY_MODEL, ModelRef, default_reference, parse_ref
 from shared_api.replies import ModelSelection
+
+if TYPE_CHECKING:
+    from backend.llm.service import PersonaLLM
+    from backend.protos import Proto
 
 ModelRole = Literal["chat", "code", "judge"]
 Rule = Literal["config", "codex", "default"]
@@ -105,3 +109,9 @@ def choose(
     ref, why = default_model(config)
     reason = "; ".join([*notes, f"the default model ({why})"])
     return _selection(ref, role, reason), ref, "default"
+
+
+def role_selection(llm: PersonaLLM, role: ModelRole, proto: Proto) -> ModelSelection:
+    """The model ``proto`` uses for ``role``; every caller that needs "the model for the judge
+    role" or "the code role" goes through here (the forge, the judge, ALFRED's dialogue)."""
+    return llm.select(proto, role)

@@ -200,10 +200,12 @@ class PersonaLLM:
         cancel: threading.Event | None = None,
         recall: bool = True,
         role: ModelRole = "chat",
+        json_schema: dict[str, Any] | None = None,
     ) -> Completion:
         """Ask ``proto`` synchronously through its model for ``role``; records the
         interaction. With ``recall`` the most relevant memories go in front of ``text``, with
-        sources. A ``chat`` reply is guarded against loops (``generate_without_loops``)."""
+        sources. A ``chat`` reply is guarded against loops (``generate_without_loops``); with
+        ``json_schema`` the answer is JSON valid under it (see ``structured``)."""
         request_id = request_id or new_msg_id()
         selection = self.select(proto, role)
         self.role_selections.setdefault(proto.name, {})[role] = selection
@@ -212,13 +214,14 @@ class PersonaLLM:
         if selection.backend not in self.manager.backends:
             raise UnavailableError(
                 f"{proto.name}'s {role} model is {selection.backend}:{selection.model}, but no "
-                f"{selection.backend} backend runs here (remote endpoints are not supported "
-                "yet). Name an embedded model or ollama:TAG in config.toml [models]."
+                f"{selection.backend} backend runs here Name an embedded model, ollama:TAG or a "
+                "declared openai:ENDPOINT/MODEL in config.toml [models]."
             )
         params = GenerationParams(
             max_tokens=max_tokens or self.config.max_tokens,
             temperature=self.config.temperature,
             repeat_penalty=self.config.repeat_penalty if role == "chat" else 1.0,
+            json_schema=json_schema,
         )
         memories = None
         if recall and self.memory is not None:
@@ -251,7 +254,7 @@ class PersonaLLM:
             )
 
         cancel = cancel or threading.Event()
-        if role == "chat":
+        if role == "chat" and json_schema is None:  # JSON is bounded by its schema
             resample = self.config.resample_temperature
             completion = generate_without_loops(generate, params, on_token, cancel, resample)
         else:

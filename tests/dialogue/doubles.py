@@ -37,7 +37,7 @@ class Scenario:
 
     #: BRICK asks for research (RESEARCH: line) in his first turn.
     research: bool = True
-    #: AMEND lines ALFRED adds to his next judgements, one each, in order.
+    #: Amendments ("PROTO field: text") ALFRED proposes in his next judgements, in order.
     amendments: list[str] = field(default_factory=list)
     #: Seconds each reply takes (to kill a backend mid-dialogue).
     delay_s: float = 0.0
@@ -63,11 +63,19 @@ class Scenario:
             return ACCORD if "balance both" in prompt else DISSENT
         if persona == "BABS":
             return FACT
-        if persona == "ALFRED":
+        if persona == "ALFRED":  # his verdict is JSON under a schema (AlfredVerdict)
             agreed = prompt.count("balance both") >= 2
-            scores = "CONVERGENCE: 9\nDISSONANCE: 1" if agreed else "CONVERGENCE: 1\nDISSONANCE: 9"
-            reason = "they agree" if agreed else "opposite conclusions"
-            return f"{scores}\nRESEARCH: none\nAMEND: {amend or 'none'}\nREASON: {reason}"
+            proto, _, rest = amend.partition(" ")
+            field, _, text = rest.partition(": ")
+            return json.dumps(
+                {
+                    "convergence": 9 if agreed else 1,
+                    "dissonance": 1 if agreed else 9,
+                    "research": "",
+                    "amend": {"proto": proto, "field": field, "text": text} if amend else None,
+                    "reason": "they agree" if agreed else "opposite conclusions",
+                }
+            )
         return "ok"
 
     def prompts_of(self, persona: str) -> list[str]:
@@ -77,9 +85,12 @@ class Scenario:
 
 def persona_of(messages: list[dict[str, Any]] | list[ChatMessage]) -> str:
     system = next(
-        (m["content"] if isinstance(m, dict) else m.content)
-        for m in messages
-        if (m["role"] if isinstance(m, dict) else m.role) == "system"
+        (
+            (m["content"] if isinstance(m, dict) else m.content)
+            for m in messages
+            if (m["role"] if isinstance(m, dict) else m.role) == "system"
+        ),
+        "",  # the pairwise judge sends no system prompt
     )
     match = re.match(r"You are ([A-Z][A-Z0-9_\-]*)", system)
     return match.group(1) if match else "?"

@@ -59,6 +59,8 @@ def test_a_short_dialogue_with_the_embedded_model(spawn: Spawn, tmp_path: Path) 
         assert "walk or to cycle" in record["prompt"] and record["output"]
         assert record["timings"]["tokens_per_s"] > 0 and record["usage"]["completion_tokens"] > 0  # type: ignore[index, operator]
     judgement = ran["alfred"]["judgement"]
+    # ALFRED's verdict is schema-bound JSON: either read, or the reason why not, never silence
+    assert judgement["alfred_parsed"] or judgement["alfred_error"]  # type: ignore[index]
     assert 0.0 <= judgement["dissonance"] <= 1.0 and set(judgement["criteria"]) >= {  # type: ignore[index, call-overload]
         "overlap",
         "conflict",

@@ -143,7 +143,8 @@ def test_kill_9_mid_dialogue_then_resume_from_the_checkpoint(spawn: Spawn, tmp_p
             steps = history(client, did).steps
         assert first.checkpoint_id in {s.checkpoint_id for s in steps}  # kept from before
         assert [s.node for s in steps if s.index >= 1] == ["brick", "robin", "alfred"] * 2
-        assert len(scenario.calls) - asked <= 6  # resumed where it was, not restarted
+        # resumed where it was, not restarted: at most 2 rounds of 3 turns + 2 pairwise verdicts
+        assert len(scenario.calls) - asked <= 10
 
 
 def test_approve_and_reject_amendments_with_a_restart_while_pending(

@@ -2,8 +2,8 @@
 
 A 135M judge is close to random, so tests that need a verdict they can predict use this
 double: it scores an interaction with ``score_of(prompt, reply)`` (every criterion alike) and,
-comparing two answers, prefers the one ``prefer`` rates higher (a tie when equal). It records
-what it was asked. Tests of the real judge use the embedded model and assert robust facts.
+comparing two answers, prefers the one ``prefer`` rates higher (a tie when equal), the same in
+both orders. It records what it was asked (``compared``: one entry per order shown). Tests of the real judge use the embedded model and assert robust facts.
 """
 
 from __future__ import annotations
@@ -13,8 +13,7 @@ import time
 from collections.abc import Callable
 
 from backend.codex import Codex
-from backend.learning.judge import Preference
-from shared_api.learning import CRITERIA, JudgeScore
+from shared_api.learning import CRITERIA, JudgeOrder, JudgeScore, PairwiseVerdict
 
 
 class ScriptedJudge:
@@ -49,9 +48,24 @@ class ScriptedJudge:
             ts=time.time(),
         )
 
-    def compare(self, codex: Codex, prompt: str, first: str, second: str) -> Preference:
+    def pairwise(
+        self, question: str, answer_a: str, answer_b: str, criteria: list[str] | None = None
+    ) -> PairwiseVerdict:
         with self._lock:
-            self.compared.append((prompt, first, second))
+            self.compared.append((question, answer_a, answer_b))
+            self.compared.append((question, answer_b, answer_a))
         self.on_compare()
-        a, b = self.prefer(first), self.prefer(second)
-        return "first" if a > b else "second" if b > a else "tie"
+        a, b = self.prefer(answer_a), self.prefer(answer_b)
+        p_a = 1.0 if a > b else 0.0 if b > a else 0.5
+        winner = "a" if a > b else "b" if b > a else "tie"
+        return PairwiseVerdict(
+            winner=winner,
+            margin=abs(2 * p_a - 1),
+            threshold=0.1,
+            p_a=p_a,
+            orders=[
+                JudgeOrder(order="ab", p_a=p_a, p_b=1 - p_a),
+                JudgeOrder(order="ba", p_a=p_a, p_b=1 - p_a),
+            ],
+            judge=self.name,
+        )

@@ -50,7 +50,8 @@ def build(root: Path, sandbox: SecureCodeExecutor, **forge: object) -> World:
     model = ScriptedModel()
     unreachable = OllamaBackend("http://127.0.0.1:9", 1.0)
     llm = PersonaLLM(runtime, ModelsConfig(), bus, {"ollama": unreachable, "embedded": model})
-    tool_forge = ToolForge(runtime, llm, bus, ForgeConfig.model_validate(forge), sandbox)
+    config = ForgeConfig.model_validate({"candidates": 1, **forge})  # one reply per attempt
+    tool_forge = ToolForge(runtime, llm, bus, config, sandbox)
     Proto.llm, Proto.tool_runner = llm, tool_forge
     runtime.on_does_not_understand = tool_forge.on_does_not_understand
     runtime.start()
@@ -77,15 +78,22 @@ def test_fails_once_then_attaches_a_tool_that_runs_in_the_sandbox(world: World) 
     assert finished.outcome == "attached" and finished.tool is not None
     first, second = finished.attempts
     assert (first.stage, first.passed, second.passed) == ("test", False, True)
-    assert "test_adds failed" in first.feedback and first.runtime == "bubblewrap"
+    assert first.runtime == "bubblewrap"
+    assert "failed the example `add_numbers(a=1, b=2) == 3`: it returned -1" in first.feedback
     # the failure went back to the author, with the code it had written
-    assert "AssertionError" in world.model.prompts[1] and "return a - b" in world.model.prompts[1]
+    assert "it returned -1" in world.model.prompts[1] and "return a - b" in world.model.prompts[1]
 
     robin = world.runtime.manager.get("ROBIN")
     assert sorted(robin.tools) == ["add_numbers"] and not robin.has_method("add_numbers")
     tool = robin.tools["add_numbers"]
     assert tool.params == ["a", "b"] and tool.provenance.author == "BRICK"
     assert tool.provenance.model == "scripted" and len(tool.attempts) == 2
+    assert tool.provenance.examples == ["add_numbers(a=1, b=2) == 3"]
+    assert tool.provenance.examples_source == "given" and tool.provenance.winner == (2, 1)
+    assert tool.provenance.candidates_tried == 2 and "return a - b" in first.candidates[0].source
+    # the examples are stored as its tests, with its own tests that agreed
+    assert tool.tests.startswith("def test_example_1():\n    assert add_numbers(a=1, b=2) == 3")
+    assert "def test_adds_negatives" in tool.tests
     # a live method, whose body runs in the sandbox: invoke, and from another method
     reply = world.runtime.invoke("ROBIN", "add_numbers", {"a": 20, "b": 22})
     assert isinstance(reply, InvokeResult) and reply.result == 42
@@ -109,7 +117,7 @@ def test_fails_once_then_attaches_a_tool_that_runs_in_the_sandbox(world: World) 
         (2, "passed"),
     ]
     failed = next(e for e in world.events if isinstance(e, ForgeProgress) and e.phase == "failed")
-    assert "AssertionError" in failed.feedback
+    assert "it returned -1" in failed.feedback
     assert any(isinstance(e, ForgeFinished) and e.outcome == "attached" for e in world.events)
 
 
@@ -127,7 +135,7 @@ def test_the_tool_survives_journal_replay_and_image_save(
     w = build(tmp_path, bubblewrap)  # now from the image, nothing left to replay
     assert w.runtime.image_info.replayed_records == 0
     robin = w.runtime.manager.get("ROBIN")
-    assert robin.tools["add_numbers"].tests.startswith("def test_adds")
+    assert robin.tools["add_numbers"].tests.startswith("def test_example_1")
     assert w.runtime.invoke("ROBIN", "add_numbers", {"a": 2, "b": 2}).result == 4  # type: ignore[union-attr]
     w.runtime.commit({"op": "remove_tool", "proto": "ROBIN", "name": "add_numbers"})
     assert isinstance(w.runtime.invoke("ROBIN", "add_numbers", {}), DoesNotUnderstand)
@@ -135,14 +143,63 @@ def test_the_tool_survives_journal_replay_and_image_save(
 
 
 def test_gives_up_after_max_attempts_and_attaches_nothing(world: World) -> None:
-    world.model.script(NO_ASSERT, "I am not sure.", WRONG)
+    world.model.script("```python\ndef plus(a, b):\n    return a + b\n```", "I am not sure.", WRONG)
     finished = forge(world)
     assert finished.outcome == "gave_up" and finished.tool is None
     assert [(a.stage, a.passed) for a in finished.attempts] == [
         ("check", False), ("write", False), ("test", False),
     ]  # fmt: skip
-    assert "does not assert" in finished.attempts[0].feedback
+    assert "def add_numbers" in finished.attempts[0].feedback
     assert "add_numbers" not in world.runtime.manager.get("ROBIN").tools
+
+
+def test_without_tests_of_its_own_a_candidate_right_on_the_examples_attaches(
+    world: World,
+) -> None:
+    world.model.script(NO_ASSERT)  # its one test asserts nothing: dropped, not refused
+    finished = forge(world)
+    assert finished.outcome == "attached" and finished.tool is not None
+    assert "test_exists" not in finished.tool.tests
+
+
+def test_best_of_n_tests_every_candidate_in_one_sandbox_run(
+    tmp_path: Path, bubblewrap: SecureCodeExecutor
+) -> None:
+    w = build(tmp_path, bubblewrap, candidates=3)
+    runs: list[str] = []
+    real = w.forge.executor.run_python
+    w.forge.executor.run_python = lambda *a, **k: runs.append(a[0]) or real(*a, **k)  # type: ignore[method-assign]
+    try:
+        w.model.script(WRONG, RIGHT, WRONG)
+        finished = forge(w)
+        assert finished.outcome == "attached" and finished.tool is not None
+        assert len(runs) == 1 and len(finished.attempts) == 1
+        outcomes = finished.attempts[0].candidates
+        assert [o.passed for o in outcomes] == [False, True, False]
+        assert outcomes[0].got == "-1" and finished.tool.provenance.winner == (1, 2)
+        assert finished.tool.provenance.candidates_tried == 3
+    finally:
+        w.close()
+
+
+def test_without_examples_the_author_proposes_them_first(world: World) -> None:
+    proposal = '{"examples": ["add_numbers(a=2, b=2) == 4", "not an example ("]}'
+    world.model.script(proposal, WRONG, RIGHT)
+    finished = world.forge.forge("ROBIN", "add_numbers", "add a and b", [], 3, "f-3",
+                                 threading.Event())  # fmt: skip
+    assert finished.outcome == "attached" and finished.tool is not None
+    assert finished.tool.provenance.examples == ["add_numbers(a=2, b=2) == 4"]
+    assert finished.tool.provenance.examples_source == "proposed"
+    assert "returned 0" in finished.attempts[0].feedback  # 2 - 2, against the proposed 4
+    shown = [e.message for e in world.events if isinstance(e, ForgeProgress)
+             and e.phase == "examples"]  # fmt: skip
+    assert shown[-1] == "examples: add_numbers(a=2, b=2) == 4"
+
+
+def test_an_example_that_is_not_a_check_is_refused_up_front(world: World) -> None:
+    with pytest.raises(InvalidValueError, match="does not call add_numbers"):
+        world.forge.submit("ROBIN", "add_numbers", "add", ["len('ab') == 2"])
+    assert world.model.prompts == []
 
 
 def test_bad_calls_are_typed_errors(world: World) -> None:
@@ -183,7 +240,9 @@ def test_cancel_stops_between_attempts(world: World) -> None:
     world.forge.bus.subscribe(
         lambda e, _p: cancel.set() if isinstance(e, ForgeProgress) and e.phase == "failed" else None
     )
-    finished = world.forge.forge("ROBIN", "add_numbers", "add", [], 3, "f-2", cancel)
+    finished = world.forge.forge(
+        "ROBIN", "add_numbers", "add", ["add_numbers(a=1, b=2) == 3"], 3, "f-2", cancel
+    )
     assert finished.outcome == "cancelled" and len(finished.attempts) == 1
     assert finished.error is not None and finished.error.code == "cancelled"
 
@@ -201,12 +260,12 @@ def test_does_not_understand_forges_and_retries_when_autonomy_is_on(
 ) -> None:
     w = build(tmp_path, bubblewrap, autonomy=True)
     try:
-        w.model.script(RIGHT)
+        w.model.script('{"examples": ["add_numbers(a=1, b=2) == 3"]}', RIGHT)
         reply = w.runtime.invoke("BABS", "add_numbers", {"a": 40, "b": 2})
         assert isinstance(reply, InvokeResult) and reply.result == 42
         tool = w.runtime.manager.get("BABS").tools["add_numbers"]
         assert tool.provenance.requested_by == "does_not_understand"
-        w.model.script("no code today", "still none", "nope")
+        w.model.script('{"examples": ["mystery() == 1"]}', "no code today", "still none", "nope")
         reply = w.runtime.invoke("BABS", "mystery", {})
         assert isinstance(reply, DoesNotUnderstand) and reply.forge is not None
         assert reply.forge["outcome"] == "gave_up" and reply.forge["attempts"] == 3

@@ -1,5 +1,6 @@
-"""Reading a candidate out of a model's reply, refusing empty tests, and the two programs that
-run in a real sandbox (bubblewrap): the tests, and one tool call."""
+"""Reading a candidate out of a model's reply and the requester's examples as checks, and the
+programs that run in a real sandbox (bubblewrap): all candidates against the examples in one
+run, and one tool call."""
 
 from __future__ import annotations
 
@@ -7,16 +8,19 @@ import json
 
 import pytest
 
-from backend.forge.forge import judge
 from backend.forge.program import (
     CandidateRejected,
+    Example,
+    ExampleRejected,
     call_program,
     extract_code,
     parse_candidate,
+    parse_example,
     report,
-    suite_program,
 )
+from backend.forge.trial import Trial, trial_candidates
 from backend.sandbox import SecureCodeExecutor
+from shared_api.sandbox import Limits
 from tests.forge.scripts import NO_ASSERT, RIGHT, WRONG
 
 
@@ -86,22 +90,55 @@ def test_unterminated_fence_is_read_to_the_end() -> None:
     assert extract_code("```py\na = 1\n```\ntext\n```python\nb = 2\n```") == "a = 1\n\nb = 2"
 
 
-def test_passing_tests_pass_in_the_sandbox(bubblewrap: SecureCodeExecutor) -> None:
-    c = parse_candidate("add_numbers", RIGHT)
-    result = bubblewrap.run_python(suite_program("add_numbers", c.source, c.tests))
-    assert judge(result) == (True, "")
-    found, outcomes = report(result)
-    assert found and [o["test"] for o in outcomes] == ["test_adds", "test_adds_negatives"]
+ADD = [parse_example("add_numbers", "add_numbers(a=1, b=2) == 3")]
 
 
-def test_failing_test_is_reported_with_its_assertion(bubblewrap: SecureCodeExecutor) -> None:
-    c = parse_candidate("add_numbers", WRONG)
-    result = bubblewrap.run_python(suite_program("add_numbers", c.source, c.tests))
-    passed, feedback = judge(result)
-    assert not passed and result.exit_code == 1
-    assert "test_adds failed" in feedback and "AssertionError" in feedback
-    assert 'test_tool.py", line 2' in feedback  # the test's own line, not the wrapper's
-    assert "assert add_numbers(2, 3) == 5" in feedback and "main.py" not in feedback
+def trial(sandbox: SecureCodeExecutor, name: str, replies: list[str], examples: list[Example],
+          limits: Limits | None = None) -> Trial:  # fmt: skip
+    parsed = [(i, parse_candidate(name, r, require_tests=False)) for i, r in enumerate(replies, 1)]
+    return trial_candidates(sandbox, limits or Limits(), "bubblewrap", name, parsed, examples)
+
+
+def test_examples_are_read_as_checks() -> None:
+    e = parse_example("wc", "wc(text='a b') == 2")
+    assert (e.call, e.expected) == ("wc(text='a b')", "2")
+    assert parse_example("wc", "2 == wc(text='a b')").call == "wc(text='a b')"
+    assert parse_example("ok", "assert ok(x=1) is True").expected is None
+    for bad in ("wc text", "len('ab') == 2", "", "import os"):
+        with pytest.raises(ExampleRejected):
+            parse_example("wc", bad)
+
+
+def test_a_right_candidate_passes_and_keeps_its_tests(bubblewrap: SecureCodeExecutor) -> None:
+    t = trial(bubblewrap, "add_numbers", [RIGHT], ADD)
+    assert t.winner is not None and t.winner[0] == 1 and t.feedback == ""
+    assert t.outcomes[0].examples_passed == 1
+    assert t.outcomes[0].tests_kept == ["test_adds", "test_adds_negatives"]
+    assert t.winner[2].startswith("def test_adds():")
+
+
+def test_a_failing_example_is_named_with_what_came_out(bubblewrap: SecureCodeExecutor) -> None:
+    t = trial(bubblewrap, "add_numbers", [WRONG], ADD)
+    assert t.winner is None and t.runtime == "bubblewrap"
+    assert t.outcomes[0].failed_example == "add_numbers(a=1, b=2) == 3"
+    assert t.outcomes[0].got == "-1" and "it returned -1" in t.feedback
+    assert t.outcomes[0].tests_kept == []  # both of its own tests fail too
+
+
+def test_own_tests_that_disagree_with_the_examples_are_dropped(
+    bubblewrap: SecureCodeExecutor,
+) -> None:
+    reply = RIGHT.replace("assert add_numbers(2, 3) == 5", "assert add_numbers(2, 3) == 6")
+    t = trial(bubblewrap, "add_numbers", [reply], ADD)
+    assert t.winner is not None and t.outcomes[0].tests_kept == ["test_adds_negatives"]
+    assert "== 6" not in t.winner[2] and "test_adds_negatives" in t.winner[2]
+
+
+def test_first_passing_candidate_wins_in_one_run(bubblewrap: SecureCodeExecutor) -> None:
+    t = trial(bubblewrap, "add_numbers", [WRONG, NO_ASSERT, RIGHT], ADD)
+    assert t.winner is not None and t.winner[0] == 2  # NO_ASSERT's function is right
+    assert [o.passed for o in t.outcomes] == [False, True, True]
+    assert t.outcomes[1].tests_kept == []  # its test asserted nothing: dropped when parsed
 
 
 def test_script_calls_at_the_top_are_dropped(bubblewrap: SecureCodeExecutor) -> None:
@@ -111,37 +148,56 @@ def test_script_calls_at_the_top_are_dropped(bubblewrap: SecureCodeExecutor) -> 
     assert "print" not in c.source and "test_adds()" not in c.source + c.tests.replace(
         "def test_adds()", ""
     )
-    result = bubblewrap.run_python(suite_program("add_numbers", c.source, c.tests))
-    assert judge(result) == (True, "")
+    assert trial(bubblewrap, "add_numbers", [reply], ADD).winner is not None
 
 
 def test_tool_that_breaks_on_import_is_reported(bubblewrap: SecureCodeExecutor) -> None:
-    source = "import numpy_that_does_not_exist\ndef f(x):\n    return x\n"
-    result = bubblewrap.run_python(
-        suite_program("f", source, "def test_f():\n    assert f(1) == 1\n")
+    reply = "import numpy_that_does_not_exist\ndef f(x):\n    return x\n"
+    t = trial(bubblewrap, "f", [reply], [parse_example("f", "f(x=1) == 1")])
+    assert t.winner is None and t.outcomes[0].failed_example == "(load)"
+    assert "ModuleNotFoundError" in t.feedback
+
+
+def test_an_exception_is_shown_with_the_tools_own_line(bubblewrap: SecureCodeExecutor) -> None:
+    t = trial(
+        bubblewrap, "f", ["def f(x):\n    return 1 / x\n"], [parse_example("f", "f(x=0) == 0")]
     )
-    passed, feedback = judge(result)
-    assert not passed and "<load> failed" in feedback and "ModuleNotFoundError" in feedback
+    assert t.outcomes[0].got.startswith("raised") and "ZeroDivisionError" in t.feedback
+    assert 'tool.py", line 2' in t.feedback and "main.py" not in t.feedback
 
 
 def test_tests_may_import_the_tool_as_a_module(bubblewrap: SecureCodeExecutor) -> None:
-    tests = "from tool import f\nimport f as again\n\ndef test_f():\n    assert f(2) == again.f(2) == 4\n"
-    result = bubblewrap.run_python(suite_program("f", "def f(x):\n    return 2 * x\n", tests))
-    assert judge(result) == (True, "")
-
-
-def test_a_test_that_hangs_is_stopped_by_the_wall_limit(bubblewrap: SecureCodeExecutor) -> None:
-    from shared_api.sandbox import Limits
-
-    c = parse_candidate(
-        "f", "def f():\n    while True: pass\n\ndef test_f():\n    assert f() == 1\n"
+    reply = (
+        "def f(x):\n    return 2 * x\n\nfrom tool import f as same\n\n"
+        "def test_f():\n    import f as again\n    assert f(2) == again.f(2) == same(2) == 4\n"
     )
-    result = bubblewrap.run_python(
-        suite_program("f", c.source, c.tests), Limits(wall_s=1.5, cpu_s=1.0)
-    )
-    passed, feedback = judge(result)
-    assert not passed and result.killed_reason in ("cpu_time", "wall_time")
-    assert "limit" in feedback
+    t = trial(bubblewrap, "f", [reply], [parse_example("f", "f(x=1) == 2")])
+    assert t.winner is not None and t.outcomes[0].tests_kept == ["test_f"]
+
+
+def test_values_compare_as_json_would(bubblewrap: SecureCodeExecutor) -> None:
+    examples = [
+        parse_example("f", "f() == (0.1 + 0.2, [1, 2])"),  # float tolerance, tuple == list
+        parse_example("g", "g() == 1"),
+    ]
+    t = trial(bubblewrap, "f", ["def f():\n    return [0.3, (1, 2)]\n"], examples[:1])
+    assert t.winner is not None
+    t = trial(bubblewrap, "g", ["def g():\n    return True\n"], examples[1:])
+    assert t.winner is None and t.outcomes[0].got == "True"  # True is not 1
+
+
+def test_a_hanging_candidate_loses_its_turn_not_the_run(bubblewrap: SecureCodeExecutor) -> None:
+    hang = "def add_numbers(a, b):\n    while True:\n        pass\n"
+    limits = Limits(wall_s=1.5, cpu_s=1.5)
+    t = trial(bubblewrap, "add_numbers", [hang, RIGHT], ADD, limits)
+    assert t.winner is not None and t.winner[0] == 2
+    assert "longer than 1.5 s" in t.outcomes[0].got
+
+
+def test_an_example_cannot_break_out_of_the_program(bubblewrap: SecureCodeExecutor) -> None:
+    nasty = parse_example("f", 'f(s=\'"""); import os; os._exit(7) #\') == 1')
+    t = trial(bubblewrap, "f", ["def f(s):\n    return len(s)\n"], [nasty])
+    assert t.winner is None and t.outcomes[0].got == str(len('"""); import os; os._exit(7) #'))
 
 
 def test_a_call_returns_json_and_prints_go_to_stderr(bubblewrap: SecureCodeExecutor) -> None:

@@ -54,7 +54,9 @@ def backend(home: Path, fake: FakeOllama, runtimes: dict[str, Runtime]) -> Itera
     if runtimes["runsc"].available() is not None:
         require(runtimes["bubblewrap"])  # the backend needs one real sandbox
     home.mkdir(parents=True, exist_ok=True)
-    (home / "config.toml").write_text(f'[models]\nollama_host = "{fake.host}"\n')
+    (home / "config.toml").write_text(
+        f'[models]\nollama_host = "{fake.host}"\n\n[forge]\ncandidates = 1\n'
+    )
     proc = BackendProcess(home)
     proc.start()
     yield proc
@@ -83,8 +85,9 @@ def test_forge_call_save_restart_remove(
         status = client.request(Status())
         assert isinstance(status, StatusReply) and status.services["forge"]["autonomy"] is False
         accepted, events, finished = forge(
-            client, proto="ROBIN", name="add_numbers", description="add two numbers"
-        )
+            client, proto="ROBIN", name="add_numbers", description="add two numbers",
+            examples=["add_numbers(a=1, b=2) == 3"],
+        )  # fmt: skip
         assert accepted.author == "BRICK" and accepted.max_attempts == 3
         assert finished.outcome == "attached", finished
         phases = [e.phase for e in events if e.kind == "forge_progress"]  # type: ignore[union-attr]
@@ -92,7 +95,7 @@ def test_forge_call_save_restart_remove(
         # BRICK's model was asked twice, the second time with the failure
         chats = fake.chat_requests()
         assert [c["model"] for c in chats] == ["phi3:mini", "phi3:mini"]
-        assert "AssertionError" in chats[1]["messages"][-1]["content"]
+        assert "it returned -1" in chats[1]["messages"][-1]["content"]
 
         result = client.request(RunTool(proto="ROBIN", name="add_numbers", args={"a": 2, "b": 3}))
         assert isinstance(result, ToolResult) and result.result == 5
@@ -141,7 +144,10 @@ def test_unknown_message_proposes_a_forge(backend: BackendProcess) -> None:
 
 def test_cli_streams_the_attempts(home: Path, fake: FakeOllama, backend: BackendProcess) -> None:
     fake.script(RIGHT)
-    body = json.dumps({"proto": "BRICK", "name": "add_numbers", "description": "add"})
+    body = json.dumps(
+        {"proto": "BRICK", "name": "add_numbers", "description": "add",
+         "examples": ["add_numbers(a=2, b=2) == 4"]}
+    )  # fmt: skip
     done = subprocess.run(
         [sys.executable, str(MAIN), "call", "--home", str(home), "--timeout", "60", "forge_tool", body],
         capture_output=True, text=True, timeout=120,

@@ -4,6 +4,7 @@ on disk, the motivator hooks, and the pure pieces (parsing, the sign test, the s
 from __future__ import annotations
 
 import json
+import math
 import time
 from collections.abc import Iterator
 from pathlib import Path
@@ -17,12 +18,26 @@ from backend.learning import image_ops
 from backend.learning import service as service_module
 from backend.learning.export import choose_quant
 from backend.learning.jobs import split
-from backend.learning.judge import parse_choice, parse_scores, rubric, score_prompt
+from backend.learning.judge import (
+    RubricAnswer,
+    failed_score,
+    make_score,
+    rubric,
+    score_prompt,
+)
 from backend.learning.validation import sign_test
+from backend.llm import structured
+from backend.llm.base import Completion
+from backend.llm.pairwise import TIE_MARGIN, decide
 from backend.runtime import Runtime
-from shared_api.errors import InvalidValueError, NotFoundError, UnavailableError
+from shared_api.errors import (
+    InvalidValueError,
+    ModelOutputError,
+    NotFoundError,
+    UnavailableError,
+)
 from shared_api.events import CuriosityDeficit, FinetuneProposed, InteractionsScored
-from shared_api.learning import GoldenExample
+from shared_api.learning import CRITERIA, GoldenExample
 from tests.doubles.scripted_judge import ScriptedJudge
 from tests.learning.conftest import LearningSystem, make_learning
 
@@ -75,6 +90,31 @@ def test_the_curator_scores_promotes_and_publishes_hooks(system: LearningSystem)
     assert again.scored == [] and again.deficits == [] and again.proposals == []
     summary = system.service.summary(proto)
     assert summary.scored == 6 and summary.golden == 3 and summary.means["overall"] == 0.5
+
+
+def test_a_failed_judgement_is_an_error_never_counted_as_judged(tmp_path: Path) -> None:
+    def score_of(prompt: str, _reply: str) -> float:
+        if "unjudgeable" in prompt:
+            raise ModelOutputError("The model's answer is not a valid RubricAnswer: cut off.")
+        return 0.9
+
+    s = make_learning(tmp_path / "home", ScriptedJudge(score_of=score_of))
+    try:
+        record(s, "ROBIN", "a good question")
+        bad = record(s, "ROBIN", "an unjudgeable question")
+        reply = s.service.curate("ROBIN")
+        failed = next(x for x in reply.scored if x.interaction_id == bad)
+        assert failed.overall is None and failed.scores == {} and failed.error is not None
+        assert failed.error.code == "model_output_invalid" and "cut off" in failed.error.message
+        proto = s.runtime.manager.get("ROBIN")
+        summary = s.service.summary(proto)
+        assert (summary.scored, summary.failed, summary.means["overall"]) == (1, 1, 0.9)
+        assert proto.get_self_description()["learning"]["judged"] == 1
+        assert not any(g.interaction_id == bad for g in image_ops.golden_of(proto))
+        # the next pass tries it again (and only it)
+        assert [x.interaction_id for x in s.service.curate("ROBIN").scored] == [bad]
+    finally:
+        s.close()
 
 
 def test_golden_examples_can_be_added_edited_excluded_and_are_mirrored(
@@ -139,21 +179,45 @@ def test_too_little_golden_data_fails_the_job_and_changes_nothing(system: Learni
     assert image_ops.model_of(system.runtime.manager.get("BRICK")) is None
 
 
-def test_judge_parsing_and_rubric() -> None:
-    text = "Logical rigour: 8\ncreative synthesis = 6/10\ndissonance_resolution: 0.5\nreason: fine"
-    assert parse_scores(text) == {
-        "logical_rigour": 0.8,
-        "creative_synthesis": 0.6,
-        "dissonance_resolution": 0.5,
-    }
-    assert parse_scores("I cannot judge this.") == {}
-    assert parse_choice("A") == "first" and parse_choice("Answer B is better") == "second"
-    assert parse_choice("Both are fine.") == "tie"
+def test_rubric_answers_are_schema_bound_and_failures_are_typed() -> None:
+    schema = structured.schema_of(RubricAnswer)
+    assert schema["additionalProperties"] is False
+    assert set(schema["required"]) == {*CRITERIA, "reason"}
+    assert schema["properties"]["task_efficacy"]["enum"] == list(range(1, 11))
+    text = '{"logical_rigour": 8, "creative_synthesis": 6, "dissonance_resolution": 5, '
+    good = Completion(text + '"task_efficacy": 9, "reason": "fine"}', "stop")
+    score = make_score("BRICK", "i1", structured.parse(RubricAnswer, good), "judge")
+    assert score.scores["logical_rigour"] == 0.8 and score.overall == 0.7 and score.error is None
+    for answer, stop, why in [
+        ("logical rigour: 8", "stop", "did not honour the JSON schema"),
+        (text, "length", "raise max_tokens"),
+        (text + '"task_efficacy": 11, "reason": ""}', "stop", "did not honour"),
+    ]:
+        with pytest.raises(ModelOutputError, match=why):
+            structured.parse(RubricAnswer, Completion(answer, stop))  # type: ignore[arg-type]
+    failed = failed_score("BRICK", "i2", "judge", ModelOutputError("cut off"))
+    assert failed.overall is None and failed.error is not None and not failed.scores
     from backend.codex import load_personas
 
     brick = load_personas()["BRICK"]
     assert all(p in rubric(brick) for p in brick.core_principles)
-    assert "task_efficacy: N" in score_prompt(brick, "q", "a")
+    assert "JSON" in score_prompt(brick, "q", "a")
+
+
+def test_pairwise_verdict_cancels_position_bias() -> None:
+    def lp(pa: float) -> dict[str, float]:
+        return {"A": math.log(pa), "B": math.log(1 - pa)}
+
+    # a judge that always says "A" (0.9) cannot pick a winner: its bias cancels
+    assert decide(lp(0.9), lp(0.9))[0] == "tie"
+    # biased towards A, yet preferring answer_a in both orders: a wins
+    winner, margin, p_a, orders = decide(lp(0.95), lp(0.6))
+    assert winner == "a" and p_a == pytest.approx((0.95 + 0.4) / 2) and margin > TIE_MARGIN
+    assert [(o.order, o.p_a) for o in orders] == [("ab", 0.95), ("ba", 0.4)]
+    assert decide(lp(0.3), lp(0.8))[0] == "b"
+    assert decide(lp(0.52), lp(0.5))[0] == "tie"  # margin 0.02 < TIE_MARGIN
+    with pytest.raises(ModelOutputError):
+        decide({}, lp(0.5))
 
 
 def test_sign_test_split_and_quantization_choice() -> None:

@@ -4,6 +4,7 @@ training: the persona keeps its model, and no half-made model is registered or a
 
 from __future__ import annotations
 
+import json
 import os
 import signal
 from collections.abc import Iterator
@@ -89,7 +90,8 @@ def test_golden_data_over_the_protocol(backend: BackendProcess) -> None:
 
 @pytest.mark.timeout(300)
 def test_alfred_judges_a_real_interaction(backend: BackendProcess) -> None:
-    """One real judgement by ALFRED on the embedded SmolLM2: robust facts only."""
+    """One real judgement by ALFRED on the embedded SmolLM2. Generated under the rubric's JSON
+    schema, it is a full score (all four criteria, an overall) or an explicit error."""
     with backend.client(events=True, timeout=120) as client:
         client.wait_event(lambda e: e.kind == "heartbeat", timeout=10)
         accepted = client.call("ask_persona", {"proto": "ROBIN", "text": "Name a colour."})
@@ -101,13 +103,15 @@ def test_alfred_judges_a_real_interaction(backend: BackendProcess) -> None:
         assert isinstance(reply, CurateReply) and len(reply.scored) == 1
         score = reply.scored[0]
         assert reply.judge.startswith("ALFRED (embedded:")
-        assert score.raw.strip()  # what ALFRED said is kept, parsed or not
-        assert set(score.scores) <= set(CRITERIA)
-        assert all(0.0 <= v <= 1.0 for v in score.scores.values())
+        assert score.error is None, score.error
+        assert set(score.scores) == set(CRITERIA) and score.overall is not None
+        assert all(0.1 <= v <= 1.0 for v in score.scores.values())
+        assert score.overall == pytest.approx(sum(score.scores.values()) / 4, abs=1e-3)
+        assert set(json.loads(score.raw)) == {*CRITERIA, "reason"}  # what ALFRED answered
         status = client.call("learning_status", {"proto": "ROBIN"})
         assert isinstance(status, LearningStatusReply) and status.personas[0].scored == 1
         described = client.call("describe_proto", {"proto": "ROBIN"})
-        assert described.description["learning"]["judged"] == int(score.overall is not None)  # type: ignore[union-attr]
+        assert described.description["learning"]["judged"] == 1  # type: ignore[union-attr]
         assert described.history[-1].get("judge_score") == score.overall  # type: ignore[union-attr]
         # BABS proposes a base for Ascension (only the embedded model exists here)
         proposal = client.call("propose_ascension", {"proto": "BRICK"}, timeout=120)

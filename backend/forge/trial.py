@@ -1,0 +1,144 @@
+"""One attempt's trial: every candidate against every example, in one sandboxed run.
+
+The examples are the oracle: a candidate that fails one is never attached. The first
+candidate (in the order written) that passes them all wins; its own tests are kept only where
+they agree with the examples. For the next attempt the feedback names the failing example and
+what came out, for the candidate that got the most examples right.
+"""
+
+from __future__ import annotations
+
+from dataclasses import dataclass
+from typing import Annotated, Any
+
+from pydantic import AfterValidator, BaseModel, Field
+
+from backend.forge.program import (
+    Candidate,
+    Example,
+    candidates_program,
+    report,
+    select_tests,
+)
+from backend.forge.prompts import clip
+from backend.sandbox import SecureCodeExecutor
+from shared_api.sandbox import Limits, SandboxResult
+from shared_api.tools import CandidateOutcome
+
+#: The proposal's token budget: a few one-line examples.
+EXAMPLE_TOKENS = 200
+
+
+class ProposedExamples(BaseModel):
+    """The schema the author's proposed examples are generated under."""
+
+    examples: list[Annotated[str, AfterValidator(lambda text: str(text).strip()[:300])]] = Field(
+        min_length=1, max_length=4
+    )
+
+
+@dataclass
+class Trial:
+    outcomes: list[CandidateOutcome]
+    #: (index, candidate, its own tests that agreed) of the first that passed, else None.
+    winner: tuple[int, Candidate, str] | None
+    feedback: str
+    best_source: str
+    test_names: list[str]
+    runtime: str | None
+
+
+def trial_limits(limits: Limits, count: int) -> Limits:
+    """Each candidate gets what one run may use; the run as a whole, that times ``count``."""
+    return limits.model_copy(
+        update={
+            "wall_s": min(3600.0, limits.wall_s * count + 2),
+            "cpu_s": min(3600.0, limits.cpu_s * count + 1),
+        }
+    )
+
+
+def trial_candidates(
+    executor: SecureCodeExecutor,
+    limits: Limits,
+    runtime: str,
+    name: str,
+    candidates: list[tuple[int, Candidate]],
+    examples: list[Example],
+) -> Trial:
+    per = min(limits.wall_s, limits.cpu_s)
+    program = candidates_program(name, [(c.source, c.tests) for _, c in candidates], examples, per)
+    result = executor.run_python(program, trial_limits(limits, len(candidates)), runtime=runtime)
+    found, reported = report(result)
+    rows: list[Any] = reported if found and isinstance(reported, list) else []
+    outcomes, winner = [], None
+    for position, (index, candidate) in enumerate(candidates):
+        row = rows[position] if position < len(rows) and isinstance(rows[position], dict) else {}
+        outcome = _outcome(index, candidate, row, examples, result)
+        outcomes.append(outcome)
+        if outcome.passed and winner is None:
+            winner = (index, candidate, select_tests(candidate.tests, outcome.tests_kept))
+    best = max(outcomes, key=lambda o: (o.passed, o.examples_passed, -o.index))
+    feedback = "" if winner else _feedback(best)
+    return Trial(
+        outcomes=outcomes,
+        winner=winner,
+        feedback=feedback,
+        best_source=best.source,
+        test_names=best.tests_kept,
+        runtime=result.runtime,
+    )
+
+
+def _outcome(
+    index: int,
+    candidate: Candidate,
+    row: dict[str, Any],
+    examples: list[Example],
+    result: SandboxResult,
+) -> CandidateOutcome:
+    checks = [c for c in row.get("examples", []) if isinstance(c, dict)]
+    tests = [t for t in row.get("tests", []) if isinstance(t, dict)]
+    passed_tests = [str(t.get("test")) for t in tests if t.get("ok")]
+    if not row:  # the run was stopped before it reported this candidate
+        why = (
+            f"the sandbox's {result.killed_reason} limit stopped the run"
+            if result.killed_reason
+            else f"the run exited with status {result.exit_code} without reporting"
+        )
+        return CandidateOutcome(
+            index=index, passed=False, examples_total=len(examples), failed_example="(all)",
+            got=clip(f"{why}\n{result.stderr}", 1500), source=candidate.source,
+        )  # fmt: skip
+    if row.get("load"):
+        return CandidateOutcome(
+            index=index, passed=False, examples_total=len(examples), failed_example="(load)",
+            got="it did not load:\n" + clip(str(row["load"]), 1500), source=candidate.source,
+        )  # fmt: skip
+    ok = [c for c in checks if c.get("ok")]
+    failed = next((c for c in checks if not c.get("ok")), None)
+    if examples:
+        passed = len(ok) == len(examples)
+    else:  # no examples: its own tests are the oracle, and it must have some
+        passed = bool(tests) and len(passed_tests) == len(tests)
+        failed_test = next((t for t in tests if not t.get("ok")), None)
+        if failed_test is not None:
+            failed = {"example": failed_test.get("test"), "got": failed_test.get("error", "")}
+    return CandidateOutcome(
+        index=index, passed=passed, examples_passed=len(ok), examples_total=len(examples),
+        failed_example=str(failed.get("example", "")) if failed and not passed else "",
+        got=clip(str(failed.get("got", "")), 1500) if failed and not passed else "",
+        tests_kept=passed_tests, source=candidate.source,
+    )  # fmt: skip
+
+
+def _feedback(best: CandidateOutcome) -> str:
+    if best.failed_example == "(load)":
+        return best.got
+    if best.failed_example == "(all)":
+        return f"The test run failed: {best.got}"
+    got = best.got if best.got.startswith("raised") else f"it returned {best.got}"
+    return (
+        f"It got {best.examples_passed} of {best.examples_total} example(s) right. "
+        f"It failed the example `{best.failed_example}`: {got}."
+    )
