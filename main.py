@@ -171,7 +171,31 @@ def _spawn_backend(home: Path) -> Any:
     return process
 
 
+def cmd_keys(args: argparse.Namespace) -> int:
+    from backend.home import Home
+    from shared_api.errors import EntropicError
+    from shared_api.transport import authorize
+
+    home = Home(args.home or default_home())
+    try:
+        home.ensure()
+        server, client = home.curve_keys()
+        added = [str(authorize(path, home.authorized_dir)) for path in args.authorize]
+    except (EntropicError, OSError, ValueError) as exc:
+        print(f"error: {getattr(exc, 'message', exc)}", file=sys.stderr)
+        return EXIT_USAGE
+    report = {
+        "server_public_key_file": str(server.with_suffix(".key")),
+        "client_public_key_file": str(client.with_suffix(".key")),
+        "authorized_dir": str(home.authorized_dir),
+        "authorized_now": added,
+    }
+    print(json.dumps(report, indent=2))
+    return 0
+
+
 def cmd_call(args: argparse.Namespace) -> int:
+    from backend.home import Home
     from shared_api.connection import read_connection_file
     from shared_api.errors import ErrorReply, RequestTimeout, UnavailableError
     from shared_api.transport import Client
@@ -191,8 +215,10 @@ def cmd_call(args: argparse.Namespace) -> int:
         body["path"] = os.path.abspath(os.path.expanduser(body["path"]))
     streaming = args.kind in STREAMED
     try:
-        info = read_connection_file((args.home or default_home()).expanduser().resolve())
-        with Client(info, timeout=args.timeout, events=streaming) as client:
+        home = (args.home or default_home()).expanduser().resolve()
+        info = read_connection_file(home)
+        keys = Home(home).client_keys() if info.server_key else None
+        with Client(info, timeout=args.timeout, events=streaming, curve_keys=keys) as client:
             if streaming:  # subscribe before asking, so no token is missed
                 client.wait_event(lambda e: e.kind == "heartbeat", timeout=args.timeout)
             reply: Any = client.call_raw(args.kind, body)
@@ -370,6 +396,21 @@ def build_parser() -> argparse.ArgumentParser:
     call.add_argument("kind", metavar="KIND", help="command kind, e.g. ping, set_state")
     call.add_argument("body", metavar="JSON_BODY", nargs="?", help="command body as a JSON object")
     call.set_defaults(func=cmd_call)
+
+    keys = sub.add_parser(
+        "keys",
+        help="create this home's CURVE keypairs; authorize a client's public key",
+        description="Create HOME/keys/server.key and client.key (public) with their "
+        ".key_secret files (0600), if missing, and authorize this home's own client key. "
+        "A backend with transport = \"tcp\" and curve = true lets in only the keys in "
+        "HOME/keys/authorized (read at its start). On a client machine, run `keys` in a home "
+        "holding a copy of the backend's connection.json, then authorize the printed "
+        "client_public_key_file on the backend's machine with --authorize.",
+    )
+    _home_arg(keys)
+    keys.add_argument("--authorize", type=Path, nargs="*", default=[], metavar="FILE",
+                      help="client public key files (.key) to let in")  # fmt: skip
+    keys.set_defaults(func=cmd_keys)
     _add_sandbox_parser(sub)
     add_models_parser(sub)
     return parser

@@ -25,6 +25,7 @@ from backend.runtime import Runtime
 from backend.server import Server
 from shared_api.connection import CONNECTION_FILE, ConnectionInfo, write_connection_file
 from shared_api.errors import ConfigInvalidError, EntropicError, ImageError, UnavailableError
+from shared_api.transport import Curve, load_keypair
 
 log = logging.getLogger("backend")
 
@@ -53,7 +54,8 @@ def serve(home_dir: Path) -> int:
         llm = PersonaLLM(runtime, full_config.models, bus)
         Proto.llm = llm
         key = secrets.token_bytes(32)
-        server = Server(runtime, llm, config, bus, key, *home.socket_dir())
+        curve = _curve(home) if config.transport == "tcp" and config.curve else None
+        server = Server(runtime, llm, config, bus, key, *home.socket_dir(), curve=curve)
         memory = MemoryService(
             home.memory_dir,
             full_config.memory,
@@ -91,6 +93,7 @@ def serve(home_dir: Path) -> int:
         key=key.hex(),
         pid=os.getpid(),
         home=str(home.root),
+        server_key=curve.public.decode() if curve else "",
     )
     write_connection_file(home.root, info)
     for sig in (signal.SIGTERM, signal.SIGINT):
@@ -126,6 +129,13 @@ def serve(home_dir: Path) -> int:
             home.release_lock()
             log.info("backend stopped")
     return 0
+
+
+def _curve(home: Home) -> Curve:
+    server_secret, _client = home.curve_keys()
+    public, secret = load_keypair(server_secret)
+    log.info("CURVE on: clients need a key authorized in %s", home.authorized_dir)
+    return Curve(public=public, secret=secret, authorized=home.authorized_dir)
 
 
 def configure_logging(level: str = "INFO") -> None:

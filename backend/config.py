@@ -30,7 +30,12 @@ class BackendConfig(BaseModel):
     )
     ip: str = "127.0.0.1"
     allow_remote: bool = Field(
-        default=False, description="Allow binding to a non-loopback address."
+        default=False, description="Allow binding to a non-loopback address (needs curve)."
+    )
+    curve: bool = Field(
+        default=False,
+        description="tcp only: encrypt with ZeroMQ CURVE and let in only the client keys in "
+        "HOME/keys/authorized (see `main.py keys`)",
     )
     request_port: int = Field(default=0, ge=0, le=65535, description="0 picks a free port.")
     event_port: int = Field(default=0, ge=0, le=65535)
@@ -64,8 +69,13 @@ class BackendConfig(BaseModel):
             if not loopback:
                 raise ValueError(
                     f"ip {self.ip!r} is not a loopback address; set allow_remote = true "
-                    "to expose the backend beyond this machine"
+                    "(and curve = true) to expose the backend beyond this machine"
                 )
+        if self.transport == "tcp" and self.allow_remote and not self.curve:
+            raise ValueError(
+                "allow_remote needs curve = true: beyond this machine every byte must be "
+                "encrypted and only authorized keys may connect (see `main.py keys`)"
+            )
         return self
 
     def endpoint_specs(self, run_dir: Path, prefix: str = "") -> tuple[str, str]:

@@ -105,6 +105,31 @@ class Home:
         digest = hashlib.sha256(str(self.root).encode()).hexdigest()[:16]
         return private, f"{digest}-"
 
+    @property
+    def authorized_dir(self) -> Path:
+        """Public CURVE keys of the clients a tcp backend with ``curve = true`` lets in."""
+        return self.keys_dir / "authorized"
+
+    def curve_keys(self) -> tuple[Path, Path]:
+        """The secret files of this home's CURVE keypairs (server, client), created if
+        missing (0600); the home's own client key is authorized, so local calls work."""
+        from shared_api.transport import authorize, ensure_keypair
+
+        _private_dir(self.authorized_dir)
+        server = ensure_keypair(self.keys_dir, "server")
+        client = ensure_keypair(self.keys_dir, "client")
+        own = self.keys_dir / "client.key"
+        if not any(p.read_bytes() == own.read_bytes() for p in self.authorized_dir.glob("*.key")):
+            authorize(own, self.authorized_dir)
+        return server, client
+
+    def client_keys(self) -> tuple[bytes, bytes] | None:
+        """This home's CURVE client keypair, if it has one (``main.py keys``)."""
+        from shared_api.transport import load_keypair
+
+        secret = self.keys_dir / "client.key_secret"
+        return load_keypair(secret) if secret.exists() else None
+
     def acquire_lock(self) -> None:
         """Only one backend per home. Raises ``UnavailableError`` naming the running one."""
         f = open(self.lock_path, "a+")  # noqa: SIM115 - held open for the process lifetime

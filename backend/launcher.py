@@ -14,6 +14,7 @@ import time
 from pathlib import Path
 from typing import IO
 
+from backend.home import Home
 from shared_api.connection import CONNECTION_FILE, ConnectionInfo, read_connection_file
 from shared_api.errors import RequestTimeout, UnavailableError
 from shared_api.transport import Client
@@ -86,7 +87,7 @@ class BackendProcess:
         if info.pid != self.proc.pid:
             return None  # a stale file from a backend that was killed
         try:
-            with Client(info, timeout=2.0) as client:
+            with Client(info, timeout=2.0, curve_keys=self._curve_keys(info)) as client:
                 client.call("ping", {})
         except RequestTimeout:
             return None
@@ -95,7 +96,13 @@ class BackendProcess:
     def client(self, *, events: bool = False, timeout: float = 30.0) -> Client:
         if self.info is None:
             raise UnavailableError("the backend is not started")
-        return Client(self.info, events=events, timeout=timeout)
+        return Client(
+            self.info, events=events, timeout=timeout, curve_keys=self._curve_keys(self.info)
+        )
+
+    def _curve_keys(self, info: ConnectionInfo) -> tuple[bytes, bytes] | None:
+        """The home's own CURVE client keys, when the backend asks for CURVE."""
+        return Home(self.home).client_keys() if info.server_key else None
 
     @property
     def alive(self) -> bool:

@@ -29,7 +29,7 @@ from shared_api.commands import COMMAND_ADAPTER
 from shared_api.envelope import Header
 from shared_api.errors import EntropicError, ErrorCode, ErrorReply
 from shared_api.events import BackendStopping, Event, Heartbeat
-from shared_api.transport import MAIL_REPLY, MAIL_WAKE, ServerSockets
+from shared_api.transport import MAIL_REPLY, MAIL_WAKE, Curve, ServerSockets
 from shared_api.version import PROTOCOL_VERSION, compatible
 from shared_api.wire import EVENT, REPLY, Codec, WireError
 
@@ -46,6 +46,7 @@ class Server:
         key: bytes,
         run_dir: Path,
         socket_prefix: str = "",
+        curve: Curve | None = None,
     ) -> None:
         self.config = config
         self.codec = Codec(
@@ -59,6 +60,7 @@ class Server:
             event_spec,
             max_message_bytes=config.max_message_bytes,
             tick_ms=max(1, int(config.heartbeat_interval_s * 1000)),
+            curve=curve,
         )
         self.endpoints = {
             "requests": self.sockets.request_endpoint,

@@ -26,6 +26,9 @@ class ConnectionInfo(BaseModel):
     protocol: str = PROTOCOL_VERSION
     pid: int
     home: str
+    #: The backend's CURVE public key (Z85) when it only lets in authorized keys (tcp with
+    #: ``curve = true``); never its secret. Empty: no CURVE.
+    server_key: str = ""
 
     @property
     def key_bytes(self) -> bytes:

@@ -20,18 +20,23 @@ from __future__ import annotations
 
 import logging
 import os
+import shutil
 import threading
 import time
 from collections.abc import Callable
+from dataclasses import dataclass
+from pathlib import Path
 from typing import Any
 
 import zmq
+import zmq.auth
 from pydantic import BaseModel, ValidationError
+from zmq.auth.thread import ThreadAuthenticator
 
 from shared_api.commands import Command
 from shared_api.connection import ConnectionInfo
 from shared_api.envelope import Envelope
-from shared_api.errors import ErrorReply, RemoteError, RequestTimeout
+from shared_api.errors import ErrorReply, RemoteError, RequestTimeout, UnavailableError
 from shared_api.events import EVENT_ADAPTER, Event
 from shared_api.replies import REPLY_ADAPTER, Reply
 from shared_api.wire import EVENT, REPLY, Codec, WireError
@@ -47,6 +52,71 @@ MAIL_WAKE = b"W"
 ALLOWED_SUBSCRIPTIONS = frozenset({b"\x01", b"\x00"})
 #: A subscription message longer than this makes libzmq drop its sender unread.
 MAX_SUBSCRIPTION = 64
+#: The same bound on an XPUB under CURVE, which must let the key exchange through.
+CURVE_MAX_FRAME = 1024
+
+
+# -- CURVE (a backend on tcp, reachable from other machines) ----------------------------------
+@dataclass(frozen=True)
+class Curve:
+    """CURVE for a backend's sockets: its keypair, and the folder of the public keys of the
+    clients it lets in (``*.key`` certificates, read at startup)."""
+
+    public: bytes
+    secret: bytes
+    authorized: Path
+
+
+def ensure_keypair(directory: Path, name: str) -> Path:
+    """``directory/NAME.key`` (public) and ``NAME.key_secret`` (0600), created if missing;
+    returns the secret file."""
+    secret = directory / f"{name}.key_secret"
+    if not secret.exists():
+        zmq.auth.create_certificates(directory, name)
+    os.chmod(secret, 0o600)
+    return secret
+
+
+def load_keypair(secret_file: Path) -> tuple[bytes, bytes]:
+    """(public, secret) Z85 keys from a ``.key_secret`` certificate."""
+    public, secret = zmq.auth.load_certificate(secret_file)
+    if secret is None:
+        raise ValueError(f"{secret_file} holds no secret key")
+    return public, secret
+
+
+def authorize(public_file: Path, authorized: Path) -> Path:
+    """Copy a client's public certificate into the backend's ``authorized`` folder."""
+    public, secret = zmq.auth.load_certificate(public_file)  # raises if it is no certificate
+    if secret is not None:
+        raise ValueError(f"{public_file} holds a secret key: authorize its public .key file")
+    authorized.mkdir(mode=0o700, exist_ok=True)
+    target = authorized / f"{public.decode()[:20].replace('/', '_')}.key"
+    shutil.copyfile(public_file, target)
+    return target
+
+
+def _curve_server(sock: zmq.Socket[bytes], curve: Curve | None) -> None:
+    if curve is not None:  # before bind
+        sock.setsockopt(zmq.CURVE_SECRETKEY, curve.secret)
+        sock.setsockopt(zmq.CURVE_PUBLICKEY, curve.public)
+        sock.setsockopt(zmq.CURVE_SERVER, 1)
+
+
+def _curve_client(
+    sock: zmq.Socket[bytes], server_key: str, keys: tuple[bytes, bytes] | None
+) -> None:
+    if not server_key:
+        return
+    if keys is None:
+        raise UnavailableError(
+            "This backend only lets in authorized CURVE keys, and this client has none. "
+            "Run `main.py keys --home HOME` here and authorize the printed public key file on "
+            "the backend's machine (`main.py keys --authorize FILE`)."
+        )
+    sock.setsockopt(zmq.CURVE_SERVERKEY, server_key.encode())
+    sock.setsockopt(zmq.CURVE_PUBLICKEY, keys[0])
+    sock.setsockopt(zmq.CURVE_SECRETKEY, keys[1])
 
 
 def _bind(sock: zmq.Socket[bytes], spec: str) -> str:
@@ -62,13 +132,19 @@ class EventPublisher:
     """An XPUB served by its own thread: events in through ``publish`` (any thread, never
     blocks), out to subscribers; subscriptions vetted (see the module docstring)."""
 
-    def __init__(self, context: zmq.Context[zmq.Socket[bytes]], spec: str) -> None:
+    def __init__(
+        self, context: zmq.Context[zmq.Socket[bytes]], spec: str, curve: Curve | None = None
+    ) -> None:
         self._context = context
         self.xpub = context.socket(zmq.XPUB)
+        _curve_server(self.xpub, curve)
         self.xpub.setsockopt(zmq.LINGER, 500)
         self.xpub.setsockopt(zmq.SNDHWM, 100_000)
         self.xpub.setsockopt(zmq.XPUB_MANUAL, 1)
-        self.xpub.setsockopt(zmq.MAXMSGSIZE, MAX_SUBSCRIPTION)
+        # Under CURVE the limit also meets the handshake's commands (HELLO is 200 bytes,
+        # INITIATE more), and only authorized keys get that far.
+        bound = MAX_SUBSCRIPTION if curve is None else CURVE_MAX_FRAME
+        self.xpub.setsockopt(zmq.MAXMSGSIZE, bound)
         self.endpoint = _bind(self.xpub, spec)
         self._inbox = context.socket(zmq.PULL)
         self._inbox_endpoint = f"inproc://events-{os.urandom(8).hex()}"
@@ -156,15 +232,27 @@ class ServerSockets:
     event publisher."""
 
     def __init__(
-        self, request_spec: str, event_spec: str, *, max_message_bytes: int, tick_ms: int
+        self,
+        request_spec: str,
+        event_spec: str,
+        *,
+        max_message_bytes: int,
+        tick_ms: int,
+        curve: Curve | None = None,
     ) -> None:
         self.context: zmq.Context[zmq.Socket[bytes]] = zmq.Context()
+        self.auth: ThreadAuthenticator | None = None
+        if curve is not None:  # the authenticator runs before anything is bound
+            self.auth = ThreadAuthenticator(self.context, log=logging.getLogger("zap"))
+            self.auth.start()
+            self.auth.configure_curve(domain="*", location=str(curve.authorized))
         self.router = self.context.socket(zmq.ROUTER)
+        _curve_server(self.router, curve)
         self.router.setsockopt(zmq.LINGER, 1000)  # let a final reply (e.g. to shutdown) go out
         self.router.setsockopt(zmq.MAXMSGSIZE, max_message_bytes)
         self.router.setsockopt(zmq.RCVTIMEO, tick_ms)
         self.request_endpoint = _bind(self.router, request_spec)
-        self.events = EventPublisher(self.context, event_spec)
+        self.events = EventPublisher(self.context, event_spec, curve)
         self.event_endpoint = self.events.endpoint
         self.mail_id = b"mail-" + os.urandom(16)
         self._mail_endpoint = f"inproc://mail-{os.urandom(8).hex()}"
@@ -220,6 +308,8 @@ class ServerSockets:
             for box in self._mailboxes:
                 box.close()
         self.router.close()
+        if self.auth is not None:
+            self.auth.stop()
         self.context.term()
 
 
@@ -230,7 +320,12 @@ class Client:
     """
 
     def __init__(
-        self, info: ConnectionInfo, *, events: bool = False, timeout: float = 10.0
+        self,
+        info: ConnectionInfo,
+        *,
+        events: bool = False,
+        timeout: float = 10.0,
+        curve_keys: tuple[bytes, bytes] | None = None,
     ) -> None:
         self.info = info
         self.timeout = timeout
@@ -239,6 +334,7 @@ class Client:
         ctx: zmq.Context[zmq.Socket[bytes]] = zmq.Context.instance()
         self._dealer = ctx.socket(zmq.DEALER)
         self._dealer.setsockopt(zmq.LINGER, 0)
+        _curve_client(self._dealer, info.server_key, curve_keys)
         self._dealer.connect(info.request_endpoint)
         self._rcvtimeo = -1
         self._sub: zmq.Socket[bytes] | None = None
@@ -247,6 +343,7 @@ class Client:
             self._sub.setsockopt(zmq.LINGER, 0)
             self._sub.setsockopt(zmq.RCVHWM, 0)
             self._sub.setsockopt(zmq.SUBSCRIBE, b"")
+            _curve_client(self._sub, info.server_key, curve_keys)
             self._sub.connect(info.event_endpoint)
 
     def __enter__(self) -> Client:

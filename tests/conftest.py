@@ -63,6 +63,24 @@ def require_root(what: str) -> None:
         cannot_run(f"{what} needs root to switch to another uid")
 
 
+def require_cgroups() -> None:
+    """Tests of the sandbox's memory/pids cgroups need root and a cgroup hierarchy (CI has
+    both: under ``ENTROPIC_REQUIRE_ALL=1`` their absence fails)."""
+    from backend.sandbox import cgroups
+
+    if os.geteuid() != 0:
+        cannot_run("creating cgroups needs root")
+    if cgroups._layout() is None:
+        cannot_run("no memory and pids cgroup hierarchy is mounted")
+
+
+def require_x86_64() -> None:
+    """Tests that name x86-64 syscall numbers: no installation makes another CPU run them."""
+    machine = os.uname().machine
+    if machine != "x86_64":
+        cannot_run(f"this is {machine}: the syscall numbers are x86-64's", machine_can_not=True)
+
+
 def pytest_terminal_summary(terminalreporter: pytest.TerminalReporter) -> None:
     if _NOT_RUN:
         terminalreporter.section("TESTS NOT RUN ON THIS MACHINE", sep="!", red=True, bold=True)

@@ -4,7 +4,6 @@ the whole process tree, and the per-run RLIMIT_NPROC (runs do not share one coun
 from __future__ import annotations
 
 import json
-import os
 import signal
 import subprocess
 from concurrent.futures import ThreadPoolExecutor
@@ -13,7 +12,7 @@ from pathlib import Path
 import pytest
 
 from backend.sandbox import Limits, SecureCodeExecutor
-from backend.sandbox import cgroups as sandbox_cgroups
+from tests.conftest import require_cgroups, require_x86_64
 
 pytestmark = pytest.mark.usefixtures("untouched")
 
@@ -48,8 +47,8 @@ CALLS = [
 ]
 
 
-@pytest.mark.skipif(os.uname().machine != "x86_64", reason="syscall numbers are x86-64's")
 def test_seccomp_denies_kernel_attack_surface(bubblewrap: SecureCodeExecutor) -> None:
+    require_x86_64()
     result = bubblewrap.run_python(SYSCALLS % repr(CALLS))
     assert result.exit_code == 0, result
     report = json.loads(result.stdout)
@@ -59,8 +58,8 @@ def test_seccomp_denies_kernel_attack_surface(bubblewrap: SecureCodeExecutor) ->
     assert set(report.values()) == {"EPERM"}, report
 
 
-@pytest.mark.skipif(os.uname().machine != "x86_64", reason="syscall numbers are x86-64's")
 def test_seccomp_kills_foreign_abi(bubblewrap: SecureCodeExecutor) -> None:
+    require_x86_64()
     source = "import ctypes\nprint('before', flush=True)\nctypes.CDLL(None).syscall(0x40000000 | 39)\nprint('after')\n"
     result = bubblewrap.run_python(source)
     assert result.stdout == "before\n"
@@ -77,8 +76,8 @@ def test_fork_and_threads_still_work(bubblewrap: SecureCodeExecutor) -> None:
     assert (result.exit_code, result.stdout) == (0, "thread\nchild\n"), result
 
 
-@pytest.mark.skipif(sandbox_cgroups._layout() is None or os.geteuid() != 0, reason="no cgroup")
 def test_memory_limit_covers_the_whole_process_tree(bubblewrap: SecureCodeExecutor) -> None:
+    require_cgroups()
     # Each process stays under RLIMIT_AS; together they exceed the run's memory cgroup.
     source = (
         "import os, time\n"

@@ -27,6 +27,7 @@ from backend.sandbox.seccomp import DENIED, build_filter
 from backend.sandbox.supervise import Outcome, Spawned, supervise, to_result
 from shared_api.errors import ErrorCode, InvalidValueError, SandboxUnavailableError
 from shared_api.sandbox import Limits, SandboxResult
+from tests.conftest import require_cgroups
 
 # --- limits and results -------------------------------------------------------------------
 
@@ -207,8 +208,8 @@ def test_docker_runtime_detection() -> None:
 # --- cgroups ---------------------------------------------------------------------------------
 
 
-@pytest.mark.skipif(sandbox_cgroups._layout() is None or os.geteuid() != 0, reason="no cgroup")
 def test_run_cgroup_limits_membership_and_removal() -> None:
+    require_cgroups()
     group = sandbox_cgroups.RunCgroup.create("unit-test", memory_bytes=64 << 20, pids=10)
     try:
         dirs = list(group.dirs.values())

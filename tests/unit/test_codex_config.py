@@ -86,3 +86,14 @@ def test_long_home_puts_sockets_in_a_private_runtime_dir(
     where.chmod(0o755)
     with pytest.raises(UnavailableError, match="not a private directory"):
         deep.socket_dir()
+
+
+def test_binding_beyond_loopback_needs_curve(tmp_path: Path) -> None:
+    cfg = tmp_path / "config.toml"
+    cfg.write_text("[backend]\ntransport = 'tcp'\nip = '0.0.0.0'\nallow_remote = true\n")
+    with pytest.raises(ConfigInvalidError, match="curve = true"):
+        load_config(cfg)
+    cfg.write_text(
+        "[backend]\ntransport = 'tcp'\nip = '0.0.0.0'\nallow_remote = true\ncurve = true\n"
+    )
+    assert load_config(cfg).backend.curve
