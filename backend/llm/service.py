@@ -68,6 +68,7 @@ class PersonaLLM:
                     config.embedded_sha256,
                     n_threads=config.n_threads,
                     n_ctx=config.n_ctx,
+                    prompt_cache_mb=config.prompt_cache_mb,
                 ),
             }
             # A remote OpenAI-compatible endpoint ("openai:MODEL" references) registers
