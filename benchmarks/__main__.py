@@ -26,6 +26,7 @@ BENCHMARKS = {
     "memory": "100k memories: IVF_PQ and HNSW-SQ recall@10/p50 vs exact; ingest chunks/s; RSS",
     "forge": "forged-tool call via each sandbox vs in-process; forge success on 10 tasks",
     "learning": "CPU fine-tune s per 100 examples; ALFRED's judged win rate of the candidate",
+    "prompt_cache": "persona-reply TTFT with the system-prefix cache vs without, personas in turn",
 }
 
 
