@@ -162,6 +162,9 @@ class ModelsConfig(BaseModel):
     resample_temperature: float = Field(
         default=0.7, ge=0.0, le=2.0, description="re-sampling a reply that looped"
     )
+    prompt_cache_mb: int = Field(
+        default=64, ge=0, le=4096, description="embedded: kept system-prompt states; 0: off"
+    )
     vram_budget_gb: float = Field(default=8.0, gt=0)
     personas: dict[str, PersonaModel] = {}
     openai: dict[str, OpenAIEndpoint] = Field(

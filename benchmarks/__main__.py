@@ -32,6 +32,7 @@ BENCHMARKS = {
     "openai_server": "tokens/s via our OpenAI-compatible backend vs the openai client, same server",
     "startup": "workbench start: first frame, backend ready, ready to ask, quit vs bare Kivy",
     "mind": "capable model: forge 24 tasks on hidden checks; judge 18 pairs; chat + speed",
+    "prompt_cache": "persona-reply TTFT with the system-prefix cache vs without, personas in turn",
 }
 
 

@@ -28,6 +28,7 @@ from backend.llm.base import ChatMessage, Completion, GenerationParams, ModelInf
 from backend.llm.catalog import SMOLLM2_135M, ModelRef, auto_threads, models_dir, parse_ref
 from backend.llm.fetch import verified_sha256
 from backend.llm.llama_compat import open_llama
+from backend.llm.prefix_cache import PrefixCache
 from shared_api.errors import ModelFailedError, ModelMissingError, NotFoundError
 
 log = logging.getLogger(__name__)
@@ -80,14 +81,22 @@ class EmbeddedBackend:
     name = "embedded"
 
     def __init__(
-        self, path: str = "", sha256: str = "", *, n_threads: int = 0, n_ctx: int = 2048
+        self,
+        path: str = "",
+        sha256: str = "",
+        *,
+        n_threads: int = 0,
+        n_ctx: int = 2048,
+        prompt_cache_mb: int = 64,
     ) -> None:
-        """``path``: the default model, a GGUF path or a catalog name (default SmolLM2)."""
+        """``path``: the default model, a GGUF path or a catalog name (default SmolLM2).
+        ``prompt_cache_mb``: room for the system prefixes' states (0: no prompt cache)."""
         ref = parse_ref(path or SMOLLM2_135M.name, sha256)
         if ref.kind != "embedded" or ref.path is None:
             raise NotFoundError(f"{path!r} is not an embedded model (a GGUF path or name).")
         self.n_threads = n_threads  # 0: auto_threads(size of the loaded file)
         self.n_ctx = n_ctx
+        self.prefix_cache = PrefixCache(prompt_cache_mb * 1024 * 1024)
         self._models: dict[str, _Model] = {}
         self.model_name = self.register(ref)
         self.path = ref.path
@@ -172,7 +181,17 @@ class EmbeddedBackend:
         log.info("embedded model %s loaded in %.0f ms (%d threads)", model, ms, threads)
         return ms
 
+    def _prepare_prefix(self, llm: Any, messages: list[ChatMessage]) -> None:
+        """Restore (or process and keep) the system prefix's state: see prefix_cache.py."""
+        try:
+            self.prefix_cache.prepare(llm, messages)
+        except Exception:  # a cache must never cost a reply: process the prompt as usual
+            log.exception("the prompt prefix cache failed; continuing without it")
+            self.prefix_cache.clear()
+            llm.reset()
+
     def unload(self) -> None:
+        self.prefix_cache.clear()
         if self._llm is not None:
             self._llm.close()
             self._llm = None
@@ -192,6 +211,7 @@ class EmbeddedBackend:
         if params.choices:
             return self._score_choices(llm, messages, params.choices, params.prefill)
         started = time.perf_counter()
+        self._prepare_prefix(llm, messages)
         first: float | None = None
         parts: list[str] = []
         tokens = 0

@@ -69,6 +69,7 @@ class PersonaLLM:
                     config.embedded_sha256,
                     n_threads=config.n_threads,
                     n_ctx=config.n_ctx,
+                    prompt_cache_mb=config.prompt_cache_mb,
                 ),
                 **endpoints.build_backends(config.openai),  # type: ignore[dict-item]
             }
