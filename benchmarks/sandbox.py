@@ -15,7 +15,8 @@ of warm sandboxes vs a cold start vs in-process; and a cold ``pass`` vs a bare i
    ``subprocess.run`` (targets: bubblewrap <= 5x bare, runsc <= 600 ms).
 
 Rounds interleave the contenders of each part, rotating their order. 20 calls each (5 with
-``--quick``); p50 and p99 in ms.
+``--quick``); p50 and p99 in ms. ``call_<runtime>_pool_x_bare_python`` relates the pool's p50
+to the bare interpreter's of the same run, which a loaded machine slows alike.
 """
 
 from __future__ import annotations
@@ -57,6 +58,12 @@ def run(quick: bool = False) -> dict[str, Any]:
             log(f"{runtime.name}: not available ({why})")
     figures.update(_tool_calls(runtimes, rounds))
     figures.update(_cold_starts(runtimes, rounds))
+    # Against the bare interpreter of the same run: a figure the machine's load moves less.
+    bare = figures["bare_python_ms"]["p50"] or 1e-6
+    for runtime in runtimes:
+        pool = figures[f"call_{runtime.name}_pool_ms"]["p50"] or 0.0
+        figures[f"call_{runtime.name}_pool_x_bare_python"] = round(pool / bare, 2)
+        log(f"call {runtime.name} pool p50 = {pool / bare:.2f}x a bare `python3 -c pass`")
     figures["unavailable"] = unavailable
     return figures
 

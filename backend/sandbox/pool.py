@@ -82,8 +82,7 @@ class WarmPool:
                 self.missed += 1
             self._ensure_thread()
             self._cond.notify_all()
-        for warm in stale:
-            warm.discard()
+        self._discard_later(stale)
         return found
 
     def fill(self, runtime: Runtime, limits: Limits, timeout: float = 60.0) -> bool:
@@ -101,8 +100,7 @@ class WarmPool:
             self._failed_at = 0.0
             self._ensure_thread()
             self._cond.notify_all()
-        for warm in stale:
-            warm.discard()
+        self._discard_later(stale)
         with self._cond:
             while not self._ready and not self._closed:
                 left = deadline - time.monotonic()
@@ -130,6 +128,14 @@ class WarmPool:
             warm.discard()
         self._cleaner.shutdown(wait=True)  # what served runs left is removed by now
         _live.discard(self)
+
+    def _discard_later(self, stale: list[Warm]) -> None:
+        """Destroy sandboxes no longer wanted, off the caller's path (``close`` waits)."""
+        for warm in stale:
+            try:
+                self._cleaner.submit(_logged, warm.discard)
+            except RuntimeError:  # closed meanwhile
+                _logged(warm.discard)
 
     def _defer(self, cleanup: Callable[[], None]) -> None:
         try:
@@ -198,6 +204,13 @@ class WarmPool:
             with self._cond:
                 self._failed_at = time.monotonic()
             return None
+
+
+def _logged(action: Callable[[], None]) -> None:
+    try:
+        action()
+    except Exception:
+        log.exception("sandbox pool: destroying an unused sandbox failed")
 
 
 _live: weakref.WeakSet[WarmPool] = weakref.WeakSet()
