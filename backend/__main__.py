@@ -30,7 +30,7 @@ from shared_api.transport import Curve, load_keypair
 log = logging.getLogger("backend")
 
 EXIT_CONFIG, EXIT_RUNNING, EXIT_IMAGE = 2, 3, 4
-MEMORY_OPEN_DELAY_S = 20.0
+MEMORY_OPEN_DELAY_S = 5.0
 
 
 def serve(home_dir: Path) -> int:
