@@ -11,6 +11,7 @@ file, the image or a log line.
 from __future__ import annotations
 
 import os
+from typing import Literal
 from urllib.parse import urlsplit
 
 from pydantic import BaseModel, ConfigDict, Field, field_validator
@@ -35,6 +36,11 @@ class OpenAIEndpoint(BaseModel):
     connect_timeout_s: float = Field(default=5.0, gt=0)
     concurrency: int = Field(
         default=4, ge=1, le=256, description="calls in flight at once on this server"
+    )
+    structured: Literal["json_schema", "json_object"] = Field(
+        default="json_schema",
+        description="how a JSON schema is sent: json_schema (OpenAI, vLLM, Ollama, LM Studio) "
+        'or json_object with "schema" (llama-cpp-python\'s server)',
     )
 
     @field_validator("base_url")

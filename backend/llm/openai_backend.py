@@ -113,7 +113,9 @@ class OpenAIBackend:
             "temperature": params.temperature,
         }
         schema = getattr(params, "json_schema", None)  # structured output, when asked for
-        if schema:
+        if schema and self.endpoint.structured == "json_object":
+            request["response_format"] = {"type": "json_object", "schema": schema}
+        elif schema:
             request["response_format"] = {
                 "type": "json_schema",
                 "json_schema": {"name": "answer", "schema": schema, "strict": True},

@@ -5,8 +5,11 @@ timeout, the server killed mid-answer, and a persona answering through it in a r
 
 from __future__ import annotations
 
+import json
 import threading
+from dataclasses import dataclass
 from pathlib import Path
+from typing import Any
 
 import pytest
 
@@ -106,6 +109,29 @@ def test_wrong_key_unknown_model_and_refused_connection(
     closed = f"http://127.0.0.1:{free_port()}/v1"
     with pytest.raises(ModelUnreachableError, match="Start the server"):
         ask(manager_for(closed))
+
+
+@dataclass(frozen=True)
+class SchemaParams(GenerationParams):
+    """GenerationParams with the JSON schema field (added to GenerationParams by issue 12)."""
+
+    json_schema: dict[str, Any] | None = None
+
+
+def test_a_json_schema_binds_the_answer(llama_server: LlamaServer, key: str) -> None:
+    schema = {
+        "type": "object",
+        "properties": {"verdict": {"type": "string", "enum": ["A", "B"]}},
+        "required": ["verdict"],
+    }
+    manager = manager_for(llama_server.base_url, structured="json_object")
+    done = manager.generate(
+        backend="openai:local",
+        model="smollm2",
+        messages=[ChatMessage("user", "Which is better, A or B? Answer in JSON.")],
+        params=SchemaParams(max_tokens=24, json_schema=schema),
+    )
+    assert json.loads(done.text)["verdict"] in ("A", "B")
 
 
 def test_timeout(llama_server: LlamaServer, key: str) -> None:
