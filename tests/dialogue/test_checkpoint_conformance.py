@@ -7,6 +7,7 @@ from __future__ import annotations
 
 import sqlite3
 from collections.abc import Callable, Iterator
+from contextlib import closing
 from dataclasses import dataclass
 from pathlib import Path
 from typing import Any
@@ -164,13 +165,11 @@ def test_resume_after_kill_9_then_tampered_over_the_wire(
             done = wait_status(client, did, "finished")
             assert done.dialogue.round == 2
             steps = history(client, did).steps
-        assert first.checkpoint_id in {s.checkpoint_id for s in steps}  # kept from before
-        assert [s.node for s in steps if s.index >= 1] == ["brick", "robin", "alfred"] * 2
-        assert len(scenario.calls) - asked <= 6  # resumed where it was, not restarted
-        backend.stop()
-        store.tamper(tmp_path / "home", did, os_system(marker), False)
-        backend = spawn()
-        with backend.client() as client:
+            assert first.checkpoint_id in {s.checkpoint_id for s in steps}  # kept from before
+            assert [s.node for s in steps if s.index >= 1] == ["brick", "robin", "alfred"] * 2
+            assert len(scenario.calls) - asked <= 6  # resumed where it was, not restarted
+            # the store tampered with under the running backend: refused on the next read
+            store.tamper(tmp_path / "home", did, os_system(marker), False)
             with pytest.raises(RemoteError) as refused:
                 client.request(c.DialogueStatus(dialogue_id=did))
             assert refused.value.code == ErrorCode.CHECKPOINT_TAMPERED
@@ -178,6 +177,7 @@ def test_resume_after_kill_9_then_tampered_over_the_wire(
             listed = client.request(c.ListDialogues())
             (damaged,) = [d for d in listed.dialogues if d.dialogue_id == did]  # type: ignore[attr-defined]
             assert (damaged.status, damaged.reason) == ("damaged", "tampered")
+            assert client.call("ping", {}).kind == "pong"  # type: ignore[union-attr]
         assert not marker.exists()
 
 
@@ -233,7 +233,7 @@ def _sign(home: Path, payload: bytes) -> tuple[str, bytes]:
 
 def _tamper_sqlite(home: Path, did: str, value: ormsgpack.Ext, signed: bool) -> None:
     """Rewrite the newest checkpoint of ``did`` with ``value`` as its goal."""
-    with sqlite3.connect(home / "dialogue" / "checkpoints.sqlite") as db:
+    with closing(sqlite3.connect(home / "dialogue" / "checkpoints.sqlite")) as db, db:
         cid, blob = db.execute(
             "SELECT checkpoint_id, checkpoint FROM checkpoints WHERE thread_id = ? "
             "ORDER BY checkpoint_id DESC LIMIT 1",
