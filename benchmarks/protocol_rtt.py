@@ -73,6 +73,21 @@ def jupyter_echo_server(conn: Connection, key: bytes) -> None:
         session.send(router, "echo_reply", msg["content"], parent=msg, ident=idents)
 
 
+def _settle(backend: Any, timeout: float = 180.0) -> None:
+    """Wait until the backend's services have finished starting in the background (the
+    memory loads LanceDB and its embedder for seconds): measure the steady state, not a
+    start-up competing for the very core the request loop is pinned to."""
+    deadline = time.monotonic() + timeout
+    with backend.client() as client:
+        while time.monotonic() < deadline:
+            memory = client.call("status", {}).services.get("memory") or {}
+            if memory.get("state") not in ("opening", "reembedding"):
+                log(f"backend settled (memory {memory.get('state')})")
+                return
+            time.sleep(0.5)
+    log("backend still starting its services: measuring anyway")
+
+
 def _spawn(target: Callable[..., None], *args: Any) -> tuple[mp.process.BaseProcess, str]:
     ctx = mp.get_context("spawn")
     parent, child = ctx.Pipe()
@@ -279,6 +294,7 @@ def run(quick: bool = False) -> dict[str, Any]:
             (home / "config.toml").write_text('[backend]\ntransport = "tcp"\n')
             backend = BackendProcess(home)
             info = backend.start()
+            _settle(backend)
             log(
                 f"servers up: raw {raw_ep}, jupyter {jup_ep}, ours {info.request_endpoint} "
                 f"(pid {info.pid})"

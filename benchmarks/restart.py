@@ -34,12 +34,14 @@ def _restart(home: Path) -> tuple[float, Any]:
 
     proc = BackendProcess(home)
     started = time.perf_counter()
-    proc.start(timeout=300)
-    took = time.perf_counter() - started
-    with proc.client(timeout=60) as client:
-        status = client.call("status", {})
-        probe = client.call("get_state", {"proto": "BRICK"}).value.get("bench")  # type: ignore[attr-defined]
-    proc.kill()
+    try:
+        proc.start(timeout=300)
+        took = time.perf_counter() - started
+        with proc.client(timeout=60) as client:
+            status = client.call("status", {})
+            probe = client.call("get_state", {"proto": "BRICK"}).value.get("bench")  # type: ignore[attr-defined]
+    finally:
+        proc.kill()  # a crash, and never a backend left running
     return took, (status, probe)
 
 
