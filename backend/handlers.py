@@ -16,6 +16,7 @@ from pathlib import Path
 from typing import Any
 
 from backend import __version__, ops
+from backend.documents import prompt_for, read_document
 from backend.engines import engines
 from backend.forge import ToolForge
 from backend.llm.service import PersonaLLM
@@ -363,6 +364,19 @@ def ingest_document(ctx: Context, cmd: c.IngestDocument) -> Reply:
         ctx.runtime.manager.get(cmd.proto)
     _check_document_path(cmd.path)
     return _memory(ctx).ingest(cmd.path, cmd.proto, cmd.wait)
+
+
+@route("ask_document", blocking=True)
+def ask_document(ctx: Context, cmd: c.AskDocument) -> Reply:
+    """A drop: read the file here (off the UI thread), remember it, ask with its text."""
+    ctx.runtime.manager.get(cmd.proto)
+    _check_document_path(cmd.path)
+    document = read_document(Path(cmd.path), cmd.max_bytes)
+    if ctx.memory is not None:  # in the background; the same content twice adds nothing
+        ctx.memory.ingest(str(document.path.resolve()), cmd.proto, False)
+    text = prompt_for(document, cmd.budget_chars)
+    accepted = ctx.llm.submit(cmd.proto, text, None)
+    return accepted.model_copy(update={"asked": text.splitlines()[0][:160]})
 
 
 def _check_document_path(path: str) -> None:

@@ -13,7 +13,7 @@ from pathlib import Path
 import pytest
 
 from backend.launcher import MAIN, BackendProcess
-from shared_api.commands import AskPersona, IngestDocument, MemoryStats, SearchMemory
+from shared_api.commands import AskDocument, AskPersona, IngestDocument, MemoryStats, SearchMemory
 from shared_api.errors import ErrorCode, ErrorReply
 from shared_api.events import PersonaReply
 from shared_api.replies import AskAccepted, DocumentIngested, MemoryHits, MemoryStatsReply
@@ -78,6 +78,36 @@ def test_a_document_read_by_brick_informs_robins_answer_with_citations(
             hits = client.request(SearchMemory(text="Falcon launch date", k=5, proto="ROBIN"))
         assert isinstance(hits, MemoryHits) and hits.hits[0].origin == "conversation"
         assert hits.hits[0].id == reply.request_id and reply.text.strip() in hits.hits[0].text
+
+
+def test_a_dropped_document_is_read_remembered_and_asked_by_the_backend(
+    rag_backend: BackendProcess, tmp_path: Path
+) -> None:
+    lighthouse = tmp_path / "lighthouse.txt"  # its own content: the backend is shared
+    text = "The lighthouse on Skerry Rock was lit by paraffin until 1962.\n" * 8
+    lighthouse.write_text(text)
+    blob = tmp_path / "blob.bin"
+    blob.write_bytes(b"\x00\x01")
+    with rag_backend.client(events=True, timeout=60) as client:
+        client.wait_event(lambda e: e.kind == "heartbeat")
+        rejected = client.call_raw("ask_document", AskDocument(proto="ROBIN", path=str(blob)))
+        assert isinstance(rejected, ErrorReply) and rejected.code == "document_rejected"
+        assert ".txt" in rejected.message  # the drop's toast names what can be dropped
+        accepted = client.request(
+            AskDocument(proto="ROBIN", path=str(lighthouse), budget_chars=300)
+        )
+        assert isinstance(accepted, AskAccepted)
+        assert accepted.asked == f"Document: lighthouse.txt ({len(text)} chars)"
+        remembered = client.wait_event(
+            lambda e: e.kind == "memory_metrics" and e.op == "ingest",  # type: ignore[union-attr]
+            timeout=120,
+        )
+        assert remembered.detail["name"] == "lighthouse.txt"  # type: ignore[union-attr]
+        reply = client.wait_event(
+            lambda e: e.kind == "persona_reply" and e.request_id == accepted.request_id,  # type: ignore[union-attr]
+            timeout=120,
+        )
+        assert isinstance(reply, PersonaReply) and reply.error is None and reply.text.strip()
 
 
 def call(
