@@ -283,7 +283,9 @@ class MemoryService:
         assert view is not None
         embedder = self.embedder_for(view)
         vector = embedder.embed([text])
-        where = f"proto = {_quote(proto)}" if proto else None
+        from backend.memory.store import quote  # loaded already: the store is open
+
+        where = f"proto = {quote(proto)}" if proto else None
         hits: list[MemoryHit] = []
         exact = True
         for logical in VECTOR_TABLES:
@@ -529,11 +531,6 @@ def _hit(logical: str, row: dict[str, Any]) -> MemoryHit:
         f"{proto} answered: {row['reply'] or ''}",
         ts=float(row["ts"] or 0.0),
     )
-
-
-def _quote(value: str) -> str:
-    """A SQL string literal for a LanceDB filter."""
-    return "'" + value.replace("'", "''") + "'"
 
 
 def _clip(text: str, chars: int) -> str:
