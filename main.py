@@ -52,6 +52,8 @@ commands and their JSON bodies (every body that names a persona calls it "proto"
   search_memory  {"text": "...", "k": 5, "proto": "BRICK"}   (proto optional: that persona's only)
   ingest_document {"path": "notes.md", "proto": "BRICK"}     (proto optional; relative paths are
                   taken from this directory; "wait": false returns at once)
+  ask_document   {"proto": "BRICK", "path": "notes.md"}      (what a drop does: remember the file
+                  and ask the persona with its text; streams the answer)
   memory_stats   {}
   forge_tool     {"proto": "BRICK", "name": "word_count", "description": "count the words in text",
                   "examples": ["word_count(text='a b') == 2"], "max_attempts": 3}
@@ -232,7 +234,7 @@ def cmd_call(args: argparse.Namespace) -> int:
     return EXIT_ERROR_REPLY if failed else 0
 
 
-STREAMED = frozenset({"ask_persona", "forge_tool"})
+STREAMED = frozenset({"ask_persona", "ask_document", "forge_tool"})
 
 
 def _stream(client: Any, request_id: str, timeout: float) -> Any:

@@ -108,6 +108,11 @@ def test_a_dropped_document_is_read_remembered_and_asked_by_the_backend(
             timeout=120,
         )
         assert isinstance(reply, PersonaReply) and reply.error is None and reply.text.strip()
+    # the CLI does what a drop does; a relative path is taken from its directory
+    rc, body = call(
+        rag_backend.home, "ask_document", '{"proto": "ROBIN", "path": "blob.bin"}', tmp_path
+    )
+    assert rc == 1 and body["code"] == "document_rejected" and "blob.bin" in str(body["message"])
 
 
 def call(
