@@ -74,7 +74,9 @@ class MemoryService:
         self._embedders: dict[str, Embedder] = {}
         self._ready = threading.Event()
         self._stop = threading.Event()
-        self.recorder = Recorder(self, self._stop)
+        self.recorder = Recorder(
+            lambda: self.state, self._write_interactions, self._interactions_written, self._stop
+        )
         self._writes = dict.fromkeys(VECTOR_TABLES, 0)
         self._search_ms: deque[float] = deque(maxlen=200)
         self._opener: threading.Thread | None = None
@@ -412,6 +414,29 @@ class MemoryService:
         if self.config.enabled and self.state != "failed":
             self.start()
             self.recorder.queue(proto, interaction, citations or [])
+
+    def _write_interactions(self, batch: list[dict[str, Any]]) -> bool:
+        """Embed and store a batch of interaction rows (the recorder's writer)."""
+        from backend.memory.store import interaction_embed_text
+
+        store = self.store
+        view = store.view if store is not None else None
+        if store is None or view is None:
+            return False
+        embedder = self.embedder_for(view)
+        texts = [interaction_embed_text(r["proto"], r["prompt"], r["reply"]) for r in batch]
+        return store.add_interactions(batch, embedder.embed(texts), view)
+
+    def _interactions_written(self, count: int, took_ms: float) -> None:
+        self.bus.publish(
+            MemoryMetrics(
+                op="record",
+                took_ms=round(took_ms, 3),
+                rows=self.rows(),
+                detail={"interactions": count},
+            )
+        )
+        self.after_write("interactions")
 
     def after_write(self, logical: str) -> None:
         """After a commit: start or fold the index, and now and then compact small commits."""
