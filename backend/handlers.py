@@ -9,6 +9,7 @@ neither wait on disk nor run user code run inline on the request loop.
 from __future__ import annotations
 
 import os
+import threading
 import time
 from pathlib import Path
 from typing import Any
@@ -23,11 +24,13 @@ from shared_api import commands as c
 from shared_api.errors import (
     AlreadyExistsError,
     DocumentError,
+    EntropicError,
     InvalidValueError,
     MemoryUnavailableError,
     ModelUnreachableError,
     NotFoundError,
 )
+from shared_api.events import BackendLog
 from shared_api.replies import (
     CancelReply,
     EchoReply,
@@ -323,11 +326,24 @@ def ask_document(ctx: Context, cmd: c.AskDocument) -> Reply:
     ctx.runtime.manager.get(cmd.proto)
     _check_document_path(cmd.path)
     document = read_document(Path(cmd.path), cmd.max_bytes)
-    if ctx.memory is not None:  # in the background; the same content twice adds nothing
-        ctx.memory.ingest(str(document.path.resolve()), cmd.proto, False)
+    _remember(ctx, str(document.path.resolve()), cmd.proto)
     text = prompt_for(document, cmd.budget_chars)
     accepted = ctx.llm.submit(cmd.proto, text, None)
     return accepted.model_copy(update={"asked": text.splitlines()[0][:160]})
+
+
+def _remember(ctx: Context, path: str, proto: str) -> None:
+    """Ingest a dropped document in the background (the same content twice adds nothing).
+    A memory that cannot take it says why, as a warning the workbench shows, and the persona
+    is asked all the same."""
+
+    def ingest() -> None:
+        try:
+            _memory(ctx).ingest(path, proto, False)
+        except EntropicError as exc:
+            ctx.runtime.bus.publish(BackendLog(level="warning", message=exc.message))
+
+    threading.Thread(target=ingest, name="remember-document", daemon=True).start()
 
 
 def _check_document_path(path: str) -> None:

@@ -149,11 +149,26 @@ def test_the_cli_ingests_relative_paths_and_searches(
         assert kind in helped.stdout
 
 
-def test_a_memory_that_cannot_open_leaves_the_backend_running(home: Path) -> None:
+def test_a_memory_that_cannot_open_leaves_the_backend_running(home: Path, tmp_path: Path) -> None:
     configure(home, '[memory]\nembedder = "ollama:nomic-embed-text"\n')
     with running_backend(home) as proc, proc.client(events=True, timeout=60) as client:
         reply = ask(client, "BRICK", "Name one colour.")  # answers without memories
         assert reply.error is None and reply.citations == []
+        # a drop is answered all the same; the memory's refusal is a warning the UI toasts
+        note = tmp_path / "note.txt"
+        note.write_text("Teal is a colour between blue and green.\n")
+        accepted = client.request(AskDocument(proto="BRICK", path=str(note)))
+        assert isinstance(accepted, AskAccepted)
+        warning = client.wait_event(
+            lambda e: e.kind == "backend_log" and not e.message.startswith("Memory: "),  # type: ignore[union-attr]
+            timeout=60,
+        )  # (the memory's own "Memory: ..." warning at open is not this one)
+        assert "unreachable" in warning.message  # type: ignore[union-attr]
+        answered = client.wait_event(
+            lambda e: e.kind == "persona_reply" and e.request_id == accepted.request_id,  # type: ignore[union-attr]
+            timeout=120,
+        )
+        assert isinstance(answered, PersonaReply) and answered.error is None
         failed = client.call_raw("search_memory", {"text": "anything"})
         assert isinstance(failed, ErrorReply) and failed.code == ErrorCode.MEMORY_UNAVAILABLE
         assert "unreachable" in failed.message and 'embedder = "minilm"' in failed.message
