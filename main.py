@@ -19,6 +19,7 @@ import argparse
 import json
 import os
 import sys
+from collections.abc import Callable
 from pathlib import Path
 from typing import Any
 
@@ -51,6 +52,8 @@ commands and their JSON bodies (every body that names a persona calls it "proto"
   search_memory  {"text": "...", "k": 5, "proto": "BRICK"}   (proto optional: that persona's only)
   ingest_document {"path": "notes.md", "proto": "BRICK"}     (proto optional; relative paths are
                   taken from this directory; "wait": false returns at once)
+  ask_document   {"proto": "BRICK", "path": "notes.md"}      (what a drop does: remember the file
+                  and ask the persona with its text; streams the answer)
   memory_stats   {}
   forge_tool     {"proto": "BRICK", "name": "word_count", "description": "count the words in text",
                   "examples": ["word_count(text='a b') == 2"], "max_attempts": 3}
@@ -121,7 +124,10 @@ def cmd_workbench(args: argparse.Namespace) -> int:
     _configure_logging(args.log_level)
     home = (args.home or default_home()).expanduser().resolve()
     home.mkdir(parents=True, exist_ok=True)
-    spawned = _spawn_backend(home)  # starts up while the UI imports Kivy
+    from backend.launcher import starter
+
+    start_backend = starter(home, started_by=f"workbench pid {os.getpid()}")
+    spawned = _spawn_backend(home, start_backend)  # starts up while the UI imports Kivy
     from ui.window import configure_kivy, initial_geometry
 
     configure_kivy()
@@ -136,7 +142,7 @@ def cmd_workbench(args: argparse.Namespace) -> int:
     quiet = max(logging.WARNING, logging.getLogger().level)
     for name in ("kivy", "matplotlib", "PIL"):
         logging.getLogger(name).setLevel(quiet)
-    return run(home, spawned)
+    return run(home, start_backend, spawned)
 
 
 def _configure_logging(level: str) -> None:
@@ -150,12 +156,9 @@ def _configure_logging(level: str) -> None:
     )
 
 
-def _spawn_backend(home: Path) -> Any:
-    """A ``BackendProcess`` started for ``home`` (not waited for), or None when a backend
+def _spawn_backend(home: Path, start: Callable[[], Any]) -> Any:
+    """A backend started for ``home`` by ``start`` (not waited for), or None when a backend
     already answers there (the workbench attaches to it)."""
-    import os
-
-    from backend.launcher import BackendProcess
     from shared_api.connection import read_connection_file
     from shared_api.errors import EntropicError
     from shared_api.transport import Client
@@ -166,9 +169,7 @@ def _spawn_backend(home: Path) -> Any:
         return None
     except EntropicError:
         pass
-    process = BackendProcess(home, started_by=f"workbench pid {os.getpid()}")
-    process.spawn()
-    return process
+    return start()
 
 
 def cmd_keys(args: argparse.Namespace) -> int:
@@ -210,7 +211,7 @@ def cmd_call(args: argparse.Namespace) -> int:
             'error: JSON_BODY must be a JSON object, e.g. \'{"proto": "BRICK"}\'', file=sys.stderr
         )
         return EXIT_USAGE
-    if args.kind == "ingest_document" and isinstance(body.get("path"), str):
+    if args.kind in ("ingest_document", "ask_document") and isinstance(body.get("path"), str):
         # The backend's cwd differs; the backend resolves links (and says why it cannot).
         body["path"] = os.path.abspath(os.path.expanduser(body["path"]))
     streaming = args.kind in STREAMED
@@ -233,7 +234,7 @@ def cmd_call(args: argparse.Namespace) -> int:
     return EXIT_ERROR_REPLY if failed else 0
 
 
-STREAMED = frozenset({"ask_persona", "forge_tool"})
+STREAMED = frozenset({"ask_persona", "ask_document", "forge_tool"})
 
 
 def _stream(client: Any, request_id: str, timeout: float) -> Any:
@@ -402,7 +403,7 @@ def build_parser() -> argparse.ArgumentParser:
         help="create this home's CURVE keypairs; authorize a client's public key",
         description="Create HOME/keys/server.key and client.key (public) with their "
         ".key_secret files (0600), if missing, and authorize this home's own client key. "
-        "A backend with transport = \"tcp\" and curve = true lets in only the keys in "
+        'A backend with transport = "tcp" and curve = true lets in only the keys in '
         "HOME/keys/authorized (read at its start). On a client machine, run `keys` in a home "
         "holding a copy of the backend's connection.json, then authorize the printed "
         "client_public_key_file on the backend's machine with --authorize.",

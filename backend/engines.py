@@ -6,7 +6,7 @@ from __future__ import annotations
 from typing import TYPE_CHECKING, Any
 
 if TYPE_CHECKING:
-    from backend.handlers import Context
+    from backend.routing import Context
 
 
 def engines(ctx: Context) -> dict[str, Any]:

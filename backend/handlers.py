@@ -1,4 +1,4 @@
-"""The dispatch table: one handler per command kind, each returning a typed reply.
+"""The core commands' handlers, registered in the dispatch table (``backend.routing``).
 
 A handler raises ``EntropicError`` for a typed failure; the server turns that (or any other
 exception) into an ``ErrorReply``. ``blocking`` handlers run on the worker pool so a slow
@@ -9,29 +9,28 @@ neither wait on disk nor run user code run inline on the request loop.
 from __future__ import annotations
 
 import os
+import threading
 import time
-from collections.abc import Callable
-from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Any
 
 from backend import __version__, ops
+from backend.documents import prompt_for, read_document
 from backend.engines import engines
-from backend.forge import ToolForge
-from backend.llm.service import PersonaLLM
 from backend.memory.service import MemoryService
-from backend.runtime import Runtime
+from backend.routing import Context, route
 from backend.state_tree import copy_tree, get_path
 from shared_api import commands as c
 from shared_api.errors import (
     AlreadyExistsError,
     DocumentError,
+    EntropicError,
     InvalidValueError,
     MemoryUnavailableError,
     ModelUnreachableError,
     NotFoundError,
-    UnavailableError,
 )
+from shared_api.events import BackendLog
 from shared_api.replies import (
     CancelReply,
     EchoReply,
@@ -50,50 +49,6 @@ from shared_api.replies import (
     ToolList,
 )
 from shared_api.version import PROTOCOL_VERSION
-
-
-@dataclass
-class Context:
-    runtime: Runtime
-    llm: PersonaLLM
-    endpoints: dict[str, str]
-    request_stop: Callable[[bool], None]
-    started: float = field(default_factory=time.monotonic)
-    stats: dict[str, Any] = field(default_factory=dict)
-    #: The dialogue service (``backend.dialogue.debugger.DialogueService``), set at startup.
-    dialogue: Any = None
-    forge: ToolForge | None = None
-    #: The episodic memory (``backend.memory.service.MemoryService``), set at startup.
-    memory: MemoryService | None = None
-    #: The learning loop (``backend.learning.service.LearningService``), set at startup.
-    learning: Any = None
-    #: Who started the backend, and whether a workbench is attached (``backend.attach``).
-    attach: Any = None
-
-    def tool_forge(self) -> ToolForge:
-        if self.forge is None:
-            raise UnavailableError("The Tool Forge is not running in this backend.")
-        return self.forge
-
-
-Handler = Callable[[Context, Any], Reply]
-
-
-@dataclass(frozen=True)
-class Route:
-    handler: Handler
-    blocking: bool
-
-
-ROUTES: dict[str, Route] = {}
-
-
-def route(kind: str, *, blocking: bool = False) -> Callable[[Handler], Handler]:
-    def register(fn: Handler) -> Handler:
-        ROUTES[kind] = Route(fn, blocking)
-        return fn
-
-    return register
 
 
 def _updated(proto_name: str, version: int, change: str) -> ProtoUpdated:
@@ -365,6 +320,32 @@ def ingest_document(ctx: Context, cmd: c.IngestDocument) -> Reply:
     return _memory(ctx).ingest(cmd.path, cmd.proto, cmd.wait)
 
 
+@route("ask_document", blocking=True)
+def ask_document(ctx: Context, cmd: c.AskDocument) -> Reply:
+    """A drop: read the file here (off the UI thread), remember it, ask with its text."""
+    ctx.runtime.manager.get(cmd.proto)
+    _check_document_path(cmd.path)
+    document = read_document(Path(cmd.path), cmd.max_bytes)
+    _remember(ctx, str(document.path.resolve()), cmd.proto)
+    text = prompt_for(document, cmd.budget_chars)
+    accepted = ctx.llm.submit(cmd.proto, text, None)
+    return accepted.model_copy(update={"asked": text.splitlines()[0][:160]})
+
+
+def _remember(ctx: Context, path: str, proto: str) -> None:
+    """Ingest a dropped document in the background (the same content twice adds nothing).
+    A memory that cannot take it says why, as a warning the workbench shows, and the persona
+    is asked all the same."""
+
+    def ingest() -> None:
+        try:
+            _memory(ctx).ingest(path, proto, False)
+        except EntropicError as exc:
+            ctx.runtime.bus.publish(BackendLog(level="warning", message=exc.message))
+
+    threading.Thread(target=ingest, name="remember-document", daemon=True).start()
+
+
 def _check_document_path(path: str) -> None:
     """A path no file can have gets a typed, one-line ``DocumentError`` here."""
     if "\x00" in path:
@@ -434,8 +415,3 @@ def run_tool(ctx: Context, cmd: c.RunTool) -> Reply:
             proto=proto.name,
         )
     return ctx.tool_forge().call(proto.name, tool, dict(cmd.args))
-
-
-# The dialogue commands register themselves in ROUTES (backend/dialogue/routes.py).
-import backend.dialogue.routes  # noqa: E402, F401
-from backend.learning import routes as _learning_routes  # noqa: E402, F401

@@ -11,6 +11,7 @@ import signal
 import subprocess
 import sys
 import time
+from collections.abc import Callable
 from pathlib import Path
 from typing import IO
 
@@ -25,6 +26,18 @@ MAIN = Path(__file__).resolve().parent.parent / "main.py"
 #: Who started a backend (e.g. "workbench pid 123"), passed down in its environment: a
 #: backend started by a workbench stops by itself once no workbench is attached.
 STARTED_BY_ENV = "ENTROPIC_STARTED_BY"  # read by backend.attach
+
+
+def starter(home: Path, started_by: str) -> Callable[[], BackendProcess]:
+    """The function the workbench's link calls to start a backend for ``home`` (spawned, not
+    waited for: the link waits), so that the UI never imports the backend."""
+
+    def start() -> BackendProcess:
+        process = BackendProcess(home, started_by=started_by)
+        process.spawn()
+        return process
+
+    return start
 
 
 class BackendProcess:

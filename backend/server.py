@@ -20,10 +20,13 @@ from typing import Any
 
 from pydantic import BaseModel, ValidationError
 
+from backend import handlers as _core_routes  # noqa: F401 - registers its routes
 from backend.bus import EventBus, current_request
 from backend.config import BackendConfig
-from backend.handlers import ROUTES, Context, Route
+from backend.dialogue import routes as _dialogue_routes  # noqa: F401 - registers its routes
+from backend.learning import routes as _learning_routes  # noqa: F401 - registers its routes
 from backend.llm.service import PersonaLLM
+from backend.routing import ROUTES, Context, Route
 from backend.runtime import Runtime
 from shared_api.commands import COMMAND_ADAPTER
 from shared_api.envelope import Header

@@ -17,9 +17,7 @@ from kivy.uix.widget import Widget
 
 from morphs.halo import HaloMorph
 from morphs.persona import PersonaMorph
-from shared_api.commands import AskPersona, Cancel, IngestDocument
-from shared_api.errors import DocumentError
-from ui.documents import prompt_for, read_document
+from shared_api.commands import AskDocument, AskPersona, Cancel
 
 DROP_HINT = "Drop documents onto a persona to send them to it."
 
@@ -163,16 +161,16 @@ class World(Widget):
             self.dispatch("on_notice", DROP_HINT)
             return
         name = filename.decode("utf-8", "replace") if isinstance(filename, bytes) else filename
-        try:
-            document = read_document(Path(name), int(self.max_document_bytes))
-        except DocumentError as exc:
-            self.dispatch("on_notice", exc.message)
-            return
-        text = prompt_for(document, int(self.prompt_budget_chars))
-        # Remembered too (in the background; the same content twice adds nothing).
-        path = str(document.path.resolve())
-        self.dispatch("on_intent", IngestDocument(path=path, proto=target.model.name, wait=False))
-        self.dispatch("on_intent", AskPersona(proto=target.model.name, text=text))
+        # The backend reads the file, remembers it and asks with its text (off this thread).
+        self.dispatch(
+            "on_intent",
+            AskDocument(
+                proto=target.model.name,
+                path=str(Path(name).absolute()),
+                max_bytes=int(self.max_document_bytes),
+                budget_chars=int(self.prompt_budget_chars),
+            ),
+        )
 
     def on_touch_down(self, touch: Any) -> bool:
         if getattr(touch, "is_mouse_scrolling", False):

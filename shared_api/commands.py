@@ -334,6 +334,20 @@ class IngestDocument(_Command):
     wait: bool = True
 
 
+class AskDocument(_Command):
+    """A document dropped on a persona: the backend reads the file at ``path`` (absolute),
+    remembers it in the background (as ``ingest_document`` with ``wait: false``) and asks the
+    persona with its text, the middle cut to fit ``budget_chars``. The reply is
+    ``ask_accepted`` as for ``ask_persona``; a file it cannot read is a ``document_rejected``
+    error whose message says what to do."""
+
+    kind: Literal["ask_document"] = "ask_document"
+    proto: ProtoName
+    path: str = Field(min_length=1, max_length=4096)
+    max_bytes: int = Field(default=5 * 1024 * 1024, ge=1)
+    budget_chars: int = Field(default=6000, ge=1, le=MAX_TEXT)
+
+
 class MemoryStats(_Command):
     kind: Literal["memory_stats"] = "memory_stats"
 
@@ -480,6 +494,7 @@ Command = Annotated[
     | Shutdown
     | SearchMemory
     | IngestDocument
+    | AskDocument
     | MemoryStats
     | StartDialogue
     | ListDialogues

@@ -141,6 +141,8 @@ class AskAccepted(_Reply):
     proto: str
     backend: str
     model: str
+    #: For ``ask_document``: the first line of the prompt, naming the document.
+    asked: str = ""
 
 
 class CancelReply(_Reply):

@@ -30,6 +30,7 @@ from morphs.menu import confirm_dismiss, open_menu
 from morphs.persona import PersonaMorph
 from morphs.world import World
 from shared_api.commands import (
+    AskDocument,
     AskPersona,
     CloneProto,
     Command,
@@ -61,12 +62,11 @@ from ui.layout_io import (
     save_layout,
 )
 from ui.learning import LearningController
-from ui.link import CONNECTED, BackendLink
+from ui.link import CONNECTED, BackendLink, StartBackend, StartedBackend
 from ui.store import WorkbenchStore
 from ui.window import STATUS_H, TOAST_H
 
 if TYPE_CHECKING:
-    from backend.launcher import BackendProcess
     from morphs.plot import PlotMorph  # imports matplotlib: only once a plot is shown
 
 log = logging.getLogger(__name__)
@@ -110,12 +110,14 @@ class WorkbenchApp(App):
         home: Path,
         *,
         link: BackendLink | None = None,
-        spawned: BackendProcess | None = None,
+        start_backend: StartBackend | None = None,
+        spawned: StartedBackend | None = None,
         **kwargs: Any,
     ) -> None:
         super().__init__(**kwargs)
         self.home = home
         self.link = link
+        self._start_backend = start_backend
         self._spawned = spawned
         self.store = WorkbenchStore()
         self.world = World()
@@ -147,13 +149,15 @@ class WorkbenchApp(App):
         self.dialogues = DialogueController(self)
         self.learning = LearningController(self)
         Window.bind(on_drop_file=self._on_drop_file, on_keyboard=self._on_key)
-        self._memory_stats_soon: Any = Clock.create_trigger(
-            lambda _dt: self._refresh_memory(), 0.5
-        )
+        self._memory_stats_soon: Any = Clock.create_trigger(lambda _dt: self._refresh_memory(), 0.5)
         self.store.bind(memory_rows=lambda *_: self._memory_stats_soon())
         if self.link is None:
             self.link = BackendLink(
-                self.home, self.store.apply, self._on_connection, spawned=self._spawned
+                self.home,
+                self.store.apply,
+                self._on_connection,
+                start_backend=self._start_backend,
+                spawned=self._spawned,
             )
         self.link.start()
         self._render_status()
@@ -227,17 +231,17 @@ class WorkbenchApp(App):
             self.store.toast(reply.message)
 
     def _on_intent(self, _world: World, command: Command) -> None:
-        if not isinstance(command, AskPersona):
+        if not isinstance(command, AskPersona | AskDocument):
             self.send(command)
             return
         persona = self.store.persona(command.proto)
-        asked = command.text
-        if asked.startswith("Document: "):  # a drop: its first line names the document
-            asked = asked.splitlines()[0][:160]
-        persona.say(f"\nYou: {asked}\n")
+        if isinstance(command, AskPersona):
+            persona.say(f"\nYou: {command.text}\n")
 
         def accepted(reply: Reply) -> None:
             if isinstance(reply, AskAccepted):
+                if reply.asked:  # a drop: the first line of the prompt names the document
+                    persona.say(f"\nYou: {reply.asked}\n")
                 persona.pending_request = reply.request_id
             else:
                 self._on_reply(reply)
@@ -497,14 +501,16 @@ class WorkbenchApp(App):
         self.toast_bar.text = ""
 
 
-def run(home: Path, spawned: BackendProcess | None = None) -> int:
+def run(
+    home: Path, start_backend: StartBackend | None = None, spawned: StartedBackend | None = None
+) -> int:
     """Run the workbench until Quit, the window's close or Ctrl-C (which quits the same way:
     the layout is saved and the backend this workbench started is stopped)."""
     from ui.window import fit_to_screen
 
     Window.clearcolor = (0.07, 0.08, 0.1, 1)
     fit_to_screen(Window)
-    app = WorkbenchApp(home, spawned=spawned)
+    app = WorkbenchApp(home, start_backend=start_backend, spawned=spawned)
 
     def quit_soon(*_: Any) -> None:
         Clock.schedule_once(lambda _dt: app.stop(), 0)

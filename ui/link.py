@@ -4,24 +4,23 @@ Two background threads, each with its own ``Client``: one listens for events, on
 requests the UI queues. Results are handed to the Kivy thread through ``deliver`` (by default
 ``Clock.schedule_once``), so only the UI thread ever touches widgets. The link attaches to
 the backend already running for the home, or starts one; if the backend dies it says so,
-restarts it from its image and reconnects.
+restarts it from its image and reconnects. Starting a backend is the launcher's work:
+``main.py`` hands the link a ``StartBackend`` function, so the UI never imports the backend.
 """
 
 from __future__ import annotations
 
 import logging
-import os
 import queue
 import threading
 import time
 from collections.abc import Callable
 from pathlib import Path
-from typing import Any
+from typing import Any, Protocol
 
-from backend.launcher import BackendProcess
 from shared_api.commands import Command, Ping
 from shared_api.connection import ConnectionInfo, read_connection_file
-from shared_api.errors import EntropicError, ErrorCode, ErrorReply
+from shared_api.errors import EntropicError, ErrorCode, ErrorReply, UnavailableError
 from shared_api.events import Event
 from shared_api.replies import Reply
 from shared_api.transport import Client
@@ -45,9 +44,16 @@ CONNECTING, CONNECTED, LOST, RESTARTING, STOPPED = (
 )
 
 
-def started_by() -> str:
-    """How a backend this workbench starts names its starter (``status`` shows it)."""
-    return f"workbench pid {os.getpid()}"
+class StartedBackend(Protocol):
+    """What the link needs of a backend it started (``backend.launcher.BackendProcess``)."""
+
+    def wait_ready(self, timeout: float = ...) -> ConnectionInfo: ...
+
+    def stop(self, timeout: float = ...) -> int | None: ...
+
+
+#: Starts a backend for the link's home without waiting for it; None: attach only.
+StartBackend = Callable[[], StartedBackend]
 
 
 def kivy_deliver(fn: Callable[[], None]) -> None:
@@ -65,7 +71,8 @@ class BackendLink:
         *,
         deliver: Deliver = kivy_deliver,
         heartbeat_grace_s: float = 4.0,
-        spawned: BackendProcess | None = None,
+        start_backend: StartBackend | None = None,
+        spawned: StartedBackend | None = None,
     ) -> None:
         self.home = home
         self._on_event = on_event
@@ -76,7 +83,8 @@ class BackendLink:
         self._stop = threading.Event()
         self._connected = threading.Event()
         self._info: ConnectionInfo | None = None
-        self.process: BackendProcess | None = None  # set when this link started the backend
+        self._start_backend = start_backend
+        self.process: StartedBackend | None = None  # set when this link started the backend
         self._spawned = spawned  # a backend started before the UI, still starting up
         self.state = STOPPED
         self._threads: list[threading.Thread] = []
@@ -121,9 +129,14 @@ class BackendLink:
             return info
         except EntropicError:
             pass
+        if self._start_backend is None:
+            raise UnavailableError(
+                f"No backend answers for {self.home}. Start one with "
+                f"`main.py backend --home {self.home}`; the workbench attaches when it runs."
+            )
         self._set_state(RESTARTING if self._info else CONNECTING, "starting the backend")
-        self.process = BackendProcess(self.home, started_by=started_by())
-        return self.process.start()
+        self.process = self._start_backend()
+        return self.process.wait_ready()
 
     def _event_loop(self) -> None:
         while not self._stop.is_set():

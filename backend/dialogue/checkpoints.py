@@ -22,7 +22,7 @@ from langgraph.checkpoint.base import BaseCheckpointSaver
 from langgraph.checkpoint.sqlite import SqliteSaver
 
 from backend.dialogue.serde import SignedSerializer, checkpoint_key
-from backend.dialogue.store import private_file
+from backend.fsio import private_file
 from backend.urls import redact
 from shared_api.errors import ConfigInvalidError
 

@@ -8,7 +8,7 @@ worker pool, never on the request loop.
 from __future__ import annotations
 
 from backend.dialogue.debugger import DialogueService
-from backend.handlers import Context, route
+from backend.routing import Context, route
 from shared_api import commands as c
 from shared_api.errors import UnavailableError
 from shared_api.replies import (

@@ -8,13 +8,13 @@ approvals and goals, and finding the dialogues to resume after a restart, is che
 from __future__ import annotations
 
 import json
-import os
 import sqlite3
 import threading
 import time
 from pathlib import Path
 from typing import Any
 
+from backend.fsio import private_file
 from shared_api.dialogue import ApprovalInfo, DialogueSummary, GoalInfo
 from shared_api.errors import NotFoundError
 
@@ -316,11 +316,3 @@ def _goal(row: dict[str, Any]) -> GoalInfo:
         updated=row["updated"] or 0.0,
         detail=row["detail"] or {},
     )
-
-
-def private_file(path: Path) -> None:
-    """Create ``path`` 0600 (in a 0700 directory) before SQLite opens it: SQLite gives its
-    -wal and -shm files the database's mode, and they hold prompts and answers too."""
-    path.parent.mkdir(mode=0o700, parents=True, exist_ok=True)
-    os.close(os.open(path, os.O_CREAT | os.O_RDWR, 0o600))
-    os.chmod(path, 0o600)

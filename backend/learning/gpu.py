@@ -29,7 +29,7 @@ def train_unsloth(
     import torch
     from unsloth import FastLanguageModel  # first: it patches transformers
 
-    from backend.learning.worker import encode, load_examples, next_batch
+    from backend.learning.batches import encode, load_examples, next_batch
 
     torch.manual_seed(spec.seed)
     emit(

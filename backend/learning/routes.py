@@ -7,9 +7,9 @@ for the judge (blocking, on the worker pool like the rest).
 
 from __future__ import annotations
 
-from backend.handlers import Context, route
 from backend.learning import image_ops
 from backend.learning.service import LearningService
+from backend.routing import Context, route
 from shared_api import commands as c
 from shared_api.errors import UnavailableError
 from shared_api.replies import GoldenReply, LearningAccepted, Reply, ScoreList

@@ -1,6 +1,6 @@
 """Ingesting a document: read and check it, chunk it by its structure, embed, store.
 
-Reading reuses ``ui.documents.read_document`` (the same checks and messages a drop on a
+Reading reuses ``backend.documents.read_document`` (the same checks and messages a drop on a
 persona gets: type, size, encoding, broken or encrypted PDF). A document is identified by the
 sha256 of its bytes: the same content ingested again, from any path, adds nothing. Ingests
 run one at a time, and a document's chunks and its commit marker are written by
@@ -18,12 +18,12 @@ from typing import Any
 
 import numpy as np
 
+from backend.documents import read_document
 from backend.memory.chunking import chunk_text, format_of
 from backend.memory.config import MemoryConfig
 from backend.memory.embedder import Embedder, Vectors
 from backend.memory.store import MemoryStore, View, chunk_embed_text
 from shared_api.errors import DocumentError, MemoryUnavailableError
-from ui.documents import read_document
 
 OnProgress = Callable[[float, str], None]
 EmbedderFor = Callable[[View], Embedder]

@@ -14,14 +14,11 @@ import logging
 import threading
 import time
 from collections import deque
-from collections.abc import Iterable
-from typing import TYPE_CHECKING, Any
+from collections.abc import Callable, Iterable
+from typing import Any
 
 from shared_api.errors import EntropicError
-from shared_api.events import Citation, MemoryMetrics
-
-if TYPE_CHECKING:
-    from backend.memory.service import MemoryService
+from shared_api.events import Citation
 
 log = logging.getLogger(__name__)
 
@@ -32,9 +29,20 @@ FLUSH_S = 0.5
 MAX_PENDING = 10_000
 
 
+#: Writes a batch of interaction rows; False when the memory cannot take them now.
+WriteBatch = Callable[[list[dict[str, Any]]], bool]
+#: Told after a batch is written: how many rows, in how many milliseconds.
+Written = Callable[[int, float], None]
+
+
 class Recorder:
-    def __init__(self, service: MemoryService, stop: threading.Event) -> None:
-        self.service = service
+    def __init__(
+        self, state: Callable[[], str], write: WriteBatch, written: Written, stop: threading.Event
+    ) -> None:
+        """``state`` is the memory's state; ``write`` embeds and stores a batch."""
+        self._state = state
+        self._write = write
+        self._written = written
         self._stop = stop
         self._wake = threading.Event()
         self._pending: deque[dict[str, Any]] = deque()
@@ -81,12 +89,11 @@ class Recorder:
         self._wake.set()
 
     def _loop(self) -> None:
-        service = self.service
         while True:
             self._wake.wait(FLUSH_S)
             self._wake.clear()
-            if service.state not in ("ready", "reembedding"):
-                if self._stop.is_set() or service.state in ("failed", "closed"):
+            if self._state() not in ("ready", "reembedding"):
+                if self._stop.is_set() or self._state() in ("failed", "closed"):
                     return
                 continue
             while self.pending:
@@ -96,19 +103,12 @@ class Recorder:
                 return
 
     def _write_batch(self) -> bool:
-        from backend.memory.store import interaction_embed_text
-
-        service, store = self.service, self.service.store
         with self._lock:
             batch = [self._pending.popleft() for _ in range(min(WRITE_BATCH, len(self._pending)))]
         started = time.perf_counter()
         written = False
         try:
-            view = store.view if store is not None else None
-            if store is not None and view is not None:
-                embedder = service.embedder_for(view)
-                texts = [interaction_embed_text(r["proto"], r["prompt"], r["reply"]) for r in batch]
-                written = store.add_interactions(batch, embedder.embed(texts), view)
+            written = self._write(batch)
         except EntropicError as exc:
             log.info("memory: %d interactions wait: %s", len(batch), exc.message)
         except Exception:
@@ -118,16 +118,7 @@ class Recorder:
                 self._pending.extendleft(reversed(batch))
             self._stop.wait(1.0)
             return False
-        took_ms = (time.perf_counter() - started) * 1000
-        service.bus.publish(
-            MemoryMetrics(
-                op="record",
-                took_ms=round(took_ms, 3),
-                rows=service.rows(),
-                detail={"interactions": len(batch)},
-            )
-        )
-        service.after_write("interactions")
+        self._written(len(batch), (time.perf_counter() - started) * 1000)
         return True
 
 

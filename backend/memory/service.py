@@ -74,7 +74,9 @@ class MemoryService:
         self._embedders: dict[str, Embedder] = {}
         self._ready = threading.Event()
         self._stop = threading.Event()
-        self.recorder = Recorder(self, self._stop)
+        self.recorder = Recorder(
+            lambda: self.state, self._write_interactions, self._interactions_written, self._stop
+        )
         self._writes = dict.fromkeys(VECTOR_TABLES, 0)
         self._search_ms: deque[float] = deque(maxlen=200)
         self._opener: threading.Thread | None = None
@@ -283,7 +285,9 @@ class MemoryService:
         assert view is not None
         embedder = self.embedder_for(view)
         vector = embedder.embed([text])
-        where = f"proto = {_quote(proto)}" if proto else None
+        from backend.memory.store import quote  # loaded already: the store is open
+
+        where = f"proto = {quote(proto)}" if proto else None
         hits: list[MemoryHit] = []
         exact = True
         for logical in VECTOR_TABLES:
@@ -411,6 +415,29 @@ class MemoryService:
             self.start()
             self.recorder.queue(proto, interaction, citations or [])
 
+    def _write_interactions(self, batch: list[dict[str, Any]]) -> bool:
+        """Embed and store a batch of interaction rows (the recorder's writer)."""
+        from backend.memory.store import interaction_embed_text
+
+        store = self.store
+        view = store.view if store is not None else None
+        if store is None or view is None:
+            return False
+        embedder = self.embedder_for(view)
+        texts = [interaction_embed_text(r["proto"], r["prompt"], r["reply"]) for r in batch]
+        return store.add_interactions(batch, embedder.embed(texts), view)
+
+    def _interactions_written(self, count: int, took_ms: float) -> None:
+        self.bus.publish(
+            MemoryMetrics(
+                op="record",
+                took_ms=round(took_ms, 3),
+                rows=self.rows(),
+                detail={"interactions": count},
+            )
+        )
+        self.after_write("interactions")
+
     def after_write(self, logical: str) -> None:
         """After a commit: start or fold the index, and now and then compact small commits."""
         assert self.index is not None and self.store is not None
@@ -529,11 +556,6 @@ def _hit(logical: str, row: dict[str, Any]) -> MemoryHit:
         f"{proto} answered: {row['reply'] or ''}",
         ts=float(row["ts"] or 0.0),
     )
-
-
-def _quote(value: str) -> str:
-    """A SQL string literal for a LanceDB filter."""
-    return "'" + value.replace("'", "''") + "'"
 
 
 def _clip(text: str, chars: int) -> str:

@@ -13,7 +13,7 @@ from pathlib import Path
 import pytest
 
 from backend.launcher import MAIN, BackendProcess
-from shared_api.commands import AskPersona, IngestDocument, MemoryStats, SearchMemory
+from shared_api.commands import AskDocument, AskPersona, IngestDocument, MemoryStats, SearchMemory
 from shared_api.errors import ErrorCode, ErrorReply
 from shared_api.events import PersonaReply
 from shared_api.replies import AskAccepted, DocumentIngested, MemoryHits, MemoryStatsReply
@@ -80,6 +80,41 @@ def test_a_document_read_by_brick_informs_robins_answer_with_citations(
         assert hits.hits[0].id == reply.request_id and reply.text.strip() in hits.hits[0].text
 
 
+def test_a_dropped_document_is_read_remembered_and_asked_by_the_backend(
+    rag_backend: BackendProcess, tmp_path: Path
+) -> None:
+    lighthouse = tmp_path / "lighthouse.txt"  # its own content: the backend is shared
+    text = "The lighthouse on Skerry Rock was lit by paraffin until 1962.\n" * 8
+    lighthouse.write_text(text)
+    blob = tmp_path / "blob.bin"
+    blob.write_bytes(b"\x00\x01")
+    with rag_backend.client(events=True, timeout=60) as client:
+        client.wait_event(lambda e: e.kind == "heartbeat")
+        rejected = client.call_raw("ask_document", AskDocument(proto="ROBIN", path=str(blob)))
+        assert isinstance(rejected, ErrorReply) and rejected.code == "document_rejected"
+        assert ".txt" in rejected.message  # the drop's toast names what can be dropped
+        accepted = client.request(
+            AskDocument(proto="ROBIN", path=str(lighthouse), budget_chars=300)
+        )
+        assert isinstance(accepted, AskAccepted)
+        assert accepted.asked == f"Document: lighthouse.txt ({len(text)} chars)"
+        remembered = client.wait_event(
+            lambda e: e.kind == "memory_metrics" and e.op == "ingest",  # type: ignore[union-attr]
+            timeout=120,
+        )
+        assert remembered.detail["name"] == "lighthouse.txt"  # type: ignore[union-attr]
+        reply = client.wait_event(
+            lambda e: e.kind == "persona_reply" and e.request_id == accepted.request_id,  # type: ignore[union-attr]
+            timeout=120,
+        )
+        assert isinstance(reply, PersonaReply) and reply.error is None and reply.text.strip()
+    # the CLI does what a drop does; a relative path is taken from its directory
+    rc, body = call(
+        rag_backend.home, "ask_document", '{"proto": "ROBIN", "path": "blob.bin"}', tmp_path
+    )
+    assert rc == 1 and body["code"] == "document_rejected" and "blob.bin" in str(body["message"])
+
+
 def call(
     home: Path, kind: str, body: str, cwd: Path | None = None
 ) -> tuple[int, dict[str, object]]:
@@ -114,11 +149,26 @@ def test_the_cli_ingests_relative_paths_and_searches(
         assert kind in helped.stdout
 
 
-def test_a_memory_that_cannot_open_leaves_the_backend_running(home: Path) -> None:
+def test_a_memory_that_cannot_open_leaves_the_backend_running(home: Path, tmp_path: Path) -> None:
     configure(home, '[memory]\nembedder = "ollama:nomic-embed-text"\n')
     with running_backend(home) as proc, proc.client(events=True, timeout=60) as client:
         reply = ask(client, "BRICK", "Name one colour.")  # answers without memories
         assert reply.error is None and reply.citations == []
+        # a drop is answered all the same; the memory's refusal is a warning the UI toasts
+        note = tmp_path / "note.txt"
+        note.write_text("Teal is a colour between blue and green.\n")
+        accepted = client.request(AskDocument(proto="BRICK", path=str(note)))
+        assert isinstance(accepted, AskAccepted)
+        warning = client.wait_event(
+            lambda e: e.kind == "backend_log" and not e.message.startswith("Memory: "),  # type: ignore[union-attr]
+            timeout=60,
+        )  # (the memory's own "Memory: ..." warning at open is not this one)
+        assert "unreachable" in warning.message  # type: ignore[union-attr]
+        answered = client.wait_event(
+            lambda e: e.kind == "persona_reply" and e.request_id == accepted.request_id,  # type: ignore[union-attr]
+            timeout=120,
+        )
+        assert isinstance(answered, PersonaReply) and answered.error is None
         failed = client.call_raw("search_memory", {"text": "anything"})
         assert isinstance(failed, ErrorReply) and failed.code == ErrorCode.MEMORY_UNAVAILABLE
         assert "unreachable" in failed.message and 'embedder = "minilm"' in failed.message

@@ -10,7 +10,7 @@ from kivy.tests.common import UnitTestTouch
 
 from morphs.persona import CALM, PersonaMorph
 from morphs.world import DROP_HINT, World
-from shared_api.commands import AskPersona, IngestDocument
+from shared_api.commands import AskDocument
 from shared_api.events import CognitiveDissonance, PersonaReply, PersonaStatus, Token
 from tests.ui.conftest import frames, screenshot, settle
 from ui.store import WorkbenchStore
@@ -91,7 +91,7 @@ def test_events_drive_the_morph(window: Any) -> None:
     screenshot("ui-morphs")
 
 
-def test_drop_on_a_persona_sends_its_text(window: Any, tmp_path: Path) -> None:
+def test_drop_on_a_persona_sends_its_path(window: Any, tmp_path: Path) -> None:
     store = WorkbenchStore()
     world, morphs = world_with(window, store, "BRICK", "ROBIN")
     intents: list[Any] = []
@@ -107,16 +107,10 @@ def test_drop_on_a_persona_sends_its_text(window: Any, tmp_path: Path) -> None:
     robin = morphs["ROBIN"]
     x, y = robin.center
     window.dispatch("on_drop_file", str(doc).encode(), x, window.height - y)
-    # remembered in the background, and sent to the persona
-    assert intents[0] == IngestDocument(path=str(doc.resolve()), proto="ROBIN", wait=False)
-    assert len(intents) == 2 and isinstance(intents[1], AskPersona)
-    assert intents[1].proto == "ROBIN" and "three pillars" in intents[1].text
+    # only the path goes: the backend reads the file, remembers it and asks ROBIN
+    assert intents == [AskDocument(proto="ROBIN", path=str(doc), max_bytes=5 * 1024 * 1024)]
     window.dispatch("on_drop_file", str(doc).encode(), 1200, 20)  # empty canvas
-    assert notices == [DROP_HINT]
-    binary = tmp_path / "blob.bin"
-    binary.write_bytes(b"\x00\x01")
-    window.dispatch("on_drop_file", str(binary).encode(), x, window.height - y)
-    assert len(intents) == 2 and len(notices) == 2 and ".txt" in notices[1]
+    assert notices == [DROP_HINT] and len(intents) == 1
     window.unbind(on_drop_file=forward)
 
 

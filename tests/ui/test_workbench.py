@@ -3,6 +3,7 @@ drop a document on BRICK and watch the streamed reply arrive in BRICK's morph.""
 
 from __future__ import annotations
 
+import os
 import socket
 import time
 from collections.abc import Callable
@@ -11,6 +12,7 @@ from typing import Any
 
 from kivy.clock import Clock
 
+from backend.launcher import starter
 from morphs.persona import PersonaMorph
 from tests.ui.conftest import frames, screenshot
 from ui.app import WorkbenchApp
@@ -35,7 +37,7 @@ def test_drop_a_document_and_see_the_streamed_reply(window: Any, tmp_path: Path)
     home.mkdir()
     nobody = f"http://127.0.0.1:{free_port()}"  # no Ollama: the embedded model answers
     (home / "config.toml").write_text(f'[models]\nollama_host = "{nobody}"\nmax_tokens = 24\n')
-    app = WorkbenchApp(home)
+    app = WorkbenchApp(home, start_backend=starter(home, f"workbench pid {os.getpid()}"))
     root = app.build()
     root.size = window.size
     window.add_widget(root)
@@ -82,7 +84,7 @@ def start_app(window: Any, home: Path, ollama_host: str | None = None) -> Workbe
     home.mkdir(parents=True, exist_ok=True)
     host = ollama_host or f"http://127.0.0.1:{free_port()}"
     (home / "config.toml").write_text(f'[models]\nollama_host = "{host}"\nmax_tokens = 16\n')
-    app = WorkbenchApp(home)
+    app = WorkbenchApp(home, start_backend=starter(home, f"workbench pid {os.getpid()}"))
     root = app.build()
     root.size = window.size
     window.add_widget(root)

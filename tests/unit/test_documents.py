@@ -14,8 +14,7 @@ from hypothesis import HealthCheck, example, given, settings
 from hypothesis import strategies as st
 from pypdf import PdfWriter
 
-from shared_api.errors import DocumentError, EntropicError, ErrorCode
-from ui.documents import (
+from backend.documents import (
     DEFAULT_MAX_BYTES,
     SUPPORTED_SUFFIXES,
     TEXT_SUFFIXES,
@@ -23,6 +22,7 @@ from ui.documents import (
     prompt_for,
     read_document,
 )
+from shared_api.errors import DocumentError, EntropicError, ErrorCode
 
 FUZZ = settings(
     max_examples=100,

@@ -3,7 +3,8 @@ from __future__ import annotations
 import pytest
 from pydantic import ValidationError
 
-from backend.handlers import ROUTES
+import backend.server  # noqa: F401 - imports every route module
+from backend.routing import ROUTES
 from shared_api.commands import COMMAND_ADAPTER, COMMAND_KINDS, Invoke, SetState
 from shared_api.errors import ErrorCode, ErrorReply, NotFoundError
 from shared_api.events import EVENT_ADAPTER, CognitiveDissonance

@@ -4,6 +4,7 @@ ScriptedOllama TEST DOUBLE: an impasse opens the debugger, the halo's debug hand
 
 from __future__ import annotations
 
+import os
 import time
 from collections.abc import Callable
 from pathlib import Path
@@ -11,6 +12,7 @@ from typing import Any
 
 from kivy.clock import Clock
 
+from backend.launcher import starter
 from morphs.approvals import ApprovalMorph
 from morphs.debugger import DebuggerMorph, ask_goal
 from morphs.goals import GoalsMorph
@@ -249,7 +251,7 @@ def test_workbench_impasse_opens_the_debugger_and_the_halo_debug_handle(
         home = tmp_path / "home"
         home.mkdir()
         (home / "config.toml").write_text(fake.config_toml(max_rounds=4, impasse_rounds=2))
-        app = WorkbenchApp(home)
+        app = WorkbenchApp(home, start_backend=starter(home, f"workbench pid {os.getpid()}"))
         root = app.build()
         root.size = window.size
         window.add_widget(root)

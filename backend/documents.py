@@ -1,7 +1,7 @@
 """Reading a document dropped on a persona: plain text or PDF, checked, hashed, ready to send.
 
-Pure Python (no Kivy), so the drop handler can run it off the UI thread and the tests can run
-it without a window. Every problem with the file itself is a ``DocumentError`` whose message
+The backend reads a dropped file (``ask_document``) and an ingested one with it, off the UI
+thread. Every problem with the file itself is a ``DocumentError`` whose message
 says what to do; nothing else escapes for a bad file.
 """
 
