@@ -186,35 +186,14 @@ class PersonaLLM:
         interaction. With ``recall`` the most relevant memories go in front of ``text``, with
         sources. A ``chat`` reply is guarded against loops (``generate_without_loops``)."""
         request_id = request_id or new_msg_id()
-        selection = self.select(proto, role)
-        self.role_selections.setdefault(proto.name, {})[role] = selection
-        if role == "chat":
-            self._remember(proto, selection)
-        if selection.backend not in self.manager.backends:
-            raise UnavailableError(
-                f"{proto.name}'s {role} model is {selection.backend}:{selection.model}, but no "
-                f"{selection.backend} backend runs here (remote endpoints are not supported "
-                "yet). Name an embedded model or ollama:TAG in config.toml [models]."
-            )
+        selection = self._selection_for(proto, role)
         params = GenerationParams(
             max_tokens=max_tokens or self.config.max_tokens,
             temperature=self.config.temperature,
             repeat_penalty=self.config.repeat_penalty if role == "chat" else 1.0,
         )
-        memories = None
-        if recall and self.memory is not None:
-            memories = self.memory.recall(
-                proto.name,
-                text,
-                system=proto.codex.system_prompt,
-                n_ctx=self.config.n_ctx,
-                max_tokens=params.max_tokens,
-            )
-        citations = memories.citations if memories else []
-        with self._lock:
-            if citations and request_id in self._requests:
-                self._citations[request_id] = citations
-        messages = [ChatMessage("user", memories.prompt if memories else text)]
+        prompt, citations = self._recall(proto, text, request_id, params) if recall else (text, [])
+        messages = [ChatMessage("user", prompt)]
 
         def generate(
             p: GenerationParams, tokens: OnToken | None, stop: threading.Event
@@ -239,6 +218,39 @@ class PersonaLLM:
             completion = generate(params, on_token, cancel)
         self._record(proto, request_id, text, selection, completion, citations)
         return completion
+
+    def _selection_for(self, proto: Proto, role: ModelRole) -> ModelSelection:
+        """``select``, remembered for status (and, for ``chat``, in the persona's state)."""
+        selection = self.select(proto, role)
+        self.role_selections.setdefault(proto.name, {})[role] = selection
+        if role == "chat":
+            self._remember(proto, selection)
+        if selection.backend not in self.manager.backends:
+            raise UnavailableError(
+                f"{proto.name}'s {role} model is {selection.backend}:{selection.model}, but no "
+                f"{selection.backend} backend runs here (remote endpoints are not supported "
+                "yet). Name an embedded model or ollama:TAG in config.toml [models]."
+            )
+        return selection
+
+    def _recall(
+        self, proto: Proto, text: str, request_id: str, params: GenerationParams
+    ) -> tuple[str, list[Citation]]:
+        """The prompt with the most relevant memories in front, and their sources."""
+        if self.memory is None:
+            return text, []
+        memories = self.memory.recall(
+            proto.name,
+            text,
+            system=proto.codex.system_prompt,
+            n_ctx=self.config.n_ctx,
+            max_tokens=params.max_tokens,
+        )
+        citations = memories.citations if memories else []
+        with self._lock:
+            if citations and request_id in self._requests:
+                self._citations[request_id] = citations
+        return (memories.prompt if memories else text), citations
 
     def _record(
         self,
