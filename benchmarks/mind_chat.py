@@ -70,8 +70,9 @@ def _free_port() -> int:
 
 
 class ChatBackend:
-    """A real backend subprocess on a temporary home, talking through ``model`` (memory off:
-    the reply path is what is measured, not recall)."""
+    """A real backend subprocess on a temporary home, talking through ``model``: memory, the
+    curator and the motivator off (the reply path is what is measured: not recall, and no
+    background judgement occupying the model)."""
 
     def __init__(self, model: str = DEFAULT_MODEL, max_tokens: int = 128) -> None:
         self.model = model
@@ -82,6 +83,8 @@ class ChatBackend:
         (home / "config.toml").write_text(
             f'[models]\nollama_host = "http://127.0.0.1:{_free_port()}"\n'
             f"max_tokens = {max_tokens}\n[memory]\nenabled = false\n"
+            # nothing else asks the model meanwhile: no curator passes, no curiosity goals
+            "[learning]\ncurator = false\n[motivator]\nenabled = false\n"
         )
         before = os.environ.get(MODEL_ENV)
         os.environ[MODEL_ENV] = model  # the backend started below inherits it
@@ -257,11 +260,15 @@ def _speed_figures(
     }
 
 
-def run(quick: bool = False, model: str = DEFAULT_MODEL) -> dict[str, Any]:
+def run(
+    quick: bool = False, model: str = DEFAULT_MODEL, parts: tuple[str, ...] = ("chat", "speed")
+) -> dict[str, Any]:
     figures: dict[str, Any] = {"benchmark": "mind_chat", "model": model, "quick": quick}
     with chat_backend(model) as backend:
-        figures.update(chat_degeneracy(backend, quick))
-        figures.update(reply_speed(backend, quick))
+        if "chat" in parts:
+            figures.update(chat_degeneracy(backend, quick))
+        if "speed" in parts:
+            figures.update(reply_speed(backend, quick))
     return figures
 
 
@@ -269,9 +276,10 @@ def main(argv: list[str] | None = None) -> int:
     parser = argparse.ArgumentParser(prog="python -m benchmarks.mind_chat", description=__doc__)
     parser.add_argument("--quick", action="store_true", help="5 prompts, 2 short speed rounds")
     parser.add_argument("--model", default=DEFAULT_MODEL, help="a model reference")
+    parser.add_argument("--only", choices=("chat", "speed"), help="run one half only")
     args = parser.parse_args(argv)
     started = time.perf_counter()
-    figures = run(args.quick, args.model)
+    figures = run(args.quick, args.model, (args.only,) if args.only else ("chat", "speed"))
     figures["seconds"] = round(time.perf_counter() - started, 1)
     emit(figures)
     return 0

@@ -208,36 +208,15 @@ class PersonaLLM:
         sources. A ``chat`` reply is guarded against loops (``generate_without_loops``); with
         ``json_schema`` the answer is JSON valid under it (see ``structured``)."""
         request_id = request_id or new_msg_id()
-        selection = self.select(proto, role)
-        self.role_selections.setdefault(proto.name, {})[role] = selection
-        if role == "chat":
-            self._remember(proto, selection)
-        if selection.backend not in self.manager.backends:
-            raise UnavailableError(
-                f"{proto.name}'s {role} model is {selection.backend}:{selection.model}, but no "
-                f"{selection.backend} backend runs here Name an embedded model, ollama:TAG or a "
-                "declared openai:ENDPOINT/MODEL in config.toml [models]."
-            )
+        selection = self._selection_for(proto, role)
         params = GenerationParams(
             max_tokens=max_tokens or self.config.max_tokens,
             temperature=self.config.temperature,
             repeat_penalty=self.config.repeat_penalty if role == "chat" else 1.0,
             json_schema=json_schema,
         )
-        memories = None
-        if recall and self.memory is not None:
-            memories = self.memory.recall(
-                proto.name,
-                text,
-                system=proto.codex.system_prompt,
-                n_ctx=self.config.n_ctx,
-                max_tokens=params.max_tokens,
-            )
-        citations = memories.citations if memories else []
-        with self._lock:
-            if citations and request_id in self._requests:
-                self._citations[request_id] = citations
-        messages = [ChatMessage("user", memories.prompt if memories else text)]
+        prompt, citations = self._recall(proto, text, request_id, params) if recall else (text, [])
+        messages = [ChatMessage("user", prompt)]
 
         def generate(
             p: GenerationParams, tokens: OnToken | None, stop: threading.Event
@@ -262,6 +241,39 @@ class PersonaLLM:
             completion = generate(params, on_token, cancel)
         self._record(proto, request_id, text, selection, completion, citations)
         return completion
+
+    def _selection_for(self, proto: Proto, role: ModelRole) -> ModelSelection:
+        """``select``, remembered for status (and, for ``chat``, in the persona's state)."""
+        selection = self.select(proto, role)
+        self.role_selections.setdefault(proto.name, {})[role] = selection
+        if role == "chat":
+            self._remember(proto, selection)
+        if selection.backend not in self.manager.backends:
+            raise UnavailableError(
+                f"{proto.name}'s {role} model is {selection.backend}:{selection.model}, but no "
+                f"{selection.backend} backend runs here. Name an embedded model, ollama:TAG or "
+                "a declared openai:ENDPOINT/MODEL in config.toml [models]."
+            )
+        return selection
+
+    def _recall(
+        self, proto: Proto, text: str, request_id: str, params: GenerationParams
+    ) -> tuple[str, list[Citation]]:
+        """The prompt with the most relevant memories in front, and their sources."""
+        if self.memory is None:
+            return text, []
+        memories = self.memory.recall(
+            proto.name,
+            text,
+            system=proto.codex.system_prompt,
+            n_ctx=self.config.n_ctx,
+            max_tokens=params.max_tokens,
+        )
+        citations = memories.citations if memories else []
+        with self._lock:
+            if citations and request_id in self._requests:
+                self._citations[request_id] = citations
+        return (memories.prompt if memories else text), citations
 
     def _record(
         self,
