@@ -58,6 +58,7 @@ class ModelManager:
         self._busy: _Ticket | None = None
         self._resident: tuple[str, str] | None = None
         self.last_metrics: ModelMetrics | None = None
+        self._closing = False
 
     # -- inspection -------------------------------------------------------------------------
     @property
@@ -139,6 +140,16 @@ class ModelManager:
         self._on_status(caller, "idle", model)
         return completion
 
+    def cancel_all(self) -> None:
+        """Shutting down: cancel the call generating now and every queued one, and refuse
+        new ones, so that a quit never waits for background model work (a judge, a dialogue
+        turn). A cancelled generation ends at its next token."""
+        with self._cond:
+            self._closing = True
+            for ticket in [*self._waiting, *([self._busy] if self._busy else [])]:
+                ticket.cancel.set()
+            self._cond.notify_all()
+
     def unload(self) -> None:
         """Release the resident model (e.g. before a fine-tune needs the memory)."""
         ticket = self._enter("unload", threading.Event())
@@ -167,6 +178,8 @@ class ModelManager:
     # -- scheduling -------------------------------------------------------------------------
     def _enter(self, caller: str, cancel: threading.Event) -> _Ticket:
         ticket = _Ticket(caller, next(self._serial), cancel)
+        if self._closing and caller != "unload":
+            cancel.set()
         with self._cond:
             self._waiting.append(ticket)
             if self._busy is not None or self._next() is not ticket:
