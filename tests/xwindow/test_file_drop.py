@@ -81,6 +81,8 @@ def test_a_file_dragged_from_another_app_onto_babs(workbench: Workbench, tmp_pat
         if source.poll() is None:
             source.kill()
             source.wait()
+        if source.stdout is not None:
+            source.stdout.close()
 
     # Remembered: a toast in the message strip, and the document in the memory.
     def remembered() -> bool:
