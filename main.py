@@ -115,7 +115,19 @@ def cmd_backend(args: argparse.Namespace) -> int:
     from backend.__main__ import configure_logging, serve
 
     configure_logging(args.log_level)
-    return serve(args.home or default_home())
+    return _exit_now(serve(args.home or default_home()))
+
+
+def _exit_now(code: int) -> int:
+    """Exit without the interpreter's slow teardown (LanceDB's, onnxruntime's and Kivy's
+    threads take seconds to wind down): everything is saved and fsynced by now."""
+    import logging
+    import os
+
+    logging.shutdown()
+    sys.stdout.flush()
+    sys.stderr.flush()
+    os._exit(code)
 
 
 def cmd_workbench(args: argparse.Namespace) -> int:
@@ -131,6 +143,7 @@ def cmd_workbench(args: argparse.Namespace) -> int:
     from ui.window import configure_kivy, initial_geometry
 
     configure_kivy()
+    logging.getLogger("kivy").setLevel(max(logging.WARNING, logging.getLogger().level))
     from ui.layout_io import DEFAULT_LAYOUT
 
     layout = home / "layout.json"
@@ -142,7 +155,7 @@ def cmd_workbench(args: argparse.Namespace) -> int:
     quiet = max(logging.WARNING, logging.getLogger().level)
     for name in ("kivy", "matplotlib", "PIL"):
         logging.getLogger(name).setLevel(quiet)
-    return run(home, start_backend, spawned)
+    return _exit_now(run(home, start_backend, spawned))
 
 
 def _configure_logging(level: str) -> None:

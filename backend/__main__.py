@@ -117,6 +117,7 @@ def serve(home_dir: Path) -> int:
     finally:
         try:
             attach.close()
+            llm.manager.cancel_all()  # a quit never waits for background model work
             learning.close()
             forge.close()
             dialogues.close()

@@ -75,9 +75,18 @@ class HaloMorph(Widget):
         self.pos = (t.x - MARGIN, t.y - MARGIN)
         self.size = (t.width + 2 * MARGIN, t.height + 2 * MARGIN)
         self._ring.rectangle = (self.x, self.y, self.width, self.height)
+        area = self.parent
         for name, handle in self.handles.items():
             fx, fy = HANDLES[name][2]
-            handle.center = (self.x + fx * self.width, self.y + fy * self.height)
+            x, y = self.x + fx * self.width, self.y + fy * self.height
+            if area is not None and area.width > HANDLE and area.height > HANDLE:
+                # a morph at the edge of the world keeps every handle within reach
+                x = min(max(x, area.x + HANDLE / 2), area.right - HANDLE / 2)
+                y = min(max(y, area.y + HANDLE / 2), area.top - HANDLE / 2)
+            handle.center = (x, y)
+
+    def on_parent(self, *_: Any) -> None:
+        self._follow()
 
     def detach(self) -> None:
         self.target.unbind(pos=self._follow, size=self._follow)

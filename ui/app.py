@@ -12,6 +12,7 @@ import logging
 import os
 import signal
 import sys
+import threading
 import time
 from pathlib import Path
 from typing import TYPE_CHECKING, Any
@@ -420,18 +421,35 @@ class WorkbenchApp(App):
         for morph in [*self.world.persona_morphs(), *self.world.panels()]:
             self.world.remove_widget(morph)
         placed: set[str] = set()
+        plots = [op for op in operations if op.op == "create_plot_morph"]
         for op in operations:
             if op.op == "create_persona_morph" and op.persona not in placed:
                 self._add_persona(op.persona, (op.x, op.y), (op.w, op.h))
                 placed.add(op.persona)
-            elif op.op == "create_plot_morph":
-                self.add_plot((op.x, op.y), (op.w, op.h), op.metrics)
             elif op.op == "create_inspector":
                 self.open_inspector(op.persona, (op.x, op.y))
         for i, name in enumerate(sorted(set(self.store.personas) - placed)):
             self._add_persona(name, (40 + 30 * i, 40 + 30 * i), (380, 300))
         for warning in warnings + skipped:
             self.store.toast(warning)
+        if plots:
+            self._add_plots_soon(plots)
+
+    def _add_plots_soon(self, operations: list[Any]) -> None:
+        """Plots come last: Matplotlib takes seconds to import, so it is imported off the UI
+        thread while the personas are already on screen, then the plots are placed."""
+
+        def place(_dt: float) -> None:
+            for op in operations:
+                self.add_plot((op.x, op.y), (op.w, op.h), op.metrics)
+
+        def warm() -> None:
+            import matplotlib.backends.backend_agg
+            import matplotlib.figure  # noqa: F401
+
+            Clock.schedule_once(place, 0)
+
+        threading.Thread(target=warm, name="plot-import", daemon=True).start()
 
     def _add_persona(self, name: str, pos: tuple[float, float], size: tuple[float, float]) -> None:
         self.world.add_widget(PersonaMorph(self.store.persona(name), pos=pos, size=size))

@@ -55,8 +55,12 @@ PROBE_NOISE = ("Input: MTDev is not supported", "Clipboard: Unable to find", "Cu
 
 
 def _drop_probe_noise(record: logging.LogRecord) -> bool:
+    """Kivy's start-up banner (INFO, logged while Kivy resets its own level) and its probe
+    reports stay out of the terminal unless the root logger is at DEBUG."""
+    if logging.getLogger().level <= logging.DEBUG:
+        return True
     message = str(record.msg)
-    if message.startswith(PROBE_NOISE):
+    if record.levelno < logging.WARNING or message.startswith(PROBE_NOISE):
         logging.getLogger(__name__).debug("kivy: %s", message)
         return False
     return True

@@ -81,6 +81,7 @@ class ModelManager:
         self._serial = itertools.count()
         self._resident: tuple[str, str] | None = None
         self.last_metrics: ModelMetrics | None = None
+        self._closing = False
 
     # -- inspection -------------------------------------------------------------------------
     @property
@@ -202,6 +203,17 @@ class ModelManager:
         self._on_status(caller, "idle", model)
         return completion
 
+    def cancel_all(self) -> None:
+        """Shutting down: cancel the calls generating now and every queued one, and refuse
+        new ones, so that a quit never waits for background model work (a judge, a dialogue
+        turn). A cancelled generation ends at its next token."""
+        with self._cond:
+            self._closing = True
+            for lane in self._lanes.values():
+                for ticket in [*lane.waiting, *lane.active]:
+                    ticket.cancel.set()
+            self._cond.notify_all()
+
     def unload(self) -> None:
         """Release the resident model (e.g. before a fine-tune needs the memory)."""
         ticket = self._enter("unload", threading.Event())
@@ -232,6 +244,8 @@ class ModelManager:
         self, caller: str, cancel: threading.Event, lane: str = LOCAL, limit: int = 1
     ) -> _Ticket:
         ticket = _Ticket(caller, next(self._serial), cancel, lane)
+        if self._closing and caller != "unload":
+            cancel.set()
         with self._cond:
             queue = self._lanes.setdefault(lane, _Lane(limit))
             queue.limit = limit

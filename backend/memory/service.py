@@ -118,8 +118,8 @@ class MemoryService:
     def close(self) -> None:
         self._stop.set()
         self._ingest_pool.shutdown(wait=True, cancel_futures=True)
-        if self._opener is not None:
-            self._opener.join(timeout=30)
+        if self._opener is not None:  # an open under way is abandoned (it commits atomically)
+            self._opener.join(timeout=3)
         self.recorder.close()
         if self.index is not None:
             self.index.join(timeout=5)

@@ -62,6 +62,7 @@ def test_drop_a_document_and_see_the_streamed_reply(window: Any, tmp_path: Path)
         assert reply  # real tokens from the embedded model
         assert brick.model.model.startswith("embedded:")
         assert app.store.metrics["tokens_per_s"]  # the plots' data arrived too
+        until(lambda: bool(app.plots()))
         plot = app.plots()[0]
         first = plot.redraws
         until(lambda: plot.redraws > first or not plot.dirty, timeout=10)
@@ -160,9 +161,9 @@ def test_backend_death_is_shown_and_recovered_without_losing_the_canvas(
 def test_layout_round_trip_and_malformed_layout(window: Any, tmp_path: Path) -> None:
     app = start_app(window, tmp_path / "home")
     try:
-        assert len(app.plots()) == 1  # the default layout has a live metrics plot
+        until(lambda: len(app.plots()) == 1)  # the default layout has a live metrics plot
         plot = app.plots()[0]
-        plot.pos = (900, 400)
+        plot.pos = (900, 100)  # in view: a panel out of view would be moved back into it
         babs = morph_named(app, "BABS")
         babs.pos, babs.size = (600, 50), (300, 200)
         app.save_layout()
@@ -171,7 +172,7 @@ def test_layout_round_trip_and_malformed_layout(window: Any, tmp_path: Path) -> 
         babs = morph_named(app, "BABS")
         assert tuple(babs.pos) == (600, 50) and tuple(babs.size) == (300, 200)
         assert len(app.world.persona_morphs()) == 4
-        assert [tuple(p.pos) for p in app.plots()] == [(900, 400)]
+        until(lambda: [tuple(p.pos) for p in app.plots()] == [(900, 100)])  # placed last
 
         broken = tmp_path / "broken.json"
         broken.write_text('{"version": 1, "operations": 7}')
