@@ -226,15 +226,18 @@ def judge_figures(
 
 
 def chat_figures(quick: bool) -> dict[str, Any]:
+    """Chat degeneracy and reply speed from ``benchmarks/mind_chat.py`` (model roles' side
+    of issue 12), with one shared chat backend."""
     try:
         chat = importlib.import_module("benchmarks.mind_chat")
-    except ImportError as exc:
-        message = f"benchmarks/mind_chat.py is missing ({exc}): chat and speed NOT MEASURED"
+        chat_backend, degeneracy, speed = chat.chat_backend, chat.chat_degeneracy, chat.reply_speed
+    except (ImportError, AttributeError) as exc:
+        message = (
+            f"benchmarks/mind_chat.py is missing or incomplete ({exc}): chat and speed NOT MEASURED"
+        )
         log("!!! " + message)
         return {"chat": "NOT MEASURED", "chat_error": message}
-    figures: dict[str, Any] = chat.run(quick=quick)
-    return {
-        f"chat_{k}" if not k.startswith(("chat", "speed")) else k: v
-        for k, v in figures.items()
-        if k not in ("benchmark", "quick")
-    }
+    with chat_backend() as backend:
+        figures: dict[str, Any] = degeneracy(backend, quick)
+        figures.update(speed(backend, quick))
+    return figures
