@@ -13,8 +13,8 @@
 
 The model: ``MIND_MODEL`` (a GGUF path), else the capable default in the shared models cache;
 ``MIND_SHA256`` pins it. ``MIND_TASKS=a,b`` forges only the named tasks; ``MIND_PARTS=forge,
-judge,chat`` picks the parts. ``--quick``: 4 tasks, 6 pairs. Details (every forged source,
-every verdict) go to ``artifacts/mind-bench-PARTS.json``.
+judge,chat`` picks the parts; ``MIND_PAIRS_FROM=N`` starts at pair N. ``--quick``: 4 tasks,
+6 pairs. Details (every forged source, every verdict) go to ``artifacts/mind-bench-PARTS.json``.
 """
 
 from __future__ import annotations
@@ -78,9 +78,9 @@ def run(quick: bool = False) -> dict[str, Any]:
                 tasks = [t for t in TOOL_TASKS if not wanted or t[0] in wanted]
                 figures.update(forge_figures(world, tasks[:4] if quick else tasks, details))
             if "judge" in parts:
-                figures.update(
-                    judge_figures(world, JUDGE_PAIRS[:6] if quick else JUDGE_PAIRS, details)
-                )
+                first = int(os.environ.get("MIND_PAIRS_FROM", "1")) - 1
+                pairs = JUDGE_PAIRS[first:][:6] if quick else JUDGE_PAIRS[first:]
+                figures.update(judge_figures(world, pairs, details, first))
         finally:
             world.close()
     if "chat" in parts:
@@ -184,11 +184,11 @@ def forge_figures(
 
 
 def judge_figures(
-    world: World, pairs: list[tuple[str, str, str]], details: dict[str, Any]
+    world: World, pairs: list[tuple[str, str, str]], details: dict[str, Any], offset: int = 0
 ) -> dict[str, Any]:
     judge = AlfredJudge(world.runtime, world.llm)
     rows, right, argmax_both = [], 0, 0
-    for number, (question, good, bad) in enumerate(pairs, 1):
+    for number, (question, good, bad) in enumerate(pairs, offset + 1):
         # alternate which side the better answer is given on, so a bias would show
         swap = number % 2 == 0
         v = judge.pairwise(question, bad, good) if swap else judge.pairwise(question, good, bad)
@@ -210,8 +210,9 @@ def judge_figures(
             }
         )
         log(
-            f"judge {number}/{len(pairs)}: {'right' if ok else 'WRONG'} (winner {v.winner}, "
-            f"margin {v.margin:.2f}, p(better) per order {good_side}), {v.seconds:.0f} s"
+            f"judge {number}/{offset + len(pairs)}: {'right' if ok else 'WRONG'} "
+            f"(winner {v.winner}, margin {v.margin:.2f}, p(better) per order {good_side}), "
+            f"{v.seconds:.0f} s"
         )
     details["judge"] = rows
     accuracy = right / len(pairs) if pairs else 0.0
@@ -225,15 +226,18 @@ def judge_figures(
 
 
 def chat_figures(quick: bool) -> dict[str, Any]:
+    """Chat degeneracy and reply speed from ``benchmarks/mind_chat.py`` (model roles' side
+    of issue 12), with one shared chat backend."""
     try:
         chat = importlib.import_module("benchmarks.mind_chat")
-    except ImportError as exc:
-        message = f"benchmarks/mind_chat.py is missing ({exc}): chat and speed NOT MEASURED"
+        chat_backend, degeneracy, speed = chat.chat_backend, chat.chat_degeneracy, chat.reply_speed
+    except (ImportError, AttributeError) as exc:
+        message = (
+            f"benchmarks/mind_chat.py is missing or incomplete ({exc}): chat and speed NOT MEASURED"
+        )
         log("!!! " + message)
         return {"chat": "NOT MEASURED", "chat_error": message}
-    figures: dict[str, Any] = chat.run(quick=quick)
-    return {
-        f"chat_{k}" if not k.startswith(("chat", "speed")) else k: v
-        for k, v in figures.items()
-        if k not in ("benchmark", "quick")
-    }
+    with chat_backend() as backend:
+        figures: dict[str, Any] = degeneracy(backend, quick)
+        figures.update(speed(backend, quick))
+    return figures

@@ -19,6 +19,7 @@ from __future__ import annotations
 
 import json
 import logging
+import re
 import threading
 import time
 from concurrent.futures import ThreadPoolExecutor
@@ -71,6 +72,9 @@ from shared_api.replies import (
 from shared_api.tools import TOOL_NAME, Provenance, Tool, ToolAttempt
 
 log = logging.getLogger(__name__)
+
+#: A reply whose fenced code block is complete.
+CLOSED_BLOCK = re.compile(r"```[^\n`]*\n.*?\n\s*```", re.DOTALL)
 
 
 @dataclass
@@ -337,9 +341,18 @@ class ToolForge:
         attempt: int,
         index: int,
     ) -> str:
-        """One candidate: the first of an attempt greedy, the others sampled."""
+        """One candidate: the first of an attempt greedy, the others sampled. It stops as
+        soon as the code block is closed: what a model adds after it is never read."""
         self._check_cancel(job)
         persona = self.runtime.manager.get(author)
+        written: list[str] = []
+        enough = threading.Event()
+
+        def on_token(piece: str) -> None:
+            written.append(piece)
+            if job.cancel.is_set() or (piece.count("`") and CLOSED_BLOCK.search("".join(written))):
+                enough.set()
+
         completion = self.llm.manager.generate(
             backend=selection.backend,
             model=selection.model,
@@ -351,8 +364,10 @@ class ToolForge:
                 seed=attempt * 1000 + index if index else None,
             ),
             caller=author,
-            cancel=job.cancel,
+            on_token=on_token,
+            cancel=enough,
         )
+        self._check_cancel(job)
         return completion.text
 
     @staticmethod

@@ -27,6 +27,8 @@ class FakeOllamaState:
         default_factory=lambda: ["the", "quick", "brown", "fox", "jumps"]
     )
     scripted: list[str] = field(default_factory=list)  # whole replies, used first, in order
+    #: Top log-probabilities of the first token, one dict per chat that asks for logprobs.
+    top_logprobs: list[dict[str, float]] = field(default_factory=list)
     load_delay_s: float = 0.05
     token_delay_s: float = 0.005
     requests: list[dict[str, Any]] = field(default_factory=list)
@@ -158,12 +160,29 @@ class _Handler(BaseHTTPRequestHandler):
             else:
                 final = self._final(model, words, load_ns, limit)
                 final["message"]["content"] = "".join(words) if script is not None else " ".join(words)
+                if body.get("logprobs"):
+                    final["logprobs"] = self._logprobs(body)
                 self._json(200, final)
         except (BrokenPipeError, ConnectionResetError):
             pass  # the client cancelled
         finally:
             if body.get("keep_alive") in (0, "0", "0s"):
                 st.unload(model)
+
+    def _logprobs(self, body: dict[str, Any]) -> list[dict[str, Any]]:
+        with self.state.lock:
+            top = self.state.top_logprobs.pop(0) if self.state.top_logprobs else {}
+        listed = sorted(top.items(), key=lambda kv: -kv[1])[: int(body.get("top_logprobs") or 0)]
+        if not listed:
+            return []
+        first = listed[0]
+        return [
+            {
+                "token": first[0],
+                "logprob": first[1],
+                "top_logprobs": [{"token": t, "logprob": lp} for t, lp in listed],
+            }
+        ]
 
     @staticmethod
     def _final(model: str, words: list[str], load_ns: int, limit: int) -> dict[str, Any]:
