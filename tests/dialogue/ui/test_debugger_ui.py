@@ -300,3 +300,25 @@ def test_workbench_impasse_opens_the_debugger_and_the_halo_debug_handle(
         finally:
             app.on_stop()
             Clock.tick()
+
+
+def test_debugger_numbers_steps_uniquely_and_stops_offering_step_when_finished(
+    window: Any,
+) -> None:
+    morph = DebuggerMorph("d-1", pos=(140, 60))
+    window.add_widget(morph)
+    morph.show_summary(SUMMARY)
+    morph.show_history(STEPS)  # "input" and "start" share the graph's seq 0
+    frames(2)
+    rows = [w.text for w in reversed(morph.step_list.children)]
+    numbers = [row.split()[0] for row in rows]
+    assert numbers == ["#0", "#1", "#2", "#3", "#4"] and len(set(numbers)) == len(rows)
+    morph.select(1)
+    assert morph.detail.text.startswith("[b]#1 start")
+    assert not morph.buttons["step"].disabled and not morph.buttons["continue"].disabled
+    for status in ("finished", "cancelled"):
+        morph.show_summary(SUMMARY.model_copy(update={"status": status, "next": []}))
+        assert morph.buttons["step"].disabled and morph.buttons["continue"].disabled
+    long_goal = SUMMARY.model_copy(update={"goal": "Should a small team write tests " * 4})
+    morph.show_summary(long_goal)
+    assert "\u2026" in morph.title.text and morph.title.tooltip == long_goal.goal
