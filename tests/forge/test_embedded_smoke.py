@@ -20,9 +20,9 @@ from backend.protos import Proto
 from backend.runtime import Runtime
 from backend.sandbox import SecureCodeExecutor
 from shared_api.replies import InvokeResult
-from tests.mind.conftest import MODEL_SHA256, capable_model
+from tests.mind.conftest import MODEL_SHA256, capable_model, capable_model_path
 
-__all__ = ["capable_model"]
+__all__ = ["capable_model", "capable_model_path"]
 
 ARTIFACTS = Path(__file__).resolve().parents[2] / "artifacts"
 

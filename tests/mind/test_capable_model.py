@@ -25,7 +25,7 @@ from backend.runtime import Runtime
 from backend.sandbox import SecureCodeExecutor
 from shared_api import commands as c
 from shared_api.replies import DebugHistoryReply, DialogueStatusReply, InvokeResult
-from tests.mind.conftest import MODEL_SHA256, degenerate, models_toml
+from tests.mind.conftest import MODEL_SHA256, capable_env, degenerate, models_toml
 
 pytestmark = [pytest.mark.slow, pytest.mark.timeout(1200)]
 
@@ -74,17 +74,18 @@ def test_forges_two_tools_from_examples_right_on_unseen_inputs(
 
 @pytest.fixture(scope="module")
 def backend(
-    tmp_path_factory: pytest.TempPathFactory, capable_model: Path
+    tmp_path_factory: pytest.TempPathFactory, capable_model_path: Path
 ) -> Iterator[BackendProcess]:
     home = tmp_path_factory.mktemp("mind") / "home"
     home.mkdir()
     (home / "config.toml").write_text(
-        models_toml(capable_model)
+        models_toml(capable_model_path)
         + "\n[dialogue]\nmax_rounds = 1\nmax_tokens = 80\n\n[memory]\nenabled = false\n"
         + "\n[learning]\ncurator = false\n"
     )
     proc = BackendProcess(home)
-    proc.start()
+    with capable_env():
+        proc.start()
     yield proc
     proc.kill()
 

@@ -67,19 +67,20 @@ def test_an_answer_that_ignores_the_schema_is_a_typed_error() -> None:
 @pytest.mark.timeout(600)  # real tokens on 2 shared cores
 def test_embedded_grammar_and_choice_scoring_are_real() -> None:
     backend = EmbeddedBackend()  # SmolLM2-135M: fast; what it says need not be wise
-    backend.load("smollm2")
+    tiny = backend.model_name
+    backend.load(tiny)
     try:
         schema = structured.schema_of(Colour)
         done = backend.generate(
-            "smollm2", [ChatMessage("user", "Name a colour and say if it is warm, in JSON.")],
+            tiny, [ChatMessage("user", "Name a colour and say if it is warm, in JSON.")],
             GenerationParams(max_tokens=48, json_schema=schema), None, threading.Event(),
         )  # fmt: skip
         assert done.stop_reason == "stop", done.text
         assert set(json.loads(done.text)) == {"name", "warm"}  # the grammar's shape, exactly
         messages = [ChatMessage("user", pairwise_prompt("2+2?", "4", "5", []))]
         params = GenerationParams(choices=("A", "B"), prefill=VERDICT_OPENING)
-        first = backend.generate("smollm2", messages, params, None, threading.Event())
-        again = backend.generate("smollm2", messages, params, None, threading.Event())
+        first = backend.generate(tiny, messages, params, None, threading.Event())
+        again = backend.generate(tiny, messages, params, None, threading.Event())
         assert first.choice_logprobs == again.choice_logprobs  # one forward pass, no sampling
         assert all(-50 < lp < 0 for lp in first.choice_logprobs.values())
         assert first.text in ("A", "B") and first.completion_tokens == 0
