@@ -79,12 +79,16 @@ def test_drop_a_document_and_see_the_streamed_reply(window: Any, tmp_path: Path)
         Clock.tick()
 
 
-def start_app(window: Any, home: Path, ollama_host: str | None = None) -> WorkbenchApp:
+def start_app(
+    window: Any, home: Path, ollama_host: str | None = None, config: str = ""
+) -> WorkbenchApp:
     """The workbench on ``home``, connected, its personas laid out; no Ollama unless
-    ``ollama_host`` names one (e.g. a FakeOllama)."""
+    ``ollama_host`` names one (e.g. a FakeOllama); ``config`` adds config.toml sections."""
     home.mkdir(parents=True, exist_ok=True)
     host = ollama_host or f"http://127.0.0.1:{free_port()}"
-    (home / "config.toml").write_text(f'[models]\nollama_host = "{host}"\nmax_tokens = 16\n')
+    (home / "config.toml").write_text(
+        f'[models]\nollama_host = "{host}"\nmax_tokens = 16\n{config}'
+    )
     app = WorkbenchApp(home, start_backend=starter(home, f"workbench pid {os.getpid()}"))
     root = app.build()
     root.size = window.size
