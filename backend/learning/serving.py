@@ -71,7 +71,7 @@ class PersonaGgufBackend:
         self.unload()
         path, sha = self._file(model)
         backend = EmbeddedBackend(str(path), sha, n_threads=self.n_threads, n_ctx=self.n_ctx)
-        ms = backend.load(model)
+        ms = backend.load(backend.model_name)  # the file's own name there (lower case)
         self._loaded = (model, backend)
         return ms
 
@@ -90,4 +90,5 @@ class PersonaGgufBackend:
     ) -> Completion:
         if self._loaded is None or self._loaded[0] != model:
             raise ModelFailedError(f"the persona model {model} is not loaded")
-        return self._loaded[1].generate(model, messages, params, on_token, cancel)
+        backend = self._loaded[1]
+        return backend.generate(backend.model_name, messages, params, on_token, cancel)
