@@ -66,6 +66,12 @@ class World(Widget):
         """The closable panels, front first."""
         return [c for c in self.children if "on_close" in getattr(c, "__events__", ())]
 
+    def add_under_panels(self, widget: Widget) -> None:
+        """Add ``widget`` under every open panel (still above the rest): what arrives late
+        must not cover a panel the user opened meanwhile."""
+        index = max((self.children.index(p) + 1 for p in self.panels()), default=0)
+        self.add_widget(widget, index=index)  # children[0] is drawn last, i.e. on top
+
     def add_widget(self, widget: Widget, *args: Any, **kwargs: Any) -> None:
         if self.keep_in_view and widget is not self.halo:
             self.clamp(widget)

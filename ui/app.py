@@ -441,7 +441,7 @@ class WorkbenchApp(App):
 
         def place(_dt: float) -> None:
             for op in operations:
-                self.add_plot((op.x, op.y), (op.w, op.h), op.metrics)
+                self.add_plot((op.x, op.y), (op.w, op.h), op.metrics, under_panels=True)
 
         def warm() -> None:
             import matplotlib.backends.backend_agg
@@ -465,11 +465,18 @@ class WorkbenchApp(App):
         pos: tuple[float, float] = (880, 80),
         size: tuple[float, float] = (360, 300),
         metrics: list[str] | None = None,
+        *,
+        under_panels: bool = False,
     ) -> PlotMorph:
+        """A new plot, on top; ``under_panels``: under every open panel (a plot of the
+        restored layout arrives late and must not cover an Inspector opened meanwhile)."""
         from morphs.plot import PlotMorph
 
         plot = PlotMorph(self.store, metrics or list(PLOT_METRICS), pos=pos, size=size)
-        self.world.add_widget(plot)
+        if under_panels:
+            self.world.add_under_panels(plot)
+        else:
+            self.world.add_widget(plot)
         return plot
 
     def current_layout(self) -> Layout:

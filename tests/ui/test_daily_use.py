@@ -116,6 +116,22 @@ def test_close_boxes_esc_and_panels_kept_in_view(window: Any) -> None:
     assert not world.close_front_panel()  # nothing left to close
 
 
+def test_a_late_arrival_goes_under_the_panels_the_user_opened(window: Any) -> None:
+    """The restored layout's plots arrive seconds late (Matplotlib is imported off the UI
+    thread): they must not cover an Inspector or Memory panel opened meanwhile (in a real
+    window the plot hid the Inspector's close box)."""
+    world = a_world(window)
+    memory = MemoryMorph(pos=(100, 100))
+    world.add_widget(memory)
+    late = MemoryMorph(pos=(150, 150))  # stands in for the late plot: any widget will do
+    world.add_under_panels(late)
+    assert world.children.index(memory) < world.children.index(late)  # memory drawn on top
+    assert world.panels()[0] is memory
+    fresh = GoalsMorph(pos=(120, 120))
+    world.add_widget(fresh)  # what the user opens next still comes to the front
+    assert world.children[0] is fresh
+
+
 def test_the_world_pans_with_the_wheel_over_empty_canvas(window: Any) -> None:
     store = WorkbenchStore()
     world = a_world(window, keep_in_view=False)
