@@ -44,6 +44,14 @@ class Scenario:
     calls: list[tuple[str, str]] = field(default_factory=list)
     lock: threading.Lock = field(default_factory=threading.Lock)
 
+    def turns(self, persona: str, round_: int) -> int:
+        """How often ``persona`` was asked for its turn of round ``round_`` (a dialogue
+        resumed from its checkpoint never asks a checkpointed turn again)."""
+        with self.lock:
+            return sum(
+                1 for p, text in self.calls if p == persona and f"Round {round_} of" in text
+            )
+
     def reply(self, persona: str, prompt: str) -> str:
         with self.lock:
             self.calls.append((persona, prompt))
