@@ -171,13 +171,20 @@ def _configure_logging(level: str) -> None:
 
 def _spawn_backend(home: Path, start: Callable[[], Any]) -> Any:
     """A backend started for ``home`` by ``start`` (not waited for), or None when a backend
-    already answers there (the workbench attaches to it)."""
+    already answers there or the home holds a remote backend's connection file (the
+    workbench attaches to it, or says why it cannot)."""
     from shared_api.connection import read_connection_file
     from shared_api.errors import EntropicError
-    from shared_api.transport import Client
+    from shared_api.transport import Client, is_foreign, keys_for
 
     try:
-        with Client(read_connection_file(home), timeout=1.0) as probe:
+        info = read_connection_file(home)
+    except EntropicError:
+        return start()
+    if is_foreign(home, info):
+        return None
+    try:
+        with Client(info, timeout=1.0, curve_keys=keys_for(home, info)) as probe:
             probe.call("ping", {})
         return None
     except EntropicError:
@@ -209,10 +216,9 @@ def cmd_keys(args: argparse.Namespace) -> int:
 
 
 def cmd_call(args: argparse.Namespace) -> int:
-    from backend.home import Home
     from shared_api.connection import read_connection_file
     from shared_api.errors import ErrorReply, RequestTimeout, UnavailableError
-    from shared_api.transport import Client
+    from shared_api.transport import Client, keys_for
 
     try:
         body: Any = json.loads(args.body) if args.body else {}
@@ -231,7 +237,7 @@ def cmd_call(args: argparse.Namespace) -> int:
     try:
         home = (args.home or default_home()).expanduser().resolve()
         info = read_connection_file(home)
-        keys = Home(home).client_keys() if info.server_key else None
+        keys = keys_for(home, info)
         with Client(info, timeout=args.timeout, events=streaming, curve_keys=keys) as client:
             if streaming:  # subscribe before asking, so no token is missed
                 client.wait_event(lambda e: e.kind == "heartbeat", timeout=args.timeout)

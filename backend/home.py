@@ -125,10 +125,9 @@ class Home:
 
     def client_keys(self) -> tuple[bytes, bytes] | None:
         """This home's CURVE client keypair, if it has one (``main.py keys``)."""
-        from shared_api.transport import load_keypair
+        from shared_api.transport import home_client_keys
 
-        secret = self.keys_dir / "client.key_secret"
-        return load_keypair(secret) if secret.exists() else None
+        return home_client_keys(self.root)
 
     def acquire_lock(self) -> None:
         """Only one backend per home. Raises ``UnavailableError`` naming the running one."""

@@ -32,6 +32,7 @@ import zmq
 import zmq.auth
 from pydantic import BaseModel, ValidationError
 from zmq.auth.thread import ThreadAuthenticator
+from zmq.utils.monitor import recv_monitor_message
 
 from shared_api.commands import Command
 from shared_api.connection import ConnectionInfo
@@ -67,6 +68,10 @@ class Curve:
     authorized: Path
 
 
+#: A home's folder of CURVE keypairs (``backend.home.Home.keys_dir``).
+KEYS_DIR = "keys"
+
+
 def ensure_keypair(directory: Path, name: str) -> Path:
     """``directory/NAME.key`` (public) and ``NAME.key_secret`` (0600), created if missing;
     returns the secret file."""
@@ -83,6 +88,34 @@ def load_keypair(secret_file: Path) -> tuple[bytes, bytes]:
     if secret is None:
         raise ValueError(f"{secret_file} holds no secret key")
     return public, secret
+
+
+def home_client_keys(home: Path) -> tuple[bytes, bytes] | None:
+    """The CURVE client keypair of a home (``HOME/keys/client.key_secret``, made by
+    ``main.py keys``), or None when it has none."""
+    secret = home / KEYS_DIR / "client.key_secret"
+    return load_keypair(secret) if secret.exists() else None
+
+
+def keys_for(home: Path, info: ConnectionInfo) -> tuple[bytes, bytes] | None:
+    """The client keys to present to the backend ``info`` names: the home's own when that
+    backend wants CURVE, else None."""
+    return home_client_keys(home) if info.server_key else None
+
+
+def is_foreign(home: Path, info: ConnectionInfo) -> bool:
+    """True when ``HOME/connection.json`` is a copy of another home's (a remote backend's):
+    it names another home, or a CURVE key that is not this home's own server key. A client
+    attaches to such a backend but never starts one of its own in its place."""
+    if Path(info.home).expanduser().resolve() != home.expanduser().resolve():
+        return True
+    if not info.server_key:
+        return False
+    try:
+        own, _ = zmq.auth.load_certificate(home / KEYS_DIR / "server.key")
+    except (OSError, ValueError):
+        return True
+    return own.decode() != info.server_key
 
 
 def authorize(public_file: Path, authorized: Path) -> Path:
@@ -313,6 +346,57 @@ class ServerSockets:
         self.context.term()
 
 
+#: How often a CURVE client waiting for a reply looks at its handshake's outcome.
+HANDSHAKE_CHECK_S = 0.1
+
+
+class _HandshakeWatch:
+    """The CURVE handshake events of a client socket (its monitor), for ``check``."""
+
+    EVENTS = (
+        zmq.EVENT_HANDSHAKE_SUCCEEDED
+        | zmq.EVENT_HANDSHAKE_FAILED_AUTH
+        | zmq.EVENT_HANDSHAKE_FAILED_PROTOCOL
+        | zmq.EVENT_HANDSHAKE_FAILED_NO_DETAIL  # what a wrong server key gives
+    )
+
+    def __init__(
+        self, sock: zmq.Socket[bytes], info: ConnectionInfo, keys: tuple[bytes, bytes] | None
+    ) -> None:
+        self._sock = sock
+        self._info = info
+        self._public = keys[0].decode() if keys else ""
+        self._monitor = sock.get_monitor_socket(self.EVENTS)
+        self.succeeded = False
+
+    def check(self) -> None:
+        """Raise ``UnavailableError`` if the backend refused this client's key, or the key
+        exchange failed before ever succeeding (a server key that is not the backend's)."""
+        while self._monitor.poll(0):
+            event = recv_monitor_message(self._monitor)["event"]
+            if event == zmq.EVENT_HANDSHAKE_SUCCEEDED:
+                self.succeeded = True
+            elif event == zmq.EVENT_HANDSHAKE_FAILED_AUTH:
+                raise UnavailableError(
+                    f"The backend at {self._info.request_endpoint} refused this client's CURVE "
+                    f"key {self._public}. On the backend's machine run `main.py keys --home "
+                    "BACKEND_HOME --authorize CLIENT.key` with this home's keys/client.key, "
+                    "then restart the backend.",
+                    endpoint=self._info.request_endpoint,
+                )
+            elif not self.succeeded:
+                raise UnavailableError(
+                    f"The CURVE key exchange with {self._info.request_endpoint} failed: the "
+                    "server key in this home's connection.json is not that backend's. Copy "
+                    "its connection.json here again.",
+                    endpoint=self._info.request_endpoint,
+                )
+
+    def close(self) -> None:
+        self._sock.disable_monitor()
+        self._monitor.close(0)
+
+
 class Client:
     """A synchronous client: one request at a time per instance (guarded by a lock).
 
@@ -335,6 +419,11 @@ class Client:
         self._dealer = ctx.socket(zmq.DEALER)
         self._dealer.setsockopt(zmq.LINGER, 0)
         _curve_client(self._dealer, info.server_key, curve_keys)
+        # Under CURVE a refused key gets no reply at all: the handshake's outcome, read from
+        # the socket's monitor, turns a silent wait into a clear refusal.
+        self._handshake = (
+            _HandshakeWatch(self._dealer, info, curve_keys) if info.server_key else None
+        )
         self._dealer.connect(info.request_endpoint)
         self._rcvtimeo = -1
         self._sub: zmq.Socket[bytes] | None = None
@@ -353,6 +442,8 @@ class Client:
         self.close()
 
     def close(self) -> None:
+        if self._handshake is not None:
+            self._handshake.close()
         self._dealer.close(0)
         if self._sub is not None:
             self._sub.close(0)
@@ -376,8 +467,31 @@ class Client:
         """Like ``call`` but returns an ``ErrorReply`` instead of raising it."""
         with self._lock:
             header, payload = self.codec.encode(kind, body)
-            self._dealer.send(payload)
+            if self._handshake is None:
+                self._dealer.send(payload)
+            else:
+                self._send_curve(payload, timeout or self.timeout)
             return self._await_reply(header.msg_id, timeout or self.timeout)
+
+    def _send_curve(self, payload: bytes, timeout: float) -> None:
+        """Send under CURVE: a refused key leaves the DEALER without a peer, where a plain
+        ``send`` would block for ever."""
+        assert self._handshake is not None
+        deadline = time.monotonic() + timeout
+        while True:
+            try:
+                self._dealer.send(payload, zmq.NOBLOCK)
+                return
+            except zmq.Again:
+                self._handshake.check()
+                remaining = deadline - time.monotonic()
+                if remaining <= 0:
+                    raise RequestTimeout(
+                        f"The backend at {self.info.request_endpoint} took no request within "
+                        f"{timeout:.1f}s. Is it running? Check `main.py call status`.",
+                        timeout=timeout,
+                    ) from None
+                self._dealer.poll(int(min(remaining, HANDSHAKE_CHECK_S) * 1000) + 1, zmq.POLLOUT)
 
     def send_frames(self, frames: list[bytes]) -> None:
         """Send raw frames as they are (for fuzzing and diagnostics)."""
@@ -386,9 +500,15 @@ class Client:
 
     def _await_reply(self, msg_id: str, timeout: float) -> Reply:
         deadline = time.monotonic() + timeout
+        # Without CURVE one wait; with it, slices, to notice a refused handshake quickly.
+        piece = timeout if self._handshake is None else HANDSHAKE_CHECK_S
         while True:
             remaining = deadline - time.monotonic()
-            frames = self._recv(self._dealer, remaining) if remaining > 0 else None
+            frames = self._recv(self._dealer, min(remaining, piece)) if remaining > 0 else None
+            if frames is None and self._handshake is not None:
+                self._handshake.check()  # raises when the backend refused this client
+                if remaining > piece:
+                    continue
             if frames is None:
                 raise RequestTimeout(
                     f"No reply from the backend at {self.info.request_endpoint} within "

@@ -6,6 +6,11 @@ requests the UI queues. Results are handed to the Kivy thread through ``deliver`
 the backend already running for the home, or starts one; if the backend dies it says so,
 restarts it from its image and reconnects. Starting a backend is the launcher's work:
 ``main.py`` hands the link a ``StartBackend`` function, so the UI never imports the backend.
+
+A home may instead hold a copy of a remote backend's connection file (its endpoint and
+CURVE public key, see README "Scaling out"): the link then attaches with the home's client
+keypair (``main.py keys``), never starts a backend in its place, and says plainly why it
+cannot attach (no keypair, a key the backend refused, a stale server key).
 """
 
 from __future__ import annotations
@@ -23,7 +28,7 @@ from shared_api.connection import ConnectionInfo, read_connection_file
 from shared_api.errors import EntropicError, ErrorCode, ErrorReply, UnavailableError
 from shared_api.events import Event
 from shared_api.replies import Reply
-from shared_api.transport import Client
+from shared_api.transport import Client, is_foreign, keys_for
 
 log = logging.getLogger(__name__)
 
@@ -123,12 +128,21 @@ class BackendLink:
             self.process, self._spawned = self._spawned, None
             return self.process.wait_ready()
         try:
-            info = read_connection_file(self.home)
-            with Client(info, timeout=2.0) as probe:
-                probe.request(Ping())
-            return info
+            info: ConnectionInfo | None = read_connection_file(self.home)
         except EntropicError:
-            pass
+            info = None
+        if info is not None:
+            try:
+                with self._client(info, timeout=2.0) as probe:
+                    probe.request(Ping())
+                return info
+            except EntropicError as exc:
+                if is_foreign(self.home, info):  # a remote backend's: never replace it
+                    raise UnavailableError(
+                        f"The backend of {info.home} at {info.request_endpoint} cannot be "
+                        f"reached: {exc.message}",
+                        endpoint=info.request_endpoint,
+                    ) from None
         if self._start_backend is None:
             raise UnavailableError(
                 f"No backend answers for {self.home}. Start one with "
@@ -138,18 +152,22 @@ class BackendLink:
         self.process = self._start_backend()
         return self.process.wait_ready()
 
+    def _client(self, info: ConnectionInfo, *, timeout: float, events: bool = False) -> Client:
+        """A client of ``info``'s backend, with the home's CURVE keys when it wants them."""
+        return Client(info, timeout=timeout, events=events, curve_keys=keys_for(self.home, info))
+
     def _event_loop(self) -> None:
         while not self._stop.is_set():
             try:
                 self._info = info = self._connect()
+                self._listen(info)
             except EntropicError as exc:
+                self._connected.clear()
                 self._set_state(LOST, exc.message)
                 self._stop.wait(2.0)
-                continue
-            self._listen(info)
 
     def _listen(self, info: ConnectionInfo) -> None:
-        with Client(info, events=True) as client:
+        with self._client(info, timeout=10.0, events=True) as client:
             self._set_state(CONNECTED, info.request_endpoint)
             self._connected.set()
             last = time.monotonic()
@@ -186,7 +204,7 @@ class BackendLink:
                     if client is None or client.info is not self._info:
                         if client is not None:
                             client.close()
-                        client = Client(self._info, timeout=30)
+                        client = self._client(self._info, timeout=30)
                     reply = client.call_raw(command.kind, command)
                 except EntropicError as exc:
                     reply = exc.to_reply()

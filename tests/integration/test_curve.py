@@ -14,7 +14,7 @@ import pytest
 import zmq
 
 from backend.launcher import MAIN
-from shared_api.errors import RequestTimeout
+from shared_api.errors import UnavailableError
 from shared_api.events import Heartbeat
 from shared_api.replies import Pong, ProtoUpdated
 from shared_api.transport import Client, ensure_keypair, load_keypair
@@ -80,10 +80,17 @@ def test_unknown_key_and_no_key_get_nothing(curve_home: Path, spawn: Spawn) -> N
     assert info is not None
     stranger = ensure_keypair(curve_home.parent, "stranger")  # never authorized
     with (
-        Client(info, timeout=3.0, events=True, curve_keys=load_keypair(stranger)) as client,
-        pytest.raises(RequestTimeout),
+        Client(info, timeout=20.0, events=True, curve_keys=load_keypair(stranger)) as client,
+        pytest.raises(UnavailableError, match="refused this client's CURVE key") as refused,
     ):
-        client.call("ping", {})
+        client.call("ping", {})  # told at once, not after the 20 s deadline
+    assert "--authorize" in refused.value.message
+    wrong = info.model_copy(update={"server_key": zmq.curve_keypair()[0].decode()})
+    with (
+        Client(wrong, timeout=20.0, curve_keys=load_keypair(stranger)) as client,
+        pytest.raises(UnavailableError, match="not that backend's"),
+    ):
+        client.call("ping", {})  # a stale connection file: its server key is another's
     context = zmq.Context.instance()
     plain = context.socket(zmq.SUB)  # no CURVE at all
     plain.setsockopt(zmq.LINGER, 0)
