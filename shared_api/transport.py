@@ -136,17 +136,20 @@ def _curve_server(sock: zmq.Socket[bytes], curve: Curve | None) -> None:
         sock.setsockopt(zmq.CURVE_SERVER, 1)
 
 
-def _curve_client(
-    sock: zmq.Socket[bytes], server_key: str, keys: tuple[bytes, bytes] | None
-) -> None:
-    if not server_key:
-        return
-    if keys is None:
+def _require_keys(server_key: str, keys: tuple[bytes, bytes] | None) -> None:
+    if server_key and keys is None:
         raise UnavailableError(
             "This backend only lets in authorized CURVE keys, and this client has none. "
             "Run `main.py keys --home HOME` here and authorize the printed public key file on "
             "the backend's machine (`main.py keys --authorize FILE`)."
         )
+
+
+def _curve_client(
+    sock: zmq.Socket[bytes], server_key: str, keys: tuple[bytes, bytes] | None
+) -> None:
+    if not server_key or keys is None:
+        return
     sock.setsockopt(zmq.CURVE_SERVERKEY, server_key.encode())
     sock.setsockopt(zmq.CURVE_PUBLICKEY, keys[0])
     sock.setsockopt(zmq.CURVE_SECRETKEY, keys[1])
@@ -411,6 +414,7 @@ class Client:
         timeout: float = 10.0,
         curve_keys: tuple[bytes, bytes] | None = None,
     ) -> None:
+        _require_keys(info.server_key, curve_keys)  # before any socket is made
         self.info = info
         self.timeout = timeout
         self.codec = Codec(info.key_bytes, replay_window=None)
