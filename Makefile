@@ -1,5 +1,6 @@
 # Entropic OS: two commands set everything up on a fresh machine.
 #   make run    create the environment, then start the workbench
+#               (REMOTE=1 ARGS="--home DIR": attach to a remote backend, fetch no model)
 #   make test   create the environment, then run lint, types and the whole test suite
 #   make bench  run the benchmarks (each prints a final JSON line of figures)
 #   make models obtain the default model (Qwen2.5-Coder-1.5B, ~1.1 GB download) into the
@@ -48,7 +49,9 @@ learning: $(VENV)/.learning
 models: $(VENV)/.synced
 	$(PY) main.py models fetch
 
-run: $(VENV)/.synced models
+# REMOTE=1: the workbench of a home attached to a backend on another machine (README
+# "Scaling out"), which runs the models there: no model is fetched here.
+run: $(VENV)/.synced $(if $(filter 1,$(REMOTE)),,models)
 	$(PY) main.py $(ARGS)
 
 lint: $(VENV)/.synced

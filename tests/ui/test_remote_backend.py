@@ -18,6 +18,7 @@ import pytest
 from kivy.clock import Clock
 
 from backend.launcher import MAIN, BackendProcess
+from main import _spawn_backend as spawn_backend
 from shared_api.connection import read_connection_file
 from tests.ui.conftest import frames, screenshot
 from tests.ui.test_daily_use import key
@@ -95,6 +96,7 @@ def test_workbench_on_a_remote_curve_backend(
     keys(tmp_path / "stranger")
     refused(window, tmp_path / "stranger", server, "refused this client's CURVE key")
     app = attach(window, tmp_path / "laptop", server)
+    assert spawn_backend(tmp_path / "laptop", never_start) is None  # main.py starts none
     try:
         until(lambda: app.store.connection == "connected", timeout=120)
         assert app.store.connection_detail.startswith("tcp://127.0.0.1:")
