@@ -26,6 +26,7 @@ from pydantic import BaseModel, ConfigDict, Field, ValidationError
 from backend.bus import EventBus
 from backend.config import Config
 from backend.dialogue import approvals
+from backend.dialogue.checkpoints import read_checkpoints
 from backend.dialogue.personas import ROLES, Personas, ResearchSource
 from backend.dialogue.store import DialogueStore
 from backend.dialogue.worker import (
@@ -282,8 +283,7 @@ class DialogueService(Worker):
         summary = self.store.dialogue(dialogue_id)
         engine = self.engine()
         ids, truncated = engine.store.branch(dialogue_id, summary.head, limit + 1)
-        found = (engine.saver.get_tuple(thread_config(dialogue_id, i)) for i in ids)
-        chain = [t for t in found if t is not None]  # (pruned meanwhile)
+        chain = read_checkpoints(engine.store, dialogue_id, ids)  # (pruned ones left out)
         shown = chain[1:] if len(chain) > limit else chain  # the first is only its parent
         truncated = truncated or len(chain) > limit
         head_next = list(engine.graph.get_state(self._head_cfg(summary)).next)

@@ -15,6 +15,7 @@ from typing import Any
 import ormsgpack
 import pytest
 
+from backend.dialogue.checkpoints import read_checkpoints
 from backend.dialogue.serde import SignedSerializer, checkpoint_key
 from backend.home import Home
 from backend.protos import Proto
@@ -52,9 +53,7 @@ def systems(tmp_path: Path, store: Store) -> Iterator[Callable[..., System]]:
     def open_system(scenario: Scenario, **dialogue: Any) -> System:
         if opened:
             close_system(opened.pop())
-        opened.append(
-            make_system(tmp_path / "home", scenario, checkpoints=store.spec, **dialogue)
-        )
+        opened.append(make_system(tmp_path / "home", scenario, checkpoints=store.spec, **dialogue))
         return opened[-1]
 
     yield open_system
@@ -95,6 +94,24 @@ def test_time_travel_and_forks(systems: Callable[..., System]) -> None:
     service.rewind(did, forked)
     _, steps, _ = service.history(did)
     assert steps[-1].checkpoint_id == forked and steps[-1].record["node"] == "edit"
+    # the history's batched read (one query on PostgreSQL) gives what reads one by one give,
+    # in the order asked, across both branches, a missing id left out
+    store = service.engine().store
+    config = {"configurable": {"thread_id": did, "checkpoint_ns": ""}}
+    every = [t.config["configurable"]["checkpoint_id"] for t in store.saver.list(config)]
+    asked = [*every[::2], "1f0-no-such-checkpoint", *every[1::2]]
+    batched = read_checkpoints(store, did, asked)
+    one_by_one = [
+        store.saver.get_tuple({"configurable": {**config["configurable"], "checkpoint_id": i}})
+        for i in every[::2] + every[1::2]
+    ]
+    assert len(batched) == len(every) > 8 and None not in one_by_one
+    assert any(t.pending_writes for t in batched)  # writes come back too
+    assert [(t.config, t.checkpoint, t.metadata, t.parent_config, t.pending_writes)
+            for t in batched] == [
+        (t.config, t.checkpoint, t.metadata, t.parent_config, t.pending_writes)
+        for t in one_by_one if t is not None
+    ]  # fmt: skip
 
 
 def test_pruning_bounds_a_thread_and_retires_old_dialogues(
