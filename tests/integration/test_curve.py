@@ -56,6 +56,10 @@ def test_authorized_keys_get_commands_and_events(curve_home: Path, spawn: Spawn)
     assert backend.info.server_key == server_public.decode()
     assert server_secret.decode() not in text  # the connection file holds no secret
     assert Path(made["server_public_key_file"]).exists()
+    for home in (curve_home, remote):  # the secrets are the owner's only
+        for secret in (home / "keys").glob("*.key_secret"):
+            assert secret.stat().st_mode & 0o777 == 0o600, secret
+        assert (home / "keys" / "client.key_secret").exists()
     with backend.client(events=True) as client:
         assert isinstance(client.wait_event(lambda e: isinstance(e, Heartbeat)), Heartbeat)
         assert isinstance(client.call("ping", {}), Pong)
