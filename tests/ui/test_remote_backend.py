@@ -78,6 +78,7 @@ def refused(window: Any, home: Path, server: Path, says: str) -> None:
         until(lambda: app.store.connection == "lost" and says in app.store.connection_detail)
         frames(2)
         assert says in app.status_bar.text and "Traceback" not in app.status_bar.text
+        screenshot(f"workbench-remote-{home.name}")
         assert app.link is not None and app.link.process is None  # nothing started here
         assert read_connection_file(home).home == str(server)  # the copy is kept as it was
     finally:
