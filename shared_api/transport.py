@@ -139,9 +139,8 @@ def _curve_server(sock: zmq.Socket[bytes], curve: Curve | None) -> None:
 def _require_keys(server_key: str, keys: tuple[bytes, bytes] | None) -> None:
     if server_key and keys is None:
         raise UnavailableError(
-            "This backend only lets in authorized CURVE keys, and this client has none. "
-            "Run `main.py keys --home HOME` here and authorize the printed public key file on "
-            "the backend's machine (`main.py keys --authorize FILE`)."
+            "This backend lets in only authorized CURVE keys and this home has none. Run "
+            "`main.py keys --home HOME`, then authorize its keys/client.key on the backend."
         )
 
 
@@ -381,17 +380,17 @@ class _HandshakeWatch:
                 self.succeeded = True
             elif event == zmq.EVENT_HANDSHAKE_FAILED_AUTH:
                 raise UnavailableError(
-                    f"The backend at {self._info.request_endpoint} refused this client's CURVE "
-                    f"key {self._public}. On the backend's machine run `main.py keys --home "
-                    "BACKEND_HOME --authorize CLIENT.key` with this home's keys/client.key, "
-                    "then restart the backend.",
+                    f"The backend at {self._info.request_endpoint} refused this home's CURVE "
+                    "key. Authorize keys/client.key there (`main.py keys --authorize FILE`) "
+                    "and restart it.",
                     endpoint=self._info.request_endpoint,
+                    public_key=self._public,
                 )
             elif not self.succeeded:
                 raise UnavailableError(
-                    f"The CURVE key exchange with {self._info.request_endpoint} failed: the "
-                    "server key in this home's connection.json is not that backend's. Copy "
-                    "its connection.json here again.",
+                    f"The CURVE handshake with {self._info.request_endpoint} failed: this "
+                    "home's connection.json holds another server key. Copy the backend's "
+                    "connection.json again.",
                     endpoint=self._info.request_endpoint,
                 )
 

@@ -92,8 +92,17 @@ def trace(event: str) -> None:
 
 
 def _strip(**kwargs: Any) -> Label:
-    """An opaque one-line strip (the status bar, the message line)."""
-    label = Label(size_hint=(None, None), markup=True, halign="left", valign="middle", **kwargs)
+    """An opaque one-line strip (the status bar, the message line). A text too long for it
+    is cut at its end (an ellipsis), not wrapped into lines the strip would clip."""
+    label = Label(
+        size_hint=(None, None),
+        markup=True,
+        halign="left",
+        valign="middle",
+        shorten=True,
+        shorten_from="right",
+        **kwargs,
+    )
     with label.canvas.before:
         Color(*STRIP_COLOUR)
         label.bg = Rectangle()

@@ -92,6 +92,7 @@ class BackendLink:
         self.process: StartedBackend | None = None  # set when this link started the backend
         self._spawned = spawned  # a backend started before the UI, still starting up
         self.state = STOPPED
+        self.detail = ""  # why, when not connected
         self._threads: list[threading.Thread] = []
 
     # -- lifecycle --------------------------------------------------------------------------
@@ -120,6 +121,7 @@ class BackendLink:
     # -- connection -------------------------------------------------------------------------
     def _set_state(self, state: str, detail: str) -> None:
         self.state = state
+        self.detail = detail
         self._deliver(lambda: self._on_state(state, detail))
 
     def _connect(self) -> ConnectionInfo:
@@ -136,13 +138,9 @@ class BackendLink:
                 with self._client(info, timeout=2.0) as probe:
                     probe.request(Ping())
                 return info
-            except EntropicError as exc:
+            except EntropicError:
                 if is_foreign(self.home, info):  # a remote backend's: never replace it
-                    raise UnavailableError(
-                        f"The backend of {info.home} at {info.request_endpoint} cannot be "
-                        f"reached: {exc.message}",
-                        endpoint=info.request_endpoint,
-                    ) from None
+                    raise  # its message names the endpoint and what to do
         if self._start_backend is None:
             raise UnavailableError(
                 f"No backend answers for {self.home}. Start one with "
@@ -197,7 +195,7 @@ class BackendLink:
             if not self._connected.wait(timeout=30) or self._info is None:
                 reply: Any = ErrorReply(
                     code=ErrorCode.UNAVAILABLE,
-                    message="The backend is not connected; the command was not sent.",
+                    message=f"Not sent: the backend is not connected ({self.detail}).",
                 )
             else:
                 try:

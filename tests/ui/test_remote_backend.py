@@ -93,9 +93,9 @@ def test_workbench_on_a_remote_curve_backend(
 ) -> None:
     server = remote.home
     # a laptop with no keypair at all, then one whose key the backend does not know
-    refused(window, tmp_path / "keyless", server, "Run `main.py keys --home HOME` here")
+    refused(window, tmp_path / "keyless", server, "Run `main.py keys --home HOME`")
     keys(tmp_path / "stranger")
-    refused(window, tmp_path / "stranger", server, "refused this client's CURVE key")
+    refused(window, tmp_path / "stranger", server, "refused this home's CURVE key")
     app = attach(window, tmp_path / "laptop", server)
     assert spawn_backend(tmp_path / "laptop", never_start) is None  # main.py starts none
     try:
