@@ -32,6 +32,7 @@ import zmq
 import zmq.auth
 from pydantic import BaseModel, ValidationError
 from zmq.auth.thread import ThreadAuthenticator
+from zmq.utils import z85
 from zmq.utils.monitor import recv_monitor_message
 
 from shared_api.commands import Command
@@ -90,11 +91,32 @@ def load_keypair(secret_file: Path) -> tuple[bytes, bytes]:
     return public, secret
 
 
+def _is_curve_key(key: bytes) -> bool:
+    try:
+        return len(z85.decode(key)) == 32
+    except (ValueError, KeyError):  # KeyError: a character outside Z85's alphabet
+        return False
+
+
 def home_client_keys(home: Path) -> tuple[bytes, bytes] | None:
     """The CURVE client keypair of a home (``HOME/keys/client.key_secret``, made by
     ``main.py keys``), or None when it has none."""
     secret = home / KEYS_DIR / "client.key_secret"
-    return load_keypair(secret) if secret.exists() else None
+    if not secret.exists():
+        return None
+    try:
+        keys = load_keypair(secret)
+    except (OSError, ValueError) as exc:
+        raise UnavailableError(
+            f"{secret} is unreadable ({exc}). Delete it and client.key, run `main.py keys "
+            f"--home {home}`, and authorize the new keys/client.key on the backend.",
+        ) from None
+    if not all(map(_is_curve_key, keys)):
+        raise UnavailableError(
+            f"{secret} holds no valid CURVE keypair. Delete it and client.key, run "
+            f"`main.py keys --home {home}`, and authorize the new keys/client.key on the backend."
+        )
+    return keys
 
 
 def keys_for(home: Path, info: ConnectionInfo) -> tuple[bytes, bytes] | None:
@@ -137,6 +159,11 @@ def _curve_server(sock: zmq.Socket[bytes], curve: Curve | None) -> None:
 
 
 def _require_keys(server_key: str, keys: tuple[bytes, bytes] | None) -> None:
+    if server_key and not _is_curve_key(server_key.encode()):
+        raise UnavailableError(
+            "The server key in this home's connection.json is not a CURVE public key (it was "
+            "edited or damaged). Copy the backend's connection.json again."
+        )
     if server_key and keys is None:
         raise UnavailableError(
             "This backend lets in only authorized CURVE keys and this home has none. Run "
