@@ -95,6 +95,17 @@ def test_unknown_key_and_no_key_get_nothing(curve_home: Path, spawn: Spawn) -> N
         pytest.raises(UnavailableError, match="holds another server key"),
     ):
         client.call("ping", {})  # a stale connection file: its server key is another's
+    outsider = curve_home.parent / "outsider"  # `call` from a home with an unknown key
+    keys(outsider)
+    (outsider / "connection.json").write_text((curve_home / "connection.json").read_text())
+    done = subprocess.run(
+        [sys.executable, str(MAIN), "call", "--home", str(outsider), "--timeout", "60", "ping"],
+        capture_output=True,
+        text=True,
+        timeout=120,
+    )
+    assert done.returncode == 3 and "refused this home's CURVE key" in done.stderr, done
+    assert "Traceback" not in done.stderr
     context = zmq.Context.instance()
     plain = context.socket(zmq.SUB)  # no CURVE at all
     plain.setsockopt(zmq.LINGER, 0)
