@@ -377,6 +377,8 @@ class ServerSockets:
 
 #: How often a CURVE client waiting for a reply looks at its handshake's outcome.
 HANDSHAKE_CHECK_S = 0.1
+#: Failed key exchanges (libzmq retries every 100 ms) before the server key is called wrong.
+HANDSHAKE_FAILURES = 3
 
 
 class _HandshakeWatch:
@@ -397,6 +399,7 @@ class _HandshakeWatch:
         self._public = keys[0].decode() if keys else ""
         self._monitor = sock.get_monitor_socket(self.EVENTS)
         self.succeeded = False
+        self.failures = 0
 
     def check(self) -> None:
         """Raise ``UnavailableError`` if the backend refused this client's key, or the key
@@ -414,12 +417,15 @@ class _HandshakeWatch:
                     public_key=self._public,
                 )
             elif not self.succeeded:
-                raise UnavailableError(
-                    f"The CURVE handshake with {self._info.request_endpoint} failed: this "
-                    "home's connection.json holds another server key. Copy the backend's "
-                    "connection.json again.",
-                    endpoint=self._info.request_endpoint,
-                )
+                # a wrong server key, or (once) a connection dropped mid-handshake
+                self.failures += 1
+                if self.failures >= HANDSHAKE_FAILURES:
+                    raise UnavailableError(
+                        f"The CURVE handshake with {self._info.request_endpoint} failed "
+                        f"{self.failures} times: this home's connection.json holds another "
+                        "server key. Copy the backend's connection.json again.",
+                        endpoint=self._info.request_endpoint,
+                    )
 
     def close(self) -> None:
         self._sock.disable_monitor()
