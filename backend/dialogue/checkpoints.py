@@ -16,9 +16,9 @@ from __future__ import annotations
 import sqlite3
 from collections.abc import Iterable
 from pathlib import Path
-from typing import Protocol, runtime_checkable
+from typing import Protocol
 
-from langgraph.checkpoint.base import BaseCheckpointSaver, CheckpointTuple
+from langgraph.checkpoint.base import BaseCheckpointSaver
 from langgraph.checkpoint.sqlite import SqliteSaver
 
 from backend.dialogue.serde import SignedSerializer, checkpoint_key
@@ -161,26 +161,3 @@ class SqliteStore:
 
     def close(self) -> None:
         self._sqlite.conn.close()
-
-
-@runtime_checkable
-class ReadsMany(Protocol):
-    """A store that reads many checkpoints of a thread in one round trip (PostgreSQL)."""
-
-    def read_many(self, thread_id: str, ids: list[str]) -> list[CheckpointTuple]: ...
-
-
-def read_checkpoints(
-    store: CheckpointStore, thread_id: str, ids: list[str]
-) -> list[CheckpointTuple]:
-    """The checkpoints ``ids`` of a thread, in order, pruned ones left out: in one query
-    where the store can (``ReadsMany``), else one local read each (SQLite)."""
-    if isinstance(store, ReadsMany):
-        return store.read_many(thread_id, ids)
-    found = (
-        store.saver.get_tuple(
-            {"configurable": {"thread_id": thread_id, "checkpoint_ns": "", "checkpoint_id": i}}
-        )
-        for i in ids
-    )
-    return [t for t in found if t is not None]

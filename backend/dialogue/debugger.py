@@ -26,7 +26,7 @@ from pydantic import BaseModel, ConfigDict, Field, ValidationError
 from backend.bus import EventBus
 from backend.config import Config
 from backend.dialogue import approvals
-from backend.dialogue.checkpoints import read_checkpoints
+from backend.dialogue.checkpoint_reads import read_checkpoints
 from backend.dialogue.personas import ROLES, Personas, ResearchSource
 from backend.dialogue.store import DialogueStore
 from backend.dialogue.worker import (

@@ -15,7 +15,7 @@ from typing import Any
 import ormsgpack
 import pytest
 
-from backend.dialogue.checkpoints import read_checkpoints
+from backend.dialogue.checkpoint_reads import read_checkpoints
 from backend.dialogue.serde import SignedSerializer, checkpoint_key
 from backend.home import Home
 from backend.protos import Proto
