@@ -28,6 +28,7 @@ from backend.llm.degenerate import generate_without_loops
 from backend.llm.embedded import EmbeddedBackend
 from backend.llm.manager import GIB, ModelManager
 from backend.llm.ollama_backend import OllamaBackend
+from backend.llm.openai_backend import build_backends
 from backend.llm.roles import ROLES, ModelRole, choose, default_model
 from backend.memory.service import MemoryService
 from backend.protos import Proto
@@ -71,7 +72,7 @@ class PersonaLLM:
                     n_ctx=config.n_ctx,
                     prompt_cache_mb=config.prompt_cache_mb,
                 ),
-                **endpoints.build_backends(config.openai),  # type: ignore[dict-item]
+                **build_backends(config.openai),
             }
         self.manager = ModelManager(
             backends,
