@@ -13,8 +13,8 @@ from pathlib import Path
 from backend.attach import AttachWatch
 from backend.bus import EventBus
 from backend.config import load_config
-from backend.dialogue.debugger import DialogueService
-from backend.dialogue.personas import memory_research
+from backend.dialogue.cast import memory_research
+from backend.dialogue.service import DialogueService
 from backend.forge import ToolForge
 from backend.home import Home, default_home
 from backend.learning.service import LearningService

@@ -18,7 +18,7 @@ from shared_api.errors import InvalidValueError
 from shared_api.events import AmendmentDecided
 
 if TYPE_CHECKING:
-    from backend.dialogue.debugger import DialogueService
+    from backend.dialogue.service import DialogueService
 
 
 def diff(field: str, old: str, new: str) -> str:

@@ -31,7 +31,7 @@ from shared_api.events import CognitiveDissonance, CuriosityDeficit, Event, Goal
 from shared_api.replies import InvokeResult
 
 if TYPE_CHECKING:
-    from backend.dialogue.debugger import DialogueService
+    from backend.dialogue.service import DialogueService
 
 log = logging.getLogger(__name__)
 

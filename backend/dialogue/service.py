@@ -1,7 +1,7 @@
 """The dialogue service and Live Debugger.
 
 Each dialogue is a LangGraph thread in the SQLite checkpointer. A worker thread per running
-dialogue (``worker.py``) drives it one node at a time (``interrupt_before="*"``), so between
+dialogue (``runner.py``) drives it one node at a time (``interrupt_before="*"``), so between
 any two nodes it can pause: for a breakpoint, a single step, the user, an impasse (dissonance
 for ``impasse_rounds`` rounds: the UI opens the debugger), or an amendment awaiting approval.
 Commands only flip flags or start a worker and return at once; results arrive as events.
@@ -26,9 +26,8 @@ from pydantic import BaseModel, ConfigDict, Field, ValidationError
 from backend.bus import EventBus
 from backend.config import Config
 from backend.dialogue import approvals
-from backend.dialogue.personas import ROLES, Personas, ResearchSource
-from backend.dialogue.store import DialogueStore
-from backend.dialogue.worker import (
+from backend.dialogue.cast import ROLES, Personas, ResearchSource
+from backend.dialogue.runner import (
     Engine,
     Runner,
     Worker,
@@ -37,6 +36,7 @@ from backend.dialogue.worker import (
     step_info,
     thread_config,
 )
+from backend.dialogue.store import DialogueStore
 from backend.runtime import Runtime
 from backend.urls import redact
 from shared_api.dialogue import (

@@ -1,9 +1,9 @@
-"""The dialogue worker: one thread per running dialogue drives its graph node by node.
+"""The dialogue runner: one thread per running dialogue drives its graph node by node.
 
 Between any two nodes it may stop: for a breakpoint, a single step, the user, an impasse
 (dissonance for ``impasse_rounds`` rounds: the UI opens the debugger), an amendment awaiting
 approval, cancellation or shutdown. It announces each step and how it stopped as events.
-``DialogueService`` (``debugger.py``) is this plus the commands.
+``DialogueService`` (``service.py``) is this plus the commands.
 """
 
 from __future__ import annotations
@@ -19,7 +19,7 @@ from typing import TYPE_CHECKING, Any
 from backend.bus import EventBus
 from backend.config import DialogueConfig
 from backend.dialogue import approvals
-from backend.dialogue.personas import Personas
+from backend.dialogue.cast import Personas
 from backend.dialogue.store import DialogueStore
 from backend.runtime import Runtime
 from shared_api.dialogue import DialogueSummary, PauseReason, StepInfo
