@@ -13,6 +13,7 @@ import threading
 import time
 from collections.abc import Callable, Iterator
 from contextlib import contextmanager
+from functools import partial
 from pathlib import Path
 from typing import TYPE_CHECKING, Any
 
@@ -40,6 +41,13 @@ if TYPE_CHECKING:
     from backend.dialogue.motivator import Motivator
 
 log = logging.getLogger(__name__)
+
+#: How a run stopped, announced once the runner is no longer busy.
+Outcome = Callable[[], None]
+
+
+def _quietly() -> None:
+    """The outcome of a run stopped by shutdown: nothing to announce."""
 
 
 class Engine:
@@ -141,20 +149,16 @@ class Worker:
         # Not busy before the outcome is announced: whoever hears "paused" may act at once.
         with runner.lock:
             runner.running = False
-            if outcome is not None:
-                outcome()
+            outcome()
 
-    def _run(
-        self, dialogue_id: str, runner: Runner, mode: str, start: bool
-    ) -> Callable[[], None] | None:
-        """Drive the graph node by node; returns how it stopped, to announce (or None)."""
+    def _run(self, dialogue_id: str, runner: Runner, mode: str, start: bool) -> Outcome:
+        """Drive the graph node by node; returns how it stopped, to announce."""
         from langgraph.types import Command
 
         engine = self.engine()
         graph = engine.graph
         first_node = start and mode != "step"  # a paused start's first step ignores breakpoints
-        start = start or not graph.get_state(thread_config(dialogue_id)).values
-        if start:
+        if start or not graph.get_state(thread_config(dialogue_id)).values:
             summary = self.store.dialogue(dialogue_id)
             initial = engine.graph_module.initial_state(
                 dialogue_id, summary.goal, summary.personas, self.config, summary.max_rounds
@@ -169,41 +173,57 @@ class Worker:
             snapshot = graph.get_state(cfg)
             if snapshot.interrupts:
                 decisions = {i.id: self.store.decision(i.id) for i in snapshot.interrupts}
-                if all(d is not None for d in decisions.values()):
-                    self._set(dialogue_id, status="running", reason="", head="")
-                    graph.invoke(
-                        Command(resume=decisions), cfg, interrupt_before="*", durability="sync"
-                    )
-                    for interrupt_id in decisions:
-                        self.store.mark_resumed(interrupt_id)
-                    ran += 1
-                    self._stepped(dialogue_id, runner)
-                    continue
-                return lambda: self._await_approval(dialogue_id, snapshot)
-            if not snapshot.next:
-                return lambda: self._finished(dialogue_id, snapshot)
-            if self._stopping.is_set():
-                return None  # stays "running": the next start resumes it
-            if runner.cancel.is_set():
-                return lambda: self._cancelled(dialogue_id)
-            if runner.pause.is_set():
-                runner.pause.clear()
-                return lambda: self._paused(dialogue_id, snapshot, "user")
-            node = snapshot.next[0]
-            gate = ran > 0 or first_node
-            if gate and node == "impasse":
-                return lambda: self._paused(dialogue_id, snapshot, "dissonance")
-            if gate and node in summary.breakpoints:
-                return lambda: self._paused(dialogue_id, snapshot, "breakpoint")
-            if mode == "step" and ran >= 1:
-                return lambda: self._paused(dialogue_id, snapshot, "step")
-            if summary.status != "running" or summary.next != [node]:
-                self._set(dialogue_id, status="running", reason="", next=[node])
-            graph.invoke(None, cfg, interrupt_before="*", durability="sync")
-            if summary.head:
-                self._set(dialogue_id, head="")
+                if any(d is None for d in decisions.values()):
+                    return partial(self._await_approval, dialogue_id, snapshot)
+                self._set(dialogue_id, status="running", reason="", head="")
+                graph.invoke(
+                    Command(resume=decisions), cfg, interrupt_before="*", durability="sync"
+                )
+                for interrupt_id in decisions:
+                    self.store.mark_resumed(interrupt_id)
+            else:
+                gate = ran > 0 or first_node
+                stop = self._why_stop(dialogue_id, runner, snapshot, summary, mode, ran, gate)
+                if stop is not None:
+                    return stop
+                node = snapshot.next[0]
+                if summary.status != "running" or summary.next != [node]:
+                    self._set(dialogue_id, status="running", reason="", next=[node])
+                graph.invoke(None, cfg, interrupt_before="*", durability="sync")
+                if summary.head:
+                    self._set(dialogue_id, head="")
             ran += 1
             self._stepped(dialogue_id, runner)
+
+    def _why_stop(
+        self,
+        dialogue_id: str,
+        runner: Runner,
+        snapshot: Any,
+        summary: DialogueSummary,
+        mode: str,
+        ran: int,
+        gate: bool,
+    ) -> Outcome | None:
+        """Whether to stop before the next node, and how it is announced (None: go on).
+        ``gate``: breakpoints and the impasse pause it (not the first node of a start)."""
+        if not snapshot.next:
+            return partial(self._finished, dialogue_id, snapshot)
+        if self._stopping.is_set():
+            return _quietly  # stays "running": the next start resumes it
+        if runner.cancel.is_set():
+            return partial(self._cancelled, dialogue_id)
+        if runner.pause.is_set():
+            runner.pause.clear()
+            return partial(self._paused, dialogue_id, snapshot, "user")
+        node = snapshot.next[0]
+        if gate and node == "impasse":
+            return partial(self._paused, dialogue_id, snapshot, "dissonance")
+        if gate and node in summary.breakpoints:
+            return partial(self._paused, dialogue_id, snapshot, "breakpoint")
+        if mode == "step" and ran >= 1:
+            return partial(self._paused, dialogue_id, snapshot, "step")
+        return None
 
     def _stepped(self, dialogue_id: str, runner: Runner) -> None:
         engine = self.engine()
