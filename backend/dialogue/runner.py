@@ -311,37 +311,31 @@ class Worker:
             self._damaged(dialogue_id, exc)
             return
         message = exc.message if isinstance(exc, EntropicError) else f"{type(exc).__name__}: {exc}"
-        try:
-            summary = self._set(dialogue_id, status="error", reason="error")
-        except Exception:
-            log.exception("could not record the failure of dialogue %s", dialogue_id)
-            return
-        self.bus.publish(
-            DialoguePaused(
-                dialogue_id=dialogue_id,
-                reason="error",
-                node=summary.next[0] if summary.next else "",
-                detail={
-                    "error": f"{message} Fix the cause (a method in the Inspector, the model) "
-                    "and continue: the node runs again."
-                },
-            )
-        )
+        detail: JsonObject = {
+            "error": f"{message} Fix the cause (a method in the Inspector, the model) and "
+            "continue: the node runs again."
+        }
+        self._halted(dialogue_id, "error", "error", detail)
 
     def _damaged(self, dialogue_id: str, exc: CheckpointTamperedError) -> None:
         """A checkpoint of this dialogue was refused: it never runs again (until deleted)."""
         log.error("dialogue %s is damaged: %s", dialogue_id, exc.message)
+        detail: JsonObject = {"error": exc.message, "code": str(exc.code)}
+        self._halted(dialogue_id, "damaged", "tampered", detail)
+
+    def _halted(self, dialogue_id: str, status: str, reason: str, detail: JsonObject) -> None:
+        """Record that an error stopped the dialogue, and announce it as paused by an error."""
         try:
-            summary = self._set(dialogue_id, status="damaged", reason="tampered")
+            summary = self._set(dialogue_id, status=status, reason=reason)
         except Exception:
-            log.exception("could not mark dialogue %s damaged", dialogue_id)
+            log.exception("could not record that dialogue %s is %s", dialogue_id, status)
             return
         self.bus.publish(
             DialoguePaused(
                 dialogue_id=dialogue_id,
                 reason="error",
                 node=summary.next[0] if summary.next else "",
-                detail={"error": exc.message, "code": str(exc.code)},
+                detail=detail,
             )
         )
 
