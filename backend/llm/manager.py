@@ -228,7 +228,8 @@ class ModelManager:
             queue.waiting.append(ticket)
             if not queue.may_start(ticket):
                 self._on_status(caller, "queued", f"{len(queue.waiting)} waiting")
-            while not queue.may_start(ticket):
+            # A cancel wins over a free slot: cancel_all may free the slot it cancels for.
+            while cancel.is_set() or not queue.may_start(ticket):
                 if cancel.is_set():
                     queue.waiting.remove(ticket)
                     self._cond.notify_all()
