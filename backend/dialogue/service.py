@@ -19,13 +19,12 @@ import threading
 import time
 import uuid
 from pathlib import Path
-from typing import TYPE_CHECKING, Any
+from typing import Any
 
 from pydantic import BaseModel, ConfigDict, Field, ValidationError
 
 from backend.bus import EventBus
 from backend.config import Config
-from backend.dialogue import approvals
 from backend.dialogue.cast import ROLES, Personas, ResearchSource
 from backend.dialogue.runner import (
     Engine,
@@ -47,13 +46,8 @@ from shared_api.dialogue import (
     StepInfo,
 )
 from shared_api.errors import CheckpointTamperedError, InvalidValueError, UnavailableError
-from shared_api.events import (
-    DialoguePaused,
-)
+from shared_api.events import AmendmentDecided, DialoguePaused
 from shared_api.types import JsonObject
-
-if TYPE_CHECKING:
-    pass
 
 log = logging.getLogger(__name__)
 
@@ -334,7 +328,32 @@ class DialogueService(Worker):
         return summary
 
     def decide(self, interrupt_id: str, approve: bool, note: str = "") -> ApprovalInfo:
-        return approvals.decide(self, interrupt_id, approve, note)
+        """Apply the user's decision on an amendment (``approvals.py``) and resume the
+        dialogue that waits for it."""
+        approval = self.store.approval(interrupt_id)
+        if approval.status != "pending":
+            raise InvalidValueError(
+                f"The amendment {interrupt_id} was already {approval.status}.",
+                interrupt_id=interrupt_id,
+            )
+        version = None
+        if approve:
+            proto = self.runtime.commit(
+                {
+                    "op": "amend_codex",
+                    "proto": approval.proto,
+                    "field": approval.field,
+                    "value": approval.new,
+                    "interrupt_id": interrupt_id,
+                }
+            )
+            version = proto.version
+            self.runtime.save_image()  # the amended codex is in the newest generation
+        verdict = "approved" if approve else "rejected"
+        decided = self.store.decide(interrupt_id, verdict, note, version)
+        self.bus.publish(AmendmentDecided(approval=decided))
+        self.resume_decided(approval.dialogue_id)
+        return decided
 
     def approvals(self, *, pending_only: bool = True) -> list[ApprovalInfo]:
         return self.store.approvals(pending_only=pending_only)
