@@ -183,7 +183,7 @@ def _one_dialogue(rounds: int, keep: int) -> dict[str, Any]:
                     (did,),
                 ).fetchone()
                 steps = rounds * 3
-            engine = service.engine()
+            engine = service.worker.engine()
             from langgraph.checkpoint.sqlite import SqliteSaver
 
             saver = engine.saver
