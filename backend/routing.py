@@ -33,7 +33,7 @@ class Context:
     request_stop: Callable[[bool], None]
     started: float = field(default_factory=time.monotonic)
     stats: dict[str, Any] = field(default_factory=dict)
-    #: The dialogue service (``backend.dialogue.debugger.DialogueService``), set at startup.
+    #: The dialogue service (``backend.dialogue.service.DialogueService``), set at startup.
     dialogue: Any = None
     forge: ToolForge | None = None
     #: The episodic memory (``backend.memory.service.MemoryService``), set at startup.

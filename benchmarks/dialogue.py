@@ -25,7 +25,7 @@ from typing import Any
 
 from backend.bus import EventBus
 from backend.config import Config, DialogueConfig, ModelsConfig, MotivatorConfig
-from backend.dialogue.debugger import DialogueService
+from backend.dialogue.service import DialogueService
 from backend.home import Home
 from backend.launcher import BackendProcess
 from backend.llm.ollama_backend import OllamaBackend
@@ -183,7 +183,7 @@ def _one_dialogue(rounds: int, keep: int) -> dict[str, Any]:
                     (did,),
                 ).fetchone()
                 steps = rounds * 3
-            engine = service.engine()
+            engine = service.worker.engine()
             from langgraph.checkpoint.sqlite import SqliteSaver
 
             saver = engine.saver

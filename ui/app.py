@@ -156,8 +156,10 @@ class WorkbenchApp(App):
         )
         self.world.bind(on_halo_action=self._on_halo_action, on_background_click=self._world_menu)
         self.store.bind(on_change=self._on_proto_change)
-        self.dialogues = DialogueController(self)
-        self.learning = LearningController(self)
+        self.dialogues = DialogueController(
+            self.link_send, self.store, self.world, self.open_inspector
+        )
+        self.learning = LearningController(self.link_send, self.store, self.world, self.add_plot)
         Window.bind(on_drop_file=self._on_drop_file, on_keyboard=self._on_key)
         self._memory_stats_soon: Any = Clock.create_trigger(lambda _dt: self._refresh_memory(), 0.5)
         self.store.bind(memory_rows=lambda *_: self._memory_stats_soon())

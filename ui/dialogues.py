@@ -8,6 +8,7 @@ turns the morphs' intents into commands. Only the UI thread runs any of it.
 
 from __future__ import annotations
 
+from collections.abc import Callable
 from typing import TYPE_CHECKING, Any
 
 from kivy.animation import Animation
@@ -45,7 +46,11 @@ from shared_api.replies import (
 from ui.dialogue_store import ACTIVE, DialogueStore
 
 if TYPE_CHECKING:
-    from ui.app import WorkbenchApp
+    from morphs.world import World
+    from ui.store import WorkbenchStore
+
+#: Sends a command to the backend; the reply goes to the callback, on the Kivy thread.
+Send = Callable[[Command, Any], None]
 
 REFRESH_S = 0.25  # a debugger refreshes at most this often while its dialogue runs
 DEBUGGER_POS = (140, 60)
@@ -55,10 +60,23 @@ CALM_S = 4.0  # seconds a persona's dissonance tint takes to fade once its dialo
 
 
 class DialogueController:
-    def __init__(self, app: WorkbenchApp) -> None:
-        self.app = app
+    """The dialogues' views (debuggers, approvals, goals) and what they ask the backend. It
+    gets what it uses, not the app: the send function, the workbench's store, the world and
+    a way to open a persona's Inspector."""
+
+    def __init__(
+        self,
+        send: Send,
+        workbench: WorkbenchStore,
+        world: World,
+        open_inspector: Callable[[str, tuple[float, float]], Any],
+    ) -> None:
+        self._send = send
+        self.workbench = workbench
+        self.world = world
+        self.open_inspector = open_inspector
         self.store = DialogueStore()
-        app.store.dialogues = self.store
+        workbench.dialogues = self.store
         self.store.bind(
             on_paused=self._on_paused,
             on_proposed=lambda _s, approval: self.open_approval(approval),
@@ -71,11 +89,11 @@ class DialogueController:
 
     # -- plumbing -----------------------------------------------------------------------------
     def send(self, command: Command, on_reply: Any) -> None:
-        self.app.link_send(command, on_reply)
+        self._send(command, on_reply)
 
     def _toast_error(self, reply: Reply) -> bool:
         if isinstance(reply, ErrorReply):
-            self.app.store.toast(reply.message)
+            self.workbench.toast(reply.message)
             return True
         return False
 
@@ -133,7 +151,7 @@ class DialogueController:
     def debuggers(self, dialogue_id: str | None = None) -> list[DebuggerMorph]:
         return [
             m
-            for m in self.app.world.children
+            for m in self.world.children
             if isinstance(m, DebuggerMorph) and dialogue_id in (None, m.dialogue_id)
         ]
 
@@ -142,12 +160,12 @@ class DialogueController:
     ) -> DebuggerMorph:
         open_ = self.debuggers(dialogue_id)
         if open_:
-            self.app.world.bring_to_front(open_[0])
+            self.world.bring_to_front(open_[0])
             return open_[0]
         x, y = pos or DEBUGGER_POS
         morph = DebuggerMorph(dialogue_id, pos=(max(0, x), max(0, y)))
         morph.bind(on_intent=self._debugger_intent, on_inspect=self._inspect)
-        self.app.world.add_widget(morph)
+        self.world.add_widget(morph)
         summary = self.store.dialogues.get(dialogue_id)
         if summary is not None:
             morph.show_summary(summary)
@@ -162,7 +180,7 @@ class DialogueController:
         """The halo's debug handle: the persona's current dialogue."""
         dialogue_id = self.store.current_for(persona)
         if dialogue_id is None:
-            self.app.store.toast(
+            self.workbench.toast(
                 f"{persona} is in no dialogue yet: click the canvas, 'Start a dialogue...'."
             )
             return
@@ -220,7 +238,7 @@ class DialogueController:
         self.send(command, done)
 
     def _inspect(self, morph: DebuggerMorph, persona: str) -> None:
-        self.app.open_inspector(persona, (morph.x + 60, morph.y + 20))
+        self.open_inspector(persona, (morph.x + 60, morph.y + 20))
 
     # -- events -------------------------------------------------------------------------------
     def _on_paused(
@@ -228,19 +246,19 @@ class DialogueController:
     ) -> None:
         if reason == "dissonance":
             self.open_debugger(dialogue_id)
-            self.app.store.toast(
+            self.workbench.toast(
                 "Impasse: BRICK and ROBIN cannot agree. The Live Debugger is open: step, edit "
                 "the state or a method, then continue."
             )
         elif reason == "error":
-            self.app.store.toast(str(detail.get("error", "a dialogue stopped on an error")))
+            self.workbench.toast(str(detail.get("error", "a dialogue stopped on an error")))
         self._refresh_soon(dialogue_id)
 
     def _on_step(self, _store: DialogueStore, dialogue_id: str, step: StepInfo) -> None:
         persona = str(step.record.get("persona", ""))
         output = str(step.record.get("output", ""))
-        if persona in self.app.store.personas and output and step.node != "edit":
-            self.app.store.persona(persona).say(
+        if persona in self.workbench.personas and output and step.node != "edit":
+            self.workbench.persona(persona).say(
                 f"\n{persona} ({step.node}): {output[:SAID_CHARS]}\n"
             )
         self._refresh_soon(dialogue_id)
@@ -262,14 +280,14 @@ class DialogueController:
             for name in d.personas.values()
         }
         for name in set(summary.personas.values()) - busy:
-            persona = self.app.store.personas.get(name)
+            persona = self.workbench.personas.get(name)
             if persona is not None and persona.dissonance > 0:
                 Animation.cancel_all(persona, "dissonance")
                 Animation(dissonance=0.0, duration=CALM_S).start(persona)
 
     # -- approvals ----------------------------------------------------------------------------
     def approval_morphs(self) -> list[ApprovalMorph]:
-        return [m for m in self.app.world.children if isinstance(m, ApprovalMorph)]
+        return [m for m in self.world.children if isinstance(m, ApprovalMorph)]
 
     def open_approval(self, approval: ApprovalInfo) -> ApprovalMorph:
         for morph in self.approval_morphs():
@@ -277,7 +295,7 @@ class DialogueController:
                 return morph
         morph = ApprovalMorph(approval, pos=(360, 220))
         morph.bind(on_intent=self._approval_intent)
-        self.app.world.add_widget(morph)
+        self.world.add_widget(morph)
         return morph
 
     def _approval_intent(self, morph: ApprovalMorph, command: Command) -> None:
@@ -292,16 +310,16 @@ class DialogueController:
 
     # -- goals --------------------------------------------------------------------------------
     def goals_morphs(self) -> list[GoalsMorph]:
-        return [m for m in self.app.world.children if isinstance(m, GoalsMorph)]
+        return [m for m in self.world.children if isinstance(m, GoalsMorph)]
 
     def open_goals(self, pos: tuple[float, float] = (600, 400)) -> GoalsMorph:
         if self.goals_morphs():
             morph = self.goals_morphs()[0]
-            self.app.world.bring_to_front(morph)
+            self.world.bring_to_front(morph)
         else:
             morph = GoalsMorph(pos=(max(0, pos[0]), max(0, pos[1] - 360)))
             morph.bind(on_intent=self._goal_intent, on_open=lambda _m, i: self.open_debugger(i))
-            self.app.world.add_widget(morph)
+            self.world.add_widget(morph)
         morph.show(list(self.store.goals.values()))
         self.send(ListGoals(), self._goals_arrived)
         return morph

@@ -4,6 +4,7 @@ Only the UI thread runs any of it."""
 
 from __future__ import annotations
 
+from collections.abc import Callable
 from typing import TYPE_CHECKING, Any
 
 from morphs.learning import LEARNING_METRICS, LearningMorph
@@ -20,15 +21,27 @@ from shared_api.replies import (
 )
 
 if TYPE_CHECKING:
-    from ui.app import WorkbenchApp
+    from morphs.world import World
+    from ui.store import WorkbenchStore
 
 
 class LearningController:
-    def __init__(self, app: WorkbenchApp) -> None:
-        self.app = app
+    """The learning panels and what they ask the backend. It gets what it uses, not the app:
+    the send function, the workbench's store, the world and a way to open a plot."""
+
+    def __init__(
+        self,
+        send: Callable[[Command, Any], None],
+        store: WorkbenchStore,
+        world: World,
+        add_plot: Callable[..., Any],
+    ) -> None:
+        self._send = send
+        self.world = world
+        self.add_plot = add_plot
         self.morphs: list[LearningMorph] = []
-        app.store.bind(learning_job=self._job)
-        app.store.bind(on_change=self._changed)
+        store.bind(learning_job=self._job)
+        store.bind(on_change=self._changed)
 
     def menu_items(self, touch: Any) -> list[tuple[str, Any]]:
         return [("Learning", lambda: self.open(pos=touch.pos))]
@@ -37,9 +50,9 @@ class LearningController:
         morph = LearningMorph(persona, pos=(max(0, pos[0]), max(0, pos[1] - 640)))
         morph.bind(on_intent=self._intent)
         morph.bind(
-            on_plot=lambda m: self.app.add_plot((m.right + 20, m.y), metrics=list(LEARNING_METRICS))
+            on_plot=lambda m: self.add_plot((m.right + 20, m.y), metrics=list(LEARNING_METRICS))
         )
-        self.app.world.add_widget(morph)
+        self.world.add_widget(morph)
         self.morphs.append(morph)
         morph.refresh()
         return morph
@@ -60,7 +73,7 @@ class LearningController:
             elif isinstance(reply, ErrorReply):
                 morph.show_error(reply.message)
 
-        self.app.link_send(command, show)
+        self._send(command, show)
 
     def _job(self, _store: Any, job: Any) -> None:
         if job is not None:

@@ -3,5 +3,5 @@ Debugger, codex amendments that wait for the user, and the motivator that turns 
 curiosity deficits into goals.
 
 Importing LangGraph takes seconds, so only ``graph`` imports it, and the service loads it on
-first use (``debugger.DialogueService``); a backend that never runs a dialogue never pays.
+first use (``service.DialogueService``); a backend that never runs a dialogue never pays.
 """

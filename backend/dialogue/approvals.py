@@ -2,23 +2,20 @@
 
 ALFRED proposes; the graph's ``amend`` node calls ``interrupt()`` and the dialogue waits
 (status ``awaiting_approval``). The proposal is recorded in the dialogue store under its
-interrupt id, so it survives restarts. ``decide`` applies the user's verdict: an approval is
-committed as the journaled ``amend_codex`` op (the only code path that changes a codex) and
-saved in a new image generation; then the graph resumes with ``Command(resume={id: ...})``.
+interrupt id, so it survives restarts. ``DialogueService.decide`` applies the user's verdict:
+an approval is committed as the journaled ``amend_codex`` op (the only code path that changes
+a codex) and saved in a new image generation; then the graph resumes with
+``Command(resume={id: ...})``. This module holds the pure parts: the diff, the approval an
+interrupt asks for.
 """
 
 from __future__ import annotations
 
 import difflib
 import time
-from typing import TYPE_CHECKING, Any
+from typing import Any
 
 from shared_api.dialogue import ApprovalInfo
-from shared_api.errors import InvalidValueError
-from shared_api.events import AmendmentDecided
-
-if TYPE_CHECKING:
-    from backend.dialogue.debugger import DialogueService
 
 
 def diff(field: str, old: str, new: str) -> str:
@@ -50,32 +47,3 @@ def from_interrupt(interrupt_id: str, dialogue_id: str, value: Any) -> ApprovalI
         reason=str(value.get("reason", "")),
         created=time.time(),
     )
-
-
-def decide(service: DialogueService, interrupt_id: str, approve: bool, note: str) -> ApprovalInfo:
-    """Apply the user's decision and resume the dialogue that waits for it."""
-    approval = service.store.approval(interrupt_id)
-    if approval.status != "pending":
-        raise InvalidValueError(
-            f"The amendment {interrupt_id} was already {approval.status}.",
-            interrupt_id=interrupt_id,
-        )
-    version = None
-    if approve:
-        proto = service.runtime.commit(
-            {
-                "op": "amend_codex",
-                "proto": approval.proto,
-                "field": approval.field,
-                "value": approval.new,
-                "interrupt_id": interrupt_id,
-            }
-        )
-        version = proto.version
-        service.runtime.save_image()  # the amended codex is in the newest generation
-    decided = service.store.decide(
-        interrupt_id, "approved" if approve else "rejected", note, version
-    )
-    service.bus.publish(AmendmentDecided(approval=decided))
-    service.resume_decided(approval.dialogue_id)
-    return decided

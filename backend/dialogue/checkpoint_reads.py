@@ -9,7 +9,7 @@ from typing import TYPE_CHECKING, Protocol, runtime_checkable
 from langgraph.checkpoint.base import CheckpointTuple
 
 if TYPE_CHECKING:
-    from backend.dialogue.checkpoints import CheckpointStore
+    from backend.dialogue.checkpoint_base import CheckpointStore
 
 
 @runtime_checkable

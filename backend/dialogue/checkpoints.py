@@ -16,11 +16,10 @@ from __future__ import annotations
 import sqlite3
 from collections.abc import Iterable
 from pathlib import Path
-from typing import Protocol
 
-from langgraph.checkpoint.base import BaseCheckpointSaver
 from langgraph.checkpoint.sqlite import SqliteSaver
 
+from backend.dialogue.checkpoint_base import CheckpointStore, chain_from
 from backend.dialogue.serde import SignedSerializer, checkpoint_key
 from backend.fsio import private_file
 from backend.urls import redact
@@ -28,32 +27,6 @@ from shared_api.errors import ConfigInvalidError
 
 CHUNK = 500
 FILE_NAME = "checkpoints.sqlite"
-
-
-class CheckpointStore(Protocol):
-    """A LangGraph checkpointer plus what the debugger and retention need beyond it."""
-
-    #: Where the checkpoints live, for ``status`` (no password).
-    where: str
-
-    @property
-    def saver(self) -> BaseCheckpointSaver[str]: ...
-
-    def prune_thread(self, thread_id: str, keep: int, protect: Iterable[str] = ()) -> int:
-        """Delete all but the ``keep`` newest checkpoints of a thread (and their pending
-        writes), sparing ``protect`` (e.g. a rewound head). Returns how many were deleted."""
-        ...
-
-    def delete_threads(self, thread_ids: Iterable[str]) -> None: ...
-
-    def count(self, thread_id: str) -> int: ...
-
-    def branch(self, thread_id: str, tip: str = "", limit: int = 200) -> tuple[list[str], bool]:
-        """The checkpoint ids from ``tip`` (default: the newest) back along its parents,
-        oldest first, at most ``limit``; True when older ones exist. Reads ids only."""
-        ...
-
-    def close(self) -> None: ...
 
 
 def describe(spec: str, directory: Path) -> str:
@@ -74,17 +47,6 @@ def open_store(spec: str, directory: Path, image_key: bytes) -> CheckpointStore:
         f"dialogue.checkpoints = {redact(spec)!r} is neither empty (SQLite in the home) nor a "
         "postgresql:// URL. Fix it in config.toml."
     )
-
-
-def chain_from(parents: dict[str, str | None], tip: str, limit: int) -> tuple[list[str], bool]:
-    """Walk ``parents`` (id -> parent id) from ``tip`` (default: the newest id)."""
-    current = tip or (max(parents) if parents else "")
-    chain: list[str] = []
-    while current in parents and len(chain) < limit:
-        chain.append(current)
-        current = parents[current] or ""
-    chain.reverse()
-    return chain, bool(current)
 
 
 class SqliteStore:

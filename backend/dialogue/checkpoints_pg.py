@@ -26,7 +26,7 @@ from psycopg import Connection
 from psycopg.rows import DictRow, dict_row
 from psycopg_pool import ConnectionPool, PoolTimeout
 
-from backend.dialogue.checkpoints import chain_from
+from backend.dialogue.checkpoint_base import chain_from
 from backend.dialogue.serde import SignedSerializer
 from backend.urls import redact
 from shared_api.errors import UnavailableError

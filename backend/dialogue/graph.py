@@ -23,8 +23,8 @@ from langgraph.types import interrupt
 from backend.codex import codex_field_text
 from backend.config import DialogueConfig
 from backend.dialogue import prompts
+from backend.dialogue.cast import Personas, record
 from backend.dialogue.judge import AlfredVerdict, judge, parse_research
-from backend.dialogue.personas import Personas, record
 from backend.llm import structured
 from backend.llm.base import Completion
 from backend.llm.pairwise import pairwise_verdict

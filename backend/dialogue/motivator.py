@@ -22,16 +22,16 @@ import time
 import uuid
 from collections import Counter, deque
 from collections.abc import Callable
-from typing import TYPE_CHECKING, Any
+from typing import Any, Protocol
 
-from backend.config import MotivatorConfig
-from shared_api.dialogue import GoalInfo
+from backend.bus import EventBus
+from backend.config import DialogueConfig, MotivatorConfig
+from backend.dialogue.store import DialogueStore
+from backend.runtime import Runtime
+from shared_api.dialogue import DialogueSummary, GoalInfo
 from shared_api.errors import InvalidValueError
 from shared_api.events import CognitiveDissonance, CuriosityDeficit, Event, GoalQueued, GoalUpdated
 from shared_api.replies import InvokeResult
-
-if TYPE_CHECKING:
-    from backend.dialogue.debugger import DialogueService
 
 log = logging.getLogger(__name__)
 
@@ -45,8 +45,26 @@ RECENT = 20  # interactions per persona a curiosity check reads
 DNU_WINDOW_S = 3600.0
 
 
+class Dialogues(Protocol):
+    """What the motivator needs of the dialogue service: where goals and dialogues are kept,
+    the live personas, and starting and steering a goal's dialogue."""
+
+    runtime: Runtime
+    bus: EventBus
+    store: DialogueStore
+    config: DialogueConfig
+
+    def start_dialogue(self, goal: str) -> DialogueSummary: ...
+
+    def continue_(self, dialogue_id: str) -> DialogueSummary: ...
+
+    def pause(self, dialogue_id: str) -> DialogueSummary: ...
+
+    def cancel(self, dialogue_id: str) -> DialogueSummary: ...
+
+
 class Motivator:
-    def __init__(self, service: DialogueService, config: MotivatorConfig) -> None:
+    def __init__(self, service: Dialogues, config: MotivatorConfig) -> None:
         self.service = service
         self.config = config
         self.bus = service.bus

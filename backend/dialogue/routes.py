@@ -7,7 +7,7 @@ worker pool, never on the request loop.
 
 from __future__ import annotations
 
-from backend.dialogue.debugger import DialogueService
+from backend.dialogue.service import DialogueService
 from backend.routing import Context, route
 from shared_api import commands as c
 from shared_api.errors import UnavailableError

@@ -17,30 +17,34 @@ from backend.protos import Proto
 from shared_api.replies import AscensionProposal
 
 if TYPE_CHECKING:
-    from backend.learning.service import LearningService
+    from backend.learning.config import LearningConfig
+    from backend.llm.service import PersonaLLM
+    from backend.runtime import Runtime
 
 
-def options(service: LearningService) -> list[str]:
+def options(bases: list[str], llm: PersonaLLM) -> list[str]:
+    """The bases a persona could ascend to: the embedded model, the GGUF files listed in
+    ``bases`` that exist, and the models installed on Ollama."""
     found = ["embedded"]
-    found += [
-        str(Path(b).expanduser()) for b in service.config.bases if Path(b).expanduser().is_file()
-    ]
-    names, error = service.llm.probe_ollama()
+    found += [str(Path(b).expanduser()) for b in bases if Path(b).expanduser().is_file()]
+    names, error = llm.probe_ollama()
     if error is None:
         found += sorted(f"ollama:{n}" for n in names)
     return found
 
 
-def propose(service: LearningService, proto: Proto) -> AscensionProposal:
-    choices = options(service)
+def propose(
+    runtime: Runtime, llm: PersonaLLM, config: LearningConfig, proto: Proto
+) -> AscensionProposal:
+    choices = options(config.bases, llm)
     base = str(proto.learning.get("base") or "")
     in_use = base or "embedded"
     current = image_ops.model_of(proto)
-    researcher = service.config.researcher
+    researcher = config.researcher
     text = ""
-    if researcher in service.runtime.manager.names():
-        babs = service.runtime.manager.get(researcher)
-        selection = service.llm.select(babs)
+    if researcher in runtime.manager.names():
+        babs = runtime.manager.get(researcher)
+        selection = llm.select(babs)
         listing = "\n".join(f"- {c}" for c in choices)
         question = (
             f"{proto.name} ({proto.codex.role}) now talks through "
@@ -49,7 +53,7 @@ def propose(service: LearningService, proto: Proto) -> AscensionProposal:
             "sentence of reason."
         )
         try:
-            text = service.llm.manager.generate(
+            text = llm.manager.generate(
                 backend=selection.backend,
                 model=selection.model,
                 messages=[ChatMessage("user", question)],

@@ -1,6 +1,6 @@
 """The training data, shared by the CPU trainer (``backend.learning.worker``) and the GPU one
 (``backend.learning.gpu``): golden examples read from JSON lines, encoded for learning only
-the assistant's answer, and drawn in seeded, shuffled batches."""
+the assistant's answer, drawn in seeded, shuffled batches and padded into tensors."""
 
 from __future__ import annotations
 
@@ -46,3 +46,19 @@ def next_batch(
             order.extend(torch.randperm(len(data), generator=generator).tolist())
         batch.append(data[order.pop()])
     return batch
+
+
+def pad_batch(
+    torch: Any, batch: list[tuple[list[int], list[int]]], pad: int
+) -> tuple[Any, Any, Any]:
+    """The batch as (input ids, labels, attention mask) tensors, right-padded to its longest
+    example: ``pad`` ids, labels that are not learned (-100), a mask of 0."""
+    width = max(len(ids) for ids, _ in batch)
+    ids_t = torch.full((len(batch), width), pad, dtype=torch.long)
+    labels_t = torch.full((len(batch), width), -100, dtype=torch.long)
+    mask_t = torch.zeros((len(batch), width), dtype=torch.long)
+    for row, (ids, labels) in enumerate(batch):
+        ids_t[row, : len(ids)] = torch.tensor(ids)
+        labels_t[row, : len(labels)] = torch.tensor(labels)
+        mask_t[row, : len(ids)] = 1
+    return ids_t, labels_t, mask_t

@@ -17,6 +17,7 @@ from collections.abc import Callable
 from pathlib import Path
 from typing import Any
 
+from backend.learning.batches import encode, load_examples, next_batch, pad_batch
 from backend.learning.spec import LORA_TARGETS, TrainSpec
 
 Emit = Callable[..., None]
@@ -29,29 +30,13 @@ def train_unsloth(
     import torch
     from unsloth import FastLanguageModel  # first: it patches transformers
 
-    from backend.learning.batches import encode, load_examples, next_batch
-
     torch.manual_seed(spec.seed)
     emit(
         "phase",
         phase="loading",
         message=f"{spec.base_path} in 4 bits" if spec.load_in_4bit else spec.base_path,
     )
-    model, tokenizer = FastLanguageModel.from_pretrained(
-        model_name=spec.base_path,
-        max_seq_length=spec.max_seq_len,
-        load_in_4bit=spec.load_in_4bit,
-        dtype=None,
-    )
-    model = FastLanguageModel.get_peft_model(
-        model,
-        r=spec.rank,
-        lora_alpha=spec.alpha,
-        lora_dropout=0.0,
-        target_modules=list(LORA_TARGETS),
-        use_gradient_checkpointing="unsloth",
-        random_state=spec.seed,
-    )
+    model, tokenizer = _load(FastLanguageModel, spec)
     check_stop()
     rows = load_examples(Path(spec.examples))
     data = [encode(tokenizer, m, spec.max_seq_len) for m in rows]
@@ -72,7 +57,7 @@ def train_unsloth(
         total = 0.0
         for _ in range(spec.grad_accum):
             batch = next_batch(torch, data, order, generator, spec.batch_size)
-            ids, labels, mask = _pad(torch, batch, pad)
+            ids, labels, mask = pad_batch(torch, batch, pad)
             tokens += int(mask.sum())
             loss = model(
                 input_ids=ids.cuda(), attention_mask=mask.cuda(), labels=labels.cuda()
@@ -100,13 +85,21 @@ def train_unsloth(
     return hf_dir, losses, train_s, len(data)
 
 
-def _pad(torch: Any, batch: list[tuple[list[int], list[int]]], pad: int) -> tuple[Any, Any, Any]:
-    width = max(len(ids) for ids, _ in batch)
-    ids_t = torch.full((len(batch), width), pad, dtype=torch.long)
-    labels_t = torch.full((len(batch), width), -100, dtype=torch.long)
-    mask_t = torch.zeros((len(batch), width), dtype=torch.long)
-    for row, (ids, labels) in enumerate(batch):
-        ids_t[row, : len(ids)] = torch.tensor(ids)
-        labels_t[row, : len(labels)] = torch.tensor(labels)
-        mask_t[row, : len(ids)] = 1
-    return ids_t, labels_t, mask_t
+def _load(fast: Any, spec: TrainSpec) -> tuple[Any, Any]:
+    """The base model (in 4 bits if asked) with LoRA adapters, and its tokenizer."""
+    model, tokenizer = fast.from_pretrained(
+        model_name=spec.base_path,
+        max_seq_length=spec.max_seq_len,
+        load_in_4bit=spec.load_in_4bit,
+        dtype=None,
+    )
+    model = fast.get_peft_model(
+        model,
+        r=spec.rank,
+        lora_alpha=spec.alpha,
+        lora_dropout=0.0,
+        target_modules=list(LORA_TARGETS),
+        use_gradient_checkpointing="unsloth",
+        random_state=spec.seed,
+    )
+    return model, tokenizer

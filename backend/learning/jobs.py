@@ -21,7 +21,7 @@ import uuid
 from collections.abc import Callable
 from contextlib import nullcontext
 from pathlib import Path
-from typing import TYPE_CHECKING, Any
+from typing import TYPE_CHECKING, Any, Protocol
 
 from backend.learning import image_ops
 from backend.learning.spec import TrainResult
@@ -33,7 +33,12 @@ from shared_api.learning import GoldenExample, JobInfo, ModelPointer, Validation
 from shared_api.replies import ModelSelection
 
 if TYPE_CHECKING:
-    from backend.learning.service import LearningService
+    from backend.bus import EventBus
+    from backend.learning.config import LearningConfig
+    from backend.learning.spec import TrainSpec
+    from backend.learning.trainer import Trainer
+    from backend.llm.service import PersonaLLM
+    from backend.runtime import Runtime
 
 log = logging.getLogger(__name__)
 
@@ -76,9 +81,17 @@ class Job:
 
 
 class JobRunner:
-    def __init__(self, service: LearningService) -> None:
-        self.service = service
-        self.bus = service.bus
+    """Runs the learning jobs one at a time on a thread of its own, announcing each."""
+
+    def __init__(
+        self,
+        bus: EventBus,
+        save_job: Callable[[JobInfo], None],
+        cleanup: Callable[[str], None],
+    ) -> None:
+        self.bus = bus
+        self._save_job = save_job  # a job's record, kept with its files
+        self._cleanup = cleanup  # drops a job's bulky intermediates (by job id)
         self.jobs: dict[str, Job] = {}
         self._queue: queue.Queue[Job | None] = queue.Queue()
         self._thread: threading.Thread | None = None
@@ -136,7 +149,7 @@ class JobRunner:
                 log.exception("learning job %s failed", job.info.job_id)
                 self.finish(job, "failed", error=f"{type(exc).__name__}: {exc}")
             finally:
-                self.service.cleanup(job.info.job_id)
+                self._cleanup(job.info.job_id)
 
     # -- events -----------------------------------------------------------------------------
     def phase(self, job: Job, phase: str, message: str = "") -> None:
@@ -211,12 +224,54 @@ class JobRunner:
         log.info("learning %s %s ended: %s %s", info.job_id, info.proto, outcome, error)
         self.publish(job)
         self.bus.publish(LearningFinished(job=job.info))
-        self.service.save_job(job.info)
+        self._save_job(job.info)
 
 
 # -- the pipelines ------------------------------------------------------------------------------
+class Learning(Protocol):
+    """What the pipelines below use of the learning service: the live image and the models,
+    the job runner and the trainer, and the service's steps they chain."""
+
+    runtime: Runtime
+    llm: PersonaLLM
+    config: LearningConfig
+    jobs: JobRunner
+    jobs_dir: Path
+    trainer: Trainer
+
+    def train_spec(self, job: Job, base: Path, job_dir: Path, steps: int | None) -> TrainSpec: ...
+
+    def register_candidate(
+        self, proto: Proto, job: Job, result: TrainResult, base: Path
+    ) -> ModelPointer: ...
+
+    def validate(
+        self,
+        proto: Proto,
+        candidate: ModelSelection,
+        current: ModelSelection,
+        holdout: list[GoldenExample],
+    ) -> ValidationReport: ...
+
+    def base_path(self, proto: Proto) -> Path: ...
+
+    def resolve_base(self, base: str) -> Path: ...
+
+    def adopt(
+        self, proto: str, candidate: str, *, reason: str = ..., evidence: ValidationReport | None
+    ) -> object: ...
+
+    def ascend_production(
+        self, proto: str, pointer: ModelPointer, base: Path, report: ValidationReport
+    ) -> None: ...
+
+    def start_finetune(
+        self, proto: str, *, steps: int | None = ..., adopt: bool = ...
+    ) -> JobInfo: ...
+
+
 def train(
-    service: LearningService, job: Job, proto: Proto, base_path: Path, steps: int | None
+    service: Learning, job: Job, proto: Proto, base_path: Path, steps: int | None
 ) -> tuple[ModelPointer, list[GoldenExample]]:
     """Prepare, train in the subprocess, and register the candidate on ``proto``; returns it
     with the held-out examples."""
@@ -247,7 +302,7 @@ def train(
     return pointer, holdout
 
 
-def run_finetune(service: LearningService, job: Job, adopt: bool, steps: int | None) -> None:
+def run_finetune(service: Learning, job: Job, adopt: bool, steps: int | None) -> None:
     proto = service.runtime.manager.get(job.info.proto)
     pointer, holdout = train(service, job, proto, service.base_path(proto), steps)
     job.update(candidate=pointer)
@@ -271,7 +326,7 @@ def run_finetune(service: LearningService, job: Job, adopt: bool, steps: int | N
 
 
 def evaluate(
-    service: LearningService,
+    service: Learning,
     job: Job,
     proto: Proto,
     pointer: ModelPointer,
@@ -301,7 +356,7 @@ def evaluate(
 
 
 def run_ascension(
-    service: LearningService, job: Job, base: str, steps: int | None, follow_up: bool
+    service: Learning, job: Job, base: str, steps: int | None, follow_up: bool
 ) -> None:
     """Trial ``base`` on a clone; production changes only in the final atomic swap. The
     clone is removed before the job reports its end."""
@@ -322,7 +377,7 @@ def run_ascension(
 
 
 def _trial(
-    service: LearningService,
+    service: Learning,
     job: Job,
     clone_name: str,
     base: str,

@@ -102,7 +102,7 @@ class LearningService:
             max_memory_mb=config.max_memory_mb, timeout_s=config.job_timeout_s
         )
         self.curator = Curator(runtime, self.judge, config)
-        self.jobs = jobs.JobRunner(self)
+        self.jobs = jobs.JobRunner(self.bus, self.save_job, self.cleanup)
         existing = llm.manager.backends.get(BACKEND_NAME)
         if isinstance(existing, PersonaGgufBackend):
             self.gguf = existing
@@ -595,7 +595,7 @@ class LearningService:
     def propose_ascension(self, proto: str) -> AscensionProposal:
         from backend.learning.ascension import propose
 
-        return propose(self, self.runtime.manager.get(proto))
+        return propose(self.runtime, self.llm, self.config, self.runtime.manager.get(proto))
 
     def cleanup(self, job_id: str) -> None:
         """Drop a job's bulky intermediates (merged fp32 weights, the f16 GGUF); the

@@ -22,7 +22,7 @@ import time
 from pathlib import Path
 from typing import Any
 
-from backend.learning.batches import encode, load_examples, next_batch
+from backend.learning.batches import encode, load_examples, next_batch, pad_batch
 from backend.learning.export import (
     check_export,
     choose_quant,
@@ -109,14 +109,7 @@ def train_lora(spec: TrainSpec, out: Path) -> tuple[Path, list[float], float, in
         total = 0.0
         for _ in range(spec.grad_accum):
             batch = next_batch(torch, data, order, generator, spec.batch_size)
-            width = max(len(ids) for ids, _ in batch)
-            ids_t = torch.full((len(batch), width), pad, dtype=torch.long)
-            labels_t = torch.full((len(batch), width), -100, dtype=torch.long)
-            mask_t = torch.zeros((len(batch), width), dtype=torch.long)
-            for row, (ids, labels) in enumerate(batch):
-                ids_t[row, : len(ids)] = torch.tensor(ids)
-                labels_t[row, : len(labels)] = torch.tensor(labels)
-                mask_t[row, : len(ids)] = 1
+            ids_t, labels_t, mask_t = pad_batch(torch, batch, pad)
             loss = model(input_ids=ids_t, attention_mask=mask_t, labels=labels_t).loss
             (loss / spec.grad_accum).backward()
             total += float(loss.detach()) / spec.grad_accum
@@ -134,16 +127,20 @@ def train_lora(spec: TrainSpec, out: Path) -> tuple[Path, list[float], float, in
         check_stop()
     train_s = time.perf_counter() - started
     emit("phase", phase="merging", message="merging the LoRA adapters into the weights")
+    return _save_merged(model, tokenizer, out / "hf"), losses, train_s, len(data)
+
+
+def _save_merged(model: Any, tokenizer: Any, hf_dir: Path) -> Path:
+    """Merge the LoRA adapters into the weights and save the model as Hugging Face files."""
     merged = model.merge_and_unload()
     # A model loaded from GGUF refuses save_pretrained ("quantized with gguf ... not
     # serializable") until it forgets its quantizer: the weights are plain fp32 by now.
     merged.hf_quantizer = None
     if hasattr(merged.config, "quantization_config"):
         del merged.config.quantization_config
-    hf_dir = out / "hf"
     merged.save_pretrained(str(hf_dir))
     tokenizer.save_pretrained(str(hf_dir))
-    return hf_dir, losses, train_s, len(data)
+    return hf_dir
 
 
 def export(

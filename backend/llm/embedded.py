@@ -216,11 +216,7 @@ class EmbeddedBackend:
         parts: list[str] = []
         tokens = 0
         stop = "stop"
-        extra: dict[str, Any] = {}
-        if params.json_schema is not None:
-            extra["grammar"] = self._grammar(params.json_schema)
-        if params.seed is not None:
-            extra["seed"] = params.seed
+        extra = self._sampling(params)
         try:
             stream = llm.create_chat_completion(
                 messages=[{"role": m.role, "content": m.content} for m in messages],
@@ -262,6 +258,15 @@ class EmbeddedBackend:
         )
 
     # -- constrained output and choice scoring ---------------------------------------------
+    def _sampling(self, params: GenerationParams) -> dict[str, Any]:
+        """What ``params`` add to a completion call: a grammar for a JSON schema, a seed."""
+        extra: dict[str, Any] = {}
+        if params.json_schema is not None:
+            extra["grammar"] = self._grammar(params.json_schema)
+        if params.seed is not None:
+            extra["seed"] = params.seed
+        return extra
+
     def _grammar(self, schema: dict[str, Any]) -> Any:
         """The llama.cpp grammar for ``schema``, built once per schema. No silent fallback to
         free JSON (llama-cpp-python's ``response_format`` does that): a schema it cannot

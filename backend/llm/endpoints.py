@@ -83,9 +83,3 @@ def parse_reference(reference: str, endpoints: dict[str, OpenAIEndpoint]) -> tup
 def is_reference(reference: str) -> bool:
     return reference.startswith(PREFIX)
 
-
-def build_backends(endpoints: dict[str, OpenAIEndpoint]) -> dict[str, object]:
-    """One ModelManager backend per declared endpoint, named ``openai:NAME``."""
-    from backend.llm.openai_backend import OpenAIBackend
-
-    return {BACKEND_PREFIX + name: OpenAIBackend(name, ep) for name, ep in endpoints.items()}

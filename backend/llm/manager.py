@@ -126,33 +126,21 @@ class ModelManager:
         ``cancelled``.
         """
         source = self.backend(backend)
-        if getattr(source, "remote", False):
-            return self._generate_remote(
-                backend, model, messages, system, params, caller, request_id, on_token, cancel
-            )
-        size = source.model_size(model)
-        if size > self.vram_budget_bytes:
-            raise ModelTooLargeError(
-                f"{model} needs about {size / GIB:.1f} GB but the VRAM budget is "
-                f"{self.vram_budget_bytes / GIB:.1f} GB. Pick a smaller or more quantized model, "
-                "or raise models.vram_budget_gb in config.toml.",
-                model=model,
-                size_bytes=size,
-            )
+        remote = getattr(source, "remote", False)
+        if not remote:
+            self._check_budget(source, model)
         cancel = cancel or threading.Event()
         if system is not None:
             messages = [ChatMessage("system", system), *messages]
-        ticket = self._enter(caller, cancel)
+        if remote:  # a remote server: its own lane, no residency, no VRAM budget
+            limit = max(1, int(getattr(source, "concurrency", 1)))
+            ticket = self._enter(caller, cancel, lane=backend, limit=limit)
+        else:
+            ticket = self._enter(caller, cancel)
         queue_wait_ms = (time.perf_counter() - ticket.queued_at) * 1000
-        load_ms = 0.0
         try:
-            if self._resident != (backend, model):
-                self._on_status(caller, "loading", model)
-                if self._resident is not None:
-                    self.backends[self._resident[0]].unload()
-                    self._resident = None
-                load_ms = source.load(model)
-                self._resident = (backend, model)
+            # A remote "load" only checks that the model is served.
+            load_ms = source.load(model) if remote else self._resident_for(backend, model, caller)
             self._on_status(caller, "streaming", model)
             completion = source.generate(
                 model, messages, params or GenerationParams(), on_token, cancel
@@ -167,41 +155,29 @@ class ModelManager:
         self._on_status(caller, "idle", model)
         return completion
 
-    def _generate_remote(
-        self,
-        backend: str,
-        model: str,
-        messages: list[ChatMessage],
-        system: str | None,
-        params: GenerationParams | None,
-        caller: str,
-        request_id: str,
-        on_token: OnToken | None,
-        cancel: threading.Event | None,
-    ) -> Completion:
-        """A call on a remote server: its own lane, no residency, no VRAM budget."""
-        source = self.backends[backend]
-        cancel = cancel or threading.Event()
-        if system is not None:
-            messages = [ChatMessage("system", system), *messages]
-        limit = max(1, int(getattr(source, "concurrency", 1)))
-        ticket = self._enter(caller, cancel, lane=backend, limit=limit)
-        queue_wait_ms = (time.perf_counter() - ticket.queued_at) * 1000
-        try:
-            load_ms = source.load(model)  # a remote "load" only checks the model is served
-            self._on_status(caller, "streaming", model)
-            completion = source.generate(
-                model, messages, params or GenerationParams(), on_token, cancel
+    def _check_budget(self, source: ModelBackend, model: str) -> None:
+        size = source.model_size(model)
+        if size > self.vram_budget_bytes:
+            raise ModelTooLargeError(
+                f"{model} needs about {size / GIB:.1f} GB but the VRAM budget is "
+                f"{self.vram_budget_bytes / GIB:.1f} GB. Pick a smaller or more quantized model, "
+                "or raise models.vram_budget_gb in config.toml.",
+                model=model,
+                size_bytes=size,
             )
-        except BaseException:
-            self._on_status(caller, "error", model)
-            raise
-        finally:
-            self._leave(ticket)
-        completion.load_ms += load_ms
-        self._record(request_id, caller, backend, model, queue_wait_ms, completion)
-        self._on_status(caller, "idle", model)
-        return completion
+
+    def _resident_for(self, backend: str, model: str, caller: str) -> float:
+        """Make ``model`` the one resident model (unloading the other first); returns the
+        load time in ms, 0 when it was resident already. Call holding the local lane."""
+        if self._resident == (backend, model):
+            return 0.0
+        self._on_status(caller, "loading", model)
+        if self._resident is not None:
+            self.backends[self._resident[0]].unload()
+            self._resident = None
+        load_ms = self.backends[backend].load(model)
+        self._resident = (backend, model)
+        return load_ms
 
     def cancel_all(self) -> None:
         """Shutting down: cancel the calls generating now and every queued one, and refuse
@@ -252,7 +228,8 @@ class ModelManager:
             queue.waiting.append(ticket)
             if not queue.may_start(ticket):
                 self._on_status(caller, "queued", f"{len(queue.waiting)} waiting")
-            while not queue.may_start(ticket):
+            # A cancel wins over a free slot: cancel_all may free the slot it cancels for.
+            while cancel.is_set() or not queue.may_start(ticket):
                 if cancel.is_set():
                     queue.waiting.remove(ticket)
                     self._cond.notify_all()

@@ -11,6 +11,8 @@ import math
 import os
 import threading
 import time
+from collections.abc import Iterator
+from contextlib import contextmanager
 from typing import Any
 
 import httpx
@@ -118,70 +120,76 @@ class OllamaBackend:
         on_token: OnToken | None,
         cancel: threading.Event,
     ) -> Completion:
+        request = _request(model, messages, params)
+        if params.choices:
+            return self._score_choices(request, params.choices, model)
+        with self._errors(model):
+            if on_token is None:
+                return self._single(request)
+            return self._streamed(request, on_token, cancel)
+
+    def _single(self, request: dict[str, Any]) -> Completion:
+        """Not streamed: one response, whose own eval time is the generation time."""
+        started = time.perf_counter()
+        final = self._client.chat(**request, stream=False)
+        ended = time.perf_counter()
+        eval_ms = (getattr(final, "eval_duration", 0) or 0) / 1e6
+        return _completion(
+            final,
+            final.message.content or "",
+            _stop_reason(final),
+            pieces=1,
+            ttft_ms=(ended - started) * 1000,
+            generation_ms=eval_ms,
+        )
+
+    def _streamed(
+        self, request: dict[str, Any], on_token: OnToken, cancel: threading.Event
+    ) -> Completion:
+        """Streamed piece by piece to ``on_token``; a set ``cancel`` drops the stream."""
         started = time.perf_counter()
         first: float | None = None
         parts: list[str] = []
         final: Any = None
         stop = "stop"
-        options: dict[str, Any] = {
-            "temperature": params.temperature,
-            "num_predict": params.max_tokens,
-            "repeat_penalty": params.repeat_penalty,
-        }
-        if params.seed is not None:
-            options["seed"] = params.seed
-        request: dict[str, Any] = {
-            "model": model,
-            "messages": [{"role": m.role, "content": m.content} for m in messages],
-            "keep_alive": 0,
-            "options": options,
-        }
-        if params.json_schema is not None:
-            request["format"] = params.json_schema  # Ollama's structured outputs
-        if params.choices:
-            return self._score_choices(request, params.choices, model)
+        stream = self._client.chat(**request, stream=True)
         try:
-            if on_token is None:  # not streamed: one response
-                final = self._client.chat(**request, stream=False)
-                parts.append(final.message.content or "")
-                first = time.perf_counter()
-            else:
-                stream = self._client.chat(**request, stream=True)
-                try:
-                    for chunk in stream:
-                        if cancel.is_set():
-                            stop = "cancelled"
-                            break
-                        piece = chunk.message.content if chunk.message else ""
-                        if piece:
-                            first = first or time.perf_counter()
-                            parts.append(piece)
-                            on_token(piece)
-                        if chunk.done:
-                            final = chunk
-                finally:
-                    stream.close()  # type: ignore[attr-defined]  # on cancel: drops the stream
+            for chunk in stream:
+                if cancel.is_set():
+                    stop = "cancelled"
+                    break
+                piece = chunk.message.content if chunk.message else ""
+                if piece:
+                    first = first or time.perf_counter()
+                    parts.append(piece)
+                    on_token(piece)
+                if chunk.done:
+                    final = chunk
+        finally:
+            stream.close()  # type: ignore[attr-defined]  # on cancel: drops the stream
+        ended = time.perf_counter()
+        if final is not None and stop != "cancelled":
+            stop = _stop_reason(final)
+        return _completion(
+            final,
+            "".join(parts),
+            stop,
+            pieces=len(parts),
+            ttft_ms=((first or ended) - started) * 1000,
+            generation_ms=(ended - (first or started)) * 1000,
+        )
+
+    @contextmanager
+    def _errors(self, model: str) -> Iterator[None]:
+        """Ollama's and the connection's failures as typed errors that say what to do."""
+        try:
+            yield
         except ollama.ResponseError as exc:
             if exc.status_code == 404:
                 raise self._missing(model) from None
             raise ModelFailedError(f"Ollama failed on {model}: {exc}") from None
         except (ConnectionError, httpx.HTTPError):
             raise self._unreachable() from None
-        ended = time.perf_counter()
-        if final is not None and stop != "cancelled":
-            stop = "length" if final.done_reason == "length" else "stop"
-        generation_ms = (ended - (first or started)) * 1000
-        if on_token is None:  # one piece: Ollama's own eval time is the generation time
-            generation_ms = (getattr(final, "eval_duration", 0) or 0) / 1e6 or generation_ms
-        return Completion(
-            text="".join(parts),
-            stop_reason=stop,  # type: ignore[arg-type]
-            prompt_tokens=int(getattr(final, "prompt_eval_count", 0) or 0),
-            completion_tokens=int(getattr(final, "eval_count", 0) or len(parts)),
-            load_ms=(getattr(final, "load_duration", 0) or 0) / 1e6,
-            ttft_ms=((first or ended) - started) * 1000,
-            generation_ms=generation_ms,
-        )
 
     def _score_choices(
         self, request: dict[str, Any], choices: tuple[str, ...], model: str
@@ -190,14 +198,8 @@ class OllamaBackend:
         below the least likely listed one."""
         started = time.perf_counter()
         request["options"] = {**request["options"], "num_predict": 1, "temperature": 0.0}
-        try:
+        with self._errors(model):
             final = self._client.chat(**request, stream=False, logprobs=True, top_logprobs=20)
-        except ollama.ResponseError as exc:
-            if exc.status_code == 404:
-                raise self._missing(model) from None
-            raise ModelFailedError(f"Ollama failed on {model}: {exc}") from None
-        except (ConnectionError, httpx.HTTPError):
-            raise self._unreachable() from None
         listed: dict[str, float] = {}
         for entry in (final.logprobs or [])[:1]:
             for top in entry.top_logprobs or [entry]:
@@ -221,3 +223,42 @@ class OllamaBackend:
             ttft_ms=(time.perf_counter() - started) * 1000,
             choice_logprobs=scores,
         )
+
+
+def _request(model: str, messages: list[ChatMessage], params: GenerationParams) -> dict[str, Any]:
+    """The chat request for ``params``; ``keep_alive`` 0 unloads the model right after."""
+    options: dict[str, Any] = {
+        "temperature": params.temperature,
+        "num_predict": params.max_tokens,
+        "repeat_penalty": params.repeat_penalty,
+    }
+    if params.seed is not None:
+        options["seed"] = params.seed
+    request: dict[str, Any] = {
+        "model": model,
+        "messages": [{"role": m.role, "content": m.content} for m in messages],
+        "keep_alive": 0,
+        "options": options,
+    }
+    if params.json_schema is not None:
+        request["format"] = params.json_schema  # Ollama's structured outputs
+    return request
+
+
+def _stop_reason(final: Any) -> str:
+    return "length" if final.done_reason == "length" else "stop"
+
+
+def _completion(
+    final: Any, text: str, stop: str, *, pieces: int, ttft_ms: float, generation_ms: float
+) -> Completion:
+    """A reply with Ollama's counts from its last response (``final``; None if cut off)."""
+    return Completion(
+        text=text,
+        stop_reason=stop,  # type: ignore[arg-type]
+        prompt_tokens=int(getattr(final, "prompt_eval_count", 0) or 0),
+        completion_tokens=int(getattr(final, "eval_count", 0) or pieces),
+        load_ms=(getattr(final, "load_duration", 0) or 0) / 1e6,
+        ttft_ms=ttft_ms,
+        generation_ms=generation_ms,
+    )

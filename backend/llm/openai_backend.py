@@ -19,8 +19,15 @@ from typing import Any
 import httpx2
 import openai
 
-from backend.llm.base import ChatMessage, Completion, GenerationParams, ModelInfo, OnToken
-from backend.llm.endpoints import OpenAIEndpoint
+from backend.llm.base import (
+    ChatMessage,
+    Completion,
+    GenerationParams,
+    ModelBackend,
+    ModelInfo,
+    OnToken,
+)
+from backend.llm.endpoints import BACKEND_PREFIX, OpenAIEndpoint
 from shared_api.errors import (
     EntropicError,
     ModelFailedError,
@@ -36,11 +43,16 @@ MODELS_TTL_S = 30.0
 NO_KEY = "no-key"  # the client insists on some key; servers without auth ignore it
 
 
+def build_backends(endpoints: dict[str, OpenAIEndpoint]) -> dict[str, ModelBackend]:
+    """One ModelManager backend per declared endpoint, named ``openai:NAME``."""
+    return {BACKEND_PREFIX + name: OpenAIBackend(name, ep) for name, ep in endpoints.items()}
+
+
 class OpenAIBackend:
     remote = True
 
     def __init__(self, endpoint_name: str, endpoint: OpenAIEndpoint) -> None:
-        self.name = f"openai:{endpoint_name}"
+        self.name = BACKEND_PREFIX + endpoint_name
         self.endpoint = endpoint
         self.concurrency = endpoint.concurrency
         self._client = openai.OpenAI(

@@ -23,14 +23,13 @@ adopted fine-tune (the learning loop) serves its ``chat`` role before all of the
 from __future__ import annotations
 
 from collections.abc import Callable
-from typing import TYPE_CHECKING, Literal, get_args
+from typing import TYPE_CHECKING, Literal, Protocol, get_args
 
 from backend.config import ModelsConfig
 from backend.llm.catalog import TINY_MODEL, ModelRef, default_reference, parse_ref
 from shared_api.replies import ModelSelection
 
 if TYPE_CHECKING:
-    from backend.llm.service import PersonaLLM
     from backend.protos import Proto
 
 ModelRole = Literal["chat", "code", "judge"]
@@ -111,7 +110,13 @@ def choose(
     return _selection(ref, role, reason), ref, "default"
 
 
-def role_selection(llm: PersonaLLM, role: ModelRole, proto: Proto) -> ModelSelection:
+class Selector(Protocol):
+    """What chooses a persona's model per role: ``PersonaLLM``."""
+
+    def select(self, proto: Proto, role: ModelRole = ...) -> ModelSelection: ...
+
+
+def role_selection(llm: Selector, role: ModelRole, proto: Proto) -> ModelSelection:
     """The model ``proto`` uses for ``role``; every caller that needs "the model for the judge
     role" or "the code role" goes through here (the forge, the judge, ALFRED's dialogue)."""
     return llm.select(proto, role)

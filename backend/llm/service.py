@@ -28,6 +28,7 @@ from backend.llm.degenerate import generate_without_loops
 from backend.llm.embedded import EmbeddedBackend
 from backend.llm.manager import GIB, ModelManager
 from backend.llm.ollama_backend import OllamaBackend
+from backend.llm.openai_backend import build_backends
 from backend.llm.roles import ROLES, ModelRole, choose, default_model
 from backend.memory.service import MemoryService
 from backend.protos import Proto
@@ -71,7 +72,7 @@ class PersonaLLM:
                     n_ctx=config.n_ctx,
                     prompt_cache_mb=config.prompt_cache_mb,
                 ),
-                **endpoints.build_backends(config.openai),  # type: ignore[dict-item]
+                **build_backends(config.openai),
             }
         self.manager = ModelManager(
             backends,
@@ -358,21 +359,7 @@ class PersonaLLM:
                 on_token=on_token,
                 cancel=cancel,
             )
-            sel = self.selections.get(proto.name)
-            reply = PersonaReply(
-                request_id=request_id,
-                proto=proto.name,
-                text=c.text,
-                stop_reason=c.stop_reason,
-                backend=sel.backend if sel else "",
-                model=sel.model if sel else "",
-                usage=Usage(prompt_tokens=c.prompt_tokens, completion_tokens=c.completion_tokens),
-                timings=_timings(c),
-                citations=self._citations.pop(request_id, []),
-                repeat_stopped=c.repeat_stopped,
-                resampled=c.resampled,
-                degenerate=c.degenerate,
-            )
+            reply = self._reply(proto, request_id, c)
         except EntropicError as exc:
             stop = "cancelled" if exc.code == ErrorCode.CANCELLED else "error"
             reply = PersonaReply(
@@ -395,6 +382,24 @@ class PersonaLLM:
                 self._citations.pop(request_id, None)
             current_request.reset(token)
         self.bus.publish(reply)
+
+    def _reply(self, proto: Proto, request_id: str, c: Completion) -> PersonaReply:
+        """The finished answer, with the model it came from and the memories it cited."""
+        sel = self.selections.get(proto.name)
+        return PersonaReply(
+            request_id=request_id,
+            proto=proto.name,
+            text=c.text,
+            stop_reason=c.stop_reason,
+            backend=sel.backend if sel else "",
+            model=sel.model if sel else "",
+            usage=Usage(prompt_tokens=c.prompt_tokens, completion_tokens=c.completion_tokens),
+            timings=_timings(c),
+            citations=self._citations.pop(request_id, []),
+            repeat_stopped=c.repeat_stopped,
+            resampled=c.resampled,
+            degenerate=c.degenerate,
+        )
 
     def cancel(self, request_id: str) -> bool:
         with self._lock:

@@ -18,8 +18,8 @@ from typing import Any
 
 import numpy as np
 
-from backend.documents import read_document
-from backend.memory.chunking import chunk_text, format_of
+from backend.documents import Document, read_document
+from backend.memory.chunking import Chunk, chunk_text, format_of
 from backend.memory.config import MemoryConfig
 from backend.memory.embedder import Embedder, Vectors
 from backend.memory.store import MemoryStore, View, chunk_embed_text
@@ -87,42 +87,9 @@ class Ingestor:
                     path=source,
                     reason="empty",
                 )
+            rows, marker = _rows(document, fmt, chunks, proto)
             texts = [chunk_embed_text(c.heading, c.text) for c in chunks]
-            now = time.time()
-            prefix = document.sha256[:16]
-            rows: dict[str, list[Any]] = {
-                "id": [f"{prefix}:{c.position}" for c in chunks],
-                "doc_hash": [document.sha256] * len(chunks),
-                "source": [source] * len(chunks),
-                "name": [document.name] * len(chunks),
-                "fmt": [fmt] * len(chunks),
-                "proto": [proto] * len(chunks),
-                "position": [c.position for c in chunks],
-                "start": [c.start for c in chunks],
-                "end": [c.end for c in chunks],
-                "heading": [c.heading for c in chunks],
-                "text": [c.text for c in chunks],
-                "ts": [now] * len(chunks),
-            }
-            marker = {
-                "doc_hash": document.sha256,
-                "source": source,
-                "name": document.name,
-                "fmt": fmt,
-                "proto": proto,
-                "chunks": len(chunks),
-                "bytes": document.bytes,
-                "ts": now,
-            }
-            for _attempt in range(3):
-                view = self.store.view
-                if view is None:
-                    raise MemoryUnavailableError("The memory has no tables yet; try again.")
-                vectors = self._embed(self.embedder_for(view), texts, document.name, on_progress)
-                if self.store.add_document(rows, vectors, marker, view):
-                    break
-            else:  # pragma: no cover - three embedder switches during one ingest
-                raise MemoryUnavailableError("The memory kept switching embedders; try again.")
+            self._write(rows, marker, texts, document.name, on_progress)
         return IngestOutcome(
             path=source,
             name=document.name,
@@ -133,6 +100,26 @@ class Ingestor:
             seconds=time.perf_counter() - started,
         )
 
+    def _write(
+        self,
+        rows: dict[str, list[Any]],
+        marker: dict[str, Any],
+        texts: list[str],
+        name: str,
+        on_progress: OnProgress,
+    ) -> None:
+        """Embed and store the chunks, embedding again if the memory switched embedders
+        meanwhile (the store refuses vectors made for an older view)."""
+        for _attempt in range(3):
+            view = self.store.view
+            if view is None:
+                raise MemoryUnavailableError("The memory has no tables yet; try again.")
+            vectors = self._embed(self.embedder_for(view), texts, name, on_progress)
+            if self.store.add_document(rows, vectors, marker, view):
+                return
+        # Three embedder switches during one ingest: give up, the caller may retry.
+        raise MemoryUnavailableError("The memory kept switching embedders; try again.")
+
     @staticmethod
     def _embed(embedder: Embedder, texts: list[str], name: str, on_progress: OnProgress) -> Vectors:
         parts = []
@@ -141,3 +128,37 @@ class Ingestor:
             done = min(start + STEP, len(texts))
             on_progress(0.95 * done / len(texts), f"{name}: embedded {done} of {len(texts)} chunks")
         return np.concatenate(parts)
+
+
+def _rows(
+    document: Document, fmt: str, chunks: list[Chunk], proto: str
+) -> tuple[dict[str, list[Any]], dict[str, Any]]:
+    """The chunk table's columns for ``chunks``, and the document's commit marker."""
+    now = time.time()
+    prefix = document.sha256[:16]
+    source = str(document.path)
+    rows: dict[str, list[Any]] = {
+        "id": [f"{prefix}:{c.position}" for c in chunks],
+        "doc_hash": [document.sha256] * len(chunks),
+        "source": [source] * len(chunks),
+        "name": [document.name] * len(chunks),
+        "fmt": [fmt] * len(chunks),
+        "proto": [proto] * len(chunks),
+        "position": [c.position for c in chunks],
+        "start": [c.start for c in chunks],
+        "end": [c.end for c in chunks],
+        "heading": [c.heading for c in chunks],
+        "text": [c.text for c in chunks],
+        "ts": [now] * len(chunks),
+    }
+    marker = {
+        "doc_hash": document.sha256,
+        "source": source,
+        "name": document.name,
+        "fmt": fmt,
+        "proto": proto,
+        "chunks": len(chunks),
+        "bytes": document.bytes,
+        "ts": now,
+    }
+    return rows, marker

@@ -128,32 +128,10 @@ class MemoryService:
         op_id = new_msg_id()
         started = time.perf_counter()
         try:
-            from backend.memory.embedder import make_embedder
             from backend.memory.index import IndexManager
             from backend.memory.ingest import Ingestor
-            from backend.memory.location import open_location
-            from backend.memory.store import MemoryStore
 
-            self._checkpoint()
-            self._progress("memory_open", op_id, 0.0, "opening the memory")
-            location = open_location(self.root, self.config.uri, self.config.storage_options)
-            store = MemoryStore(self.root, location)
-            self._progress("memory_open", op_id, 0.3, "loading the embedder")
-            embedder = make_embedder(
-                self.config.embedder,
-                ollama_host=self.ollama_host,
-                threads=self.config.embed_threads,
-            )
-            self._embedders[embedder.identity] = embedder
-            self._checkpoint()
-            strays = store.drop_strays()
-            if strays:
-                log.warning("memory: dropped tables of an interrupted re-embedding: %s", strays)
-            if store.manifest is None:
-                store.create(embedder)
-                repaired: dict[str, int] = {}
-            else:
-                repaired = store.repair()
+            store, embedder, repaired = self._load(op_id)
             self.store = store
             self.index = IndexManager(store, self.config, self._index_progress)
             self.ingestor = Ingestor(store, self.embedder_for, self.config)
@@ -181,26 +159,56 @@ class MemoryService:
             self._ready.set()
             log.info("memory: opening abandoned, the backend is stopping")
         except Exception as exc:
-            if isinstance(exc, MemoryUnavailableError):
-                self.error = exc.message
-            else:
-                log.exception("memory failed to open")
-                remedy = (
-                    f"check [memory] uri and the AWS_* variables, or move {self.config.uri} "
-                    "aside"
-                    if self.config.uri
-                    else f"move {self.root} aside"
-                )
-                self.error = (
-                    f"The memory in {self.where} failed to open ({exc.__class__.__name__}: "
-                    f"{exc}). The backend runs without it; {remedy} to start an empty memory, "
-                    "and report this with the backend log."
-                )
-            self.state = "failed"
-            self._ready.set()
-            log.error("memory unavailable: %s", self.error)
-            self.bus.publish(BackendLog(level="warning", message=f"Memory: {self.error}"))
-            self._progress("memory_open", op_id, 1.0, self.error, done=True)
+            self._open_failed(exc, op_id)
+
+    def _load(self, op_id: str) -> tuple[MemoryStore, Embedder, dict[str, int]]:
+        """Open the tables and the embedder; create the tables in an empty memory, else
+        repair what an interrupted ingest or re-embedding left. Returns what was repaired."""
+        from backend.memory.embedder import make_embedder
+        from backend.memory.location import open_location
+        from backend.memory.store import MemoryStore
+
+        self._checkpoint()
+        self._progress("memory_open", op_id, 0.0, "opening the memory")
+        location = open_location(self.root, self.config.uri, self.config.storage_options)
+        store = MemoryStore(self.root, location)
+        self._progress("memory_open", op_id, 0.3, "loading the embedder")
+        embedder = make_embedder(
+            self.config.embedder,
+            ollama_host=self.ollama_host,
+            threads=self.config.embed_threads,
+        )
+        self._embedders[embedder.identity] = embedder
+        self._checkpoint()
+        strays = store.drop_strays()
+        if strays:
+            log.warning("memory: dropped tables of an interrupted re-embedding: %s", strays)
+        if store.manifest is None:
+            store.create(embedder)
+            return store, embedder, {}
+        return store, embedder, store.repair()
+
+    def _open_failed(self, exc: Exception, op_id: str) -> None:
+        """The backend runs on without a memory: say why, and what to do, everywhere."""
+        if isinstance(exc, MemoryUnavailableError):
+            self.error = exc.message
+        else:
+            log.exception("memory failed to open")
+            remedy = (
+                f"check [memory] uri and the AWS_* variables, or move {self.config.uri} aside"
+                if self.config.uri
+                else f"move {self.root} aside"
+            )
+            self.error = (
+                f"The memory in {self.where} failed to open ({exc.__class__.__name__}: "
+                f"{exc}). The backend runs without it; {remedy} to start an empty memory, "
+                "and report this with the backend log."
+            )
+        self.state = "failed"
+        self._ready.set()
+        log.error("memory unavailable: %s", self.error)
+        self.bus.publish(BackendLog(level="warning", message=f"Memory: {self.error}"))
+        self._progress("memory_open", op_id, 1.0, self.error, done=True)
 
     def _checkpoint(self) -> None:
         """Opening (or re-embedding) gives up here once the backend is stopping: what it

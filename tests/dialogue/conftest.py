@@ -14,7 +14,7 @@ import pytest
 
 from backend.bus import EventBus
 from backend.config import Config, DialogueConfig, ModelsConfig, MotivatorConfig
-from backend.dialogue.debugger import DialogueService
+from backend.dialogue.service import DialogueService
 from backend.home import Home
 from backend.launcher import BackendProcess
 from backend.llm.ollama_backend import OllamaBackend

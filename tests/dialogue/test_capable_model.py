@@ -5,7 +5,6 @@ sensible and must not loop (SmolLM2's turns repeat one sentence until the token 
 from __future__ import annotations
 
 import socket
-import time
 from pathlib import Path
 
 import pytest
@@ -13,7 +12,8 @@ import pytest
 from backend.llm.catalog import QWEN_CODER_1_5B
 from backend.llm.degenerate import is_degenerate
 from shared_api import commands as c
-from shared_api.replies import DebugHistoryReply, DialogueStatusReply, ProtoDescription
+from shared_api.replies import DebugHistoryReply, ProtoDescription
+from tests.conftest import dialogue_to_the_end
 from tests.dialogue.conftest import Spawn
 
 GOAL = "Is it better to walk or to cycle to work?"
@@ -28,7 +28,7 @@ def free_port() -> int:
 @pytest.mark.slow
 @pytest.mark.timeout(1200)  # three turns of a 1.5B model on 2 shared cores
 def test_a_dialogue_round_with_the_capable_model_does_not_loop(
-    capable_model: str, spawn: Spawn, tmp_path: Path
+    capable_model: Path, spawn: Spawn, tmp_path: Path
 ) -> None:
     home = tmp_path / "home"
     home.mkdir(parents=True)
@@ -39,21 +39,8 @@ def test_a_dialogue_round_with_the_capable_model_does_not_loop(
     )
     backend = spawn()
     with backend.client(timeout=60) as client:
-        did = client.request(c.StartDialogue(goal=GOAL))
-        did = did.dialogue.dialogue_id  # type: ignore[union-attr]
-        deadline = time.monotonic() + 1100
-        while True:
-            status = client.request(c.DialogueStatus(dialogue_id=did))
-            assert isinstance(status, DialogueStatusReply)
-            if status.dialogue.status == "awaiting_approval":  # an amendment: not the subject
-                for approval in status.approvals:
-                    client.request(
-                        c.DecideAmendment(interrupt_id=approval.interrupt_id, approve=False)
-                    )
-            if status.dialogue.status in ("finished", "error"):
-                break
-            assert time.monotonic() < deadline, status.dialogue
-            time.sleep(0.5)
+        status = dialogue_to_the_end(client, GOAL, 1100)
+        did = status.dialogue.dialogue_id
         assert status.dialogue.status == "finished", status.dialogue
         history = client.request(c.DebugHistory(dialogue_id=did))
         assert isinstance(history, DebugHistoryReply)

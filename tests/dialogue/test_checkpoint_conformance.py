@@ -130,7 +130,7 @@ def test_pruning_bounds_a_thread_and_retires_old_dialogues(
     for n in range(2):
         ids.append(service.start_dialogue(f"Goal {n}").dialogue_id)
         system.wait(lambda e, i=ids[-1]: e.kind == "dialogue_finished" and e.dialogue_id == i)
-    store = service.engine().store
+    store = service.worker.engine().store
     assert store.count(ids[-1]) <= 6 + 3  # 6 rounds x 3 nodes, pruned every 3 steps
     _, steps, truncated = service.history(ids[-1])
     assert truncated and steps[-1].node == "alfred"

@@ -28,7 +28,7 @@ def test_pruning_bounds_checkpoints_and_retires_old_dialogues(tmp_path: Path) ->
         for n in range(3):
             ids.append(service.start_dialogue(f"Goal {n}").dialogue_id)
             system.wait(lambda e, i=ids[-1]: e.kind == "dialogue_finished" and e.dialogue_id == i)
-        store = service.engine().store
+        store = service.worker.engine().store
         assert isinstance(store, checkpoints.SqliteStore)
         assert store.count(ids[-1]) <= 10 + 4  # 8 rounds x 3 nodes + 2 made
         _, steps, truncated = service.history(ids[-1])

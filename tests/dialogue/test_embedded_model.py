@@ -5,13 +5,13 @@ model does not follow ALFRED's format reliably: the explicit criteria judge then
 from __future__ import annotations
 
 import socket
-import time
 from pathlib import Path
 
 import pytest
 
 from shared_api import commands as c
-from shared_api.replies import DebugHistoryReply, DialogueStatusReply
+from shared_api.replies import DebugHistoryReply
+from tests.conftest import dialogue_to_the_end
 from tests.dialogue.conftest import Spawn
 
 
@@ -32,21 +32,10 @@ def test_a_short_dialogue_with_the_embedded_model(spawn: Spawn, tmp_path: Path) 
     )
     backend = spawn()
     with backend.client(timeout=60) as client:
-        did = client.request(c.StartDialogue(goal="Is it better to walk or to cycle to work?"))
-        did = did.dialogue.dialogue_id  # type: ignore[union-attr]
-        deadline = time.monotonic() + 200
-        while True:
-            status = client.request(c.DialogueStatus(dialogue_id=did))
-            assert isinstance(status, DialogueStatusReply)
-            if status.dialogue.status == "awaiting_approval":  # SmolLM2 proposed an amendment
-                for approval in status.approvals:
-                    client.request(
-                        c.DecideAmendment(interrupt_id=approval.interrupt_id, approve=False)
-                    )
-            if status.dialogue.status in ("finished", "error"):
-                break
-            assert time.monotonic() < deadline, status.dialogue
-            time.sleep(0.2)
+        status = dialogue_to_the_end(
+            client, "Is it better to walk or to cycle to work?", 200, poll_s=0.2
+        )
+        did = status.dialogue.dialogue_id
         assert status.dialogue.status == "finished", status.dialogue
         assert status.dialogue.reason in ("converged", "unresolved") and status.dialogue.round == 1
         history = client.request(c.DebugHistory(dialogue_id=did))

@@ -207,7 +207,7 @@ def test_a_restart_resumes_a_running_dialogue_from_its_checkpoint(tmp_path) -> N
 def test_babs_researches_through_the_memory_and_falls_back_to_history(system: System) -> None:
     from types import SimpleNamespace
 
-    from backend.dialogue.personas import Personas, memory_research
+    from backend.dialogue.cast import Personas, memory_research
     from shared_api.errors import MemoryUnavailableError
 
     found = SimpleNamespace(hits=[SimpleNamespace(source="notes.md", text="Speed  kills.")])

@@ -11,18 +11,10 @@ from pathlib import Path
 
 import pytest
 
-from backend.bus import EventBus
-from backend.config import BackendConfig, ForgeConfig, ModelsConfig
-from backend.forge import ToolForge
-from backend.home import Home
-from backend.llm.service import PersonaLLM
-from backend.protos import Proto
-from backend.runtime import Runtime
+from backend.config import ForgeConfig
 from backend.sandbox import SecureCodeExecutor
 from shared_api.replies import InvokeResult
-from tests.mind.conftest import MODEL_SHA256, capable_model, capable_model_path
-
-__all__ = ["capable_model", "capable_model_path"]
+from tests.conftest import capable_forge
 
 ARTIFACTS = Path(__file__).resolve().parents[2] / "artifacts"
 
@@ -32,17 +24,8 @@ ARTIFACTS = Path(__file__).resolve().parents[2] / "artifacts"
 def test_embedded_model_forges_a_working_tool(
     tmp_path: Path, bubblewrap: SecureCodeExecutor, capable_model: Path
 ) -> None:
-    bus = EventBus()
-    runtime = Runtime(Home(tmp_path).ensure(), BackendConfig(autosave_interval_s=0), bus)
-    models = ModelsConfig(
-        backend="embedded", embedded_model=str(capable_model), embedded_sha256=MODEL_SHA256
-    )
-    llm = PersonaLLM(runtime, models, bus)
     config = ForgeConfig(max_attempts=2, max_tokens=160, candidates=1)
-    forge = ToolForge(runtime, llm, bus, config, bubblewrap)
-    Proto.llm, Proto.tool_runner = llm, forge
-    runtime.start()
-    try:
+    with capable_forge(tmp_path, capable_model, bubblewrap, config) as (runtime, forge):
         finished = forge.forge(
             "BRICK", "add_numbers", "return the sum of a and b", ["add_numbers(a=2, b=3) == 5"],
             2, "smoke", threading.Event(),
@@ -56,8 +39,3 @@ def test_embedded_model_forges_a_working_tool(
         reply = runtime.invoke("BRICK", "add_numbers", {"a": 40, "b": -2})
         assert isinstance(reply, InvokeResult) and reply.result == 38
         print("forge smoke: attached;", json.dumps(reply.result), finished.tool.source)
-    finally:
-        forge.close()
-        llm.close()
-        runtime.close(save=False)
-        Proto.llm = Proto.tool_runner = None

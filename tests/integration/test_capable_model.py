@@ -29,7 +29,9 @@ def free_port() -> int:
 
 @pytest.mark.slow
 @pytest.mark.timeout(900)  # real tokens of a 1.5B model on 2 shared cores
-def test_a_persona_reply_from_the_capable_model_makes_sense(capable_model: str, home: Path) -> None:
+def test_a_persona_reply_from_the_capable_model_makes_sense(
+    capable_model: Path, home: Path
+) -> None:
     home.mkdir(parents=True)
     (home / "config.toml").write_text(
         f'[models]\nollama_host = "http://127.0.0.1:{free_port()}"\nmax_tokens = 72\n'

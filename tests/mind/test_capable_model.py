@@ -8,24 +8,18 @@ import json
 import subprocess
 import sys
 import threading
-import time
 from collections.abc import Iterator
 from pathlib import Path
 
 import pytest
 
-from backend.bus import EventBus
-from backend.config import BackendConfig, ForgeConfig, ModelsConfig
-from backend.forge import ToolForge
-from backend.home import Home
+from backend.config import ForgeConfig
 from backend.launcher import MAIN, BackendProcess
-from backend.llm.service import PersonaLLM
-from backend.protos import Proto
-from backend.runtime import Runtime
 from backend.sandbox import SecureCodeExecutor
 from shared_api import commands as c
-from shared_api.replies import DebugHistoryReply, DialogueStatusReply, InvokeResult
-from tests.mind.conftest import MODEL_SHA256, capable_env, degenerate, models_toml
+from shared_api.replies import DebugHistoryReply, InvokeResult
+from tests.conftest import capable_env, capable_forge, capable_models_toml, dialogue_to_the_end
+from tests.mind.conftest import degenerate
 
 pytestmark = [pytest.mark.slow, pytest.mark.timeout(1200)]
 
@@ -43,16 +37,8 @@ TOOLS = [
 def test_forges_two_tools_from_examples_right_on_unseen_inputs(
     tmp_path: Path, capable_model: Path, bubblewrap: SecureCodeExecutor
 ) -> None:
-    bus = EventBus()
-    runtime = Runtime(Home(tmp_path).ensure(), BackendConfig(autosave_interval_s=0), bus)
-    models = ModelsConfig(
-        backend="embedded", embedded_model=str(capable_model), embedded_sha256=MODEL_SHA256
-    )
-    llm = PersonaLLM(runtime, models, bus)
-    forge = ToolForge(runtime, llm, bus, ForgeConfig(max_attempts=2, max_tokens=160), bubblewrap)
-    Proto.llm, Proto.tool_runner = llm, forge
-    runtime.start()
-    try:
+    config = ForgeConfig(max_attempts=2, max_tokens=160)
+    with capable_forge(tmp_path, capable_model, bubblewrap, config) as (runtime, forge):
         for name, description, example, unseen in TOOLS:
             finished = forge.forge(
                 "ROBIN", name, description, [example], 2, f"t-{name}", threading.Event()
@@ -65,11 +51,6 @@ def test_forges_two_tools_from_examples_right_on_unseen_inputs(
             for args, expected in unseen:  # attached and callable, in the sandbox
                 reply = runtime.invoke("ROBIN", name, args)
                 assert isinstance(reply, InvokeResult) and reply.result == expected, (args, reply)
-    finally:
-        forge.close()
-        llm.close()
-        runtime.close(save=False)
-        Proto.llm = Proto.tool_runner = None
 
 
 @pytest.fixture(scope="module")
@@ -79,7 +60,7 @@ def backend(
     home = tmp_path_factory.mktemp("mind") / "home"
     home.mkdir()
     (home / "config.toml").write_text(
-        models_toml(capable_model_path)
+        capable_models_toml(capable_model_path)
         + "\n[dialogue]\nmax_rounds = 1\nmax_tokens = 80\n\n[memory]\nenabled = false\n"
         + "\n[learning]\ncurator = false\n"
     )
@@ -121,21 +102,8 @@ def test_judge_command_picks_the_right_answer_in_both_orders(
 
 def test_a_dialogue_round_is_not_degenerate_and_alfred_is_read(backend: BackendProcess) -> None:
     with backend.client(timeout=600) as client:
-        started = client.request(c.StartDialogue(goal="Should a small team write tests first?"))
-        did = started.dialogue.dialogue_id  # type: ignore[union-attr]
-        deadline = time.monotonic() + 900
-        while True:
-            status = client.request(c.DialogueStatus(dialogue_id=did))
-            assert isinstance(status, DialogueStatusReply)
-            if status.dialogue.status == "awaiting_approval":
-                for approval in status.approvals:
-                    client.request(
-                        c.DecideAmendment(interrupt_id=approval.interrupt_id, approve=False)
-                    )
-            if status.dialogue.status in ("finished", "error"):
-                break
-            assert time.monotonic() < deadline, status.dialogue
-            time.sleep(0.5)
+        status = dialogue_to_the_end(client, "Should a small team write tests first?", 900)
+        did = status.dialogue.dialogue_id
         history = client.request(c.DebugHistory(dialogue_id=did))
         assert isinstance(history, DebugHistoryReply)
     assert status.dialogue.status == "finished", status.dialogue

@@ -125,3 +125,46 @@ def test_the_inspector_shows_the_judges_scores() -> None:
     assert "judged 0.75" in history_line(item)
     line = learning_line({"model": "", "golden": 3, "judged": 9, "mean_score": 0.61})
     assert "judged 9: mean score 0.61" in line and "the default model" in line
+
+
+def test_the_controller_needs_only_send_store_world_and_a_plot() -> None:
+    """``LearningController`` gets what it uses, not the app: a panel it opens asks for its
+    status through ``send`` and shows the reply, a change to its persona refreshes it, a job
+    event reaches it, and its plot handle asks for a plot of the learning metrics."""
+    from kivy.core.window import Window
+
+    from morphs.world import World
+    from ui.learning import LearningController
+
+    sent: list[tuple[Any, Any]] = []
+    plots: list[dict[str, Any]] = []
+    store, world = WorkbenchStore(), World()
+    Window.add_widget(world)
+    controller = LearningController(
+        lambda command, on_reply: sent.append((command, on_reply)),
+        store,
+        world,
+        lambda _pos, **kwargs: plots.append(kwargs),
+    )
+    try:
+        morph = controller.open("BRICK", (100, 800))
+        assert morph.parent is world
+        assert [c for c, _ in sent] == [LearningStatus(proto="BRICK"), ListGolden(proto="BRICK")]
+        reply = LearningStatusReply(
+            personas=[LearningSummary(proto="BRICK", golden=7)], available=True
+        )
+        sent[0][1](reply)
+        assert "7 golden" in morph.summary.text
+        store.dispatch("on_change", "ROBIN")  # another persona's change: nothing to ask
+        store.dispatch("on_change", "BRICK")
+        assert [c for c, _ in sent[2:]] == [
+            LearningStatus(proto="BRICK"),
+            ListGolden(proto="BRICK"),
+        ]
+        store.apply(LearningProgress(job=JOB))
+        frames()
+        assert "step 3/24" in morph.job_label.text
+        morph.dispatch("on_plot")
+        assert plots == [{"metrics": list(LEARNING_METRICS)}]
+    finally:
+        Window.remove_widget(world)

@@ -3,10 +3,9 @@
 - ``ui/`` and ``morphs/`` never import ``backend/``; ``backend/`` never imports ``ui/`` or
   ``morphs/``; ``shared_api/`` imports nothing of ours. Every import counts here, at module
   level, inside a function or under ``TYPE_CHECKING``.
-- No circle of imports between modules. Imports inside functions count (they run); those
-  under ``TYPE_CHECKING`` do not (they never run). The circles not yet broken are listed in
-  ``KNOWN_CYCLES``: a ratchet that only shrinks. A new circle, or a listed one that grew,
-  fails; so does a listed one that no longer exists (remove it from the list).
+- No circle of imports between modules, and no exception listed. Every import counts, those
+  under ``TYPE_CHECKING`` too: they never run, but a part that names its owner's type is a
+  service handed to its own parts (STYLE.md 20). Give it a Protocol of what it uses instead.
 """
 
 from __future__ import annotations
@@ -26,13 +25,6 @@ FORBIDDEN = {
     "morphs": ("backend",),
     "backend": ("ui", "morphs"),
     "shared_api": ("backend", "ui", "morphs", "personas", "main"),
-}
-#: Circles of imports not broken yet (issue 17), each the set of modules in it. Only shrinks:
-#: the goal is an empty set. Both are a factory importing its implementation lazily, while
-#: the implementation imports a helper from the factory's module.
-KNOWN_CYCLES: set[frozenset[str]] = {
-    frozenset({"backend.dialogue.checkpoints", "backend.dialogue.checkpoints_pg"}),
-    frozenset({"backend.llm.endpoints", "backend.llm.openai_backend"}),
 }
 
 
@@ -120,8 +112,7 @@ def cycles(edges: list[Import]) -> set[frozenset[str]]:
     """The strongly connected components of more than one module (Tarjan's algorithm)."""
     graph: dict[str, set[str]] = {}
     for edge in edges:
-        if not edge.type_checking:
-            graph.setdefault(edge.source, set()).add(edge.target)
+        graph.setdefault(edge.source, set()).add(edge.target)
     index: dict[str, int] = {}
     low: dict[str, int] = {}
     stack: list[str] = []
@@ -168,16 +159,13 @@ def test_no_import_crosses_between_the_processes() -> None:
     )
 
 
-def test_no_new_import_cycles() -> None:
-    found = cycles(imports())
-    new = sorted(sorted(c) for c in found - KNOWN_CYCLES)
-    gone = sorted(sorted(c) for c in KNOWN_CYCLES - found)
-    assert not new, (
-        "A circle of imports appeared (or a known one grew). Break it: hand the collaborator "
-        "the callables it uses instead of importing their owner, or move the shared part "
-        f"into a module of its own: {new}"
+def test_no_import_cycles() -> None:
+    found = sorted(sorted(c) for c in cycles(imports()))
+    assert not found, (
+        "A circle of imports. Break it: hand the collaborator the callables it uses (or a "
+        "Protocol of them) instead of importing their owner, or move the shared part into a "
+        f"module of its own (see ARCHITECTURE.md): {found}"
     )
-    assert not gone, f"These circles no longer exist: remove them from KNOWN_CYCLES: {gone}"
 
 
 def _write(root: Path, files: dict[str, str]) -> None:
@@ -190,8 +178,8 @@ def _write(root: Path, files: dict[str, str]) -> None:
 def test_the_checker_sees_cycles_and_crossings(
     tmp_path: Path, monkeypatch: pytest.MonkeyPatch
 ) -> None:
-    """The rules themselves, on a small made-up tree: a function-level cycle counts, a
-    TYPE_CHECKING one does not, relative imports resolve, a crossing is found."""
+    """The rules themselves, on a small made-up tree: a function-level cycle counts, so does
+    a TYPE_CHECKING one, relative imports resolve, a crossing is found."""
     import tests.unit.test_imports as rules
 
     _write(
@@ -211,6 +199,9 @@ def test_the_checker_sees_cycles_and_crossings(
     )
     monkeypatch.setattr(rules, "ROOT", tmp_path)
     edges = rules.imports()
-    assert cycles(edges) == {frozenset({"backend.a", "backend.b"})}
+    assert cycles(edges) == {
+        frozenset({"backend.a", "backend.b"}),
+        frozenset({"backend.d", "backend.e"}),
+    }
     assert Import("backend.b", "ui.c", 2, False) in edges
     assert Import("backend.d", "backend.e", 3, True) in edges

@@ -7,42 +7,22 @@ from __future__ import annotations
 import threading
 import time
 
-from backend.llm.base import ChatMessage, Completion, GenerationParams, ModelInfo, OnToken
+from backend.llm.base import ChatMessage, Completion
 from backend.llm.manager import ModelManager
 from shared_api.errors import CancelledError
+from tests.doubles.scripted_model import ScriptedModel
 
 HELLO = [ChatMessage("user", "hello")]
 
 
-class EndlessBackend:
+class EndlessBackend(ScriptedModel):
     """TEST DOUBLE: generates until cancelled (a long answer on a slow CPU)."""
 
-    name = "endless"
-
     def __init__(self) -> None:
+        super().__init__(name="endless", model_id="a")
         self.generating = threading.Event()
-        self.unloaded = False
 
-    def list_models(self) -> list[ModelInfo]:
-        return [ModelInfo("a", self.name, 1)]
-
-    def model_size(self, model: str) -> int:
-        return 1
-
-    def load(self, model: str) -> float:
-        return 0.0
-
-    def unload(self) -> None:
-        self.unloaded = True
-
-    def generate(
-        self,
-        model: str,
-        messages: list[ChatMessage],
-        params: GenerationParams,
-        on_token: OnToken | None,
-        cancel: threading.Event,
-    ) -> Completion:
+    def answer(self, messages: list[ChatMessage], cancel: threading.Event) -> Completion:
         self.generating.set()
         while not cancel.wait(0.01):
             pass
@@ -78,4 +58,4 @@ def test_cancel_all_stops_the_running_and_queued_calls_and_refuses_new_ones() ->
     call("ROBIN")  # a call after the quit began ends at once, cancelled
     assert results["ROBIN"] == "cancelled" or isinstance(results["ROBIN"], CancelledError)
     manager.unload()  # the shutdown's last step still runs
-    assert backend.unloaded
+    assert backend.unloads == 1

@@ -7,46 +7,25 @@ from __future__ import annotations
 import threading
 import time
 
-from backend.llm.base import ChatMessage, Completion, GenerationParams, ModelInfo, OnToken
+from backend.llm.base import ChatMessage, Completion
 from backend.llm.manager import GIB, ModelManager
+from tests.doubles.scripted_model import ScriptedModel
 
 
-class Gate:
+class Gate(ScriptedModel):
     """A backend double: each generate waits until the test opens the gate for it."""
 
     def __init__(self, name: str, remote: bool, concurrency: int = 1, size: int = 0) -> None:
-        self.name = name
+        super().__init__(name=name, size=size, model_id="m")
         self.remote = remote
         self.concurrency = concurrency
-        self.size = size
         self.running: list[str] = []
         self.order: list[str] = []
         self.peak = 0
         self.release = threading.Semaphore(0)
         self.lock = threading.Lock()
-        self.loads = 0
 
-    def list_models(self) -> list[ModelInfo]:
-        return [ModelInfo("m", self.name, self.size)]
-
-    def model_size(self, model: str) -> int:
-        return self.size
-
-    def load(self, model: str) -> float:
-        self.loads += 1
-        return 0.0
-
-    def unload(self) -> None:
-        return None
-
-    def generate(
-        self,
-        model: str,
-        messages: list[ChatMessage],
-        params: GenerationParams,
-        on_token: OnToken | None,
-        cancel: threading.Event,
-    ) -> Completion:
+    def answer(self, messages: list[ChatMessage], cancel: threading.Event) -> Completion:
         with self.lock:
             self.running.append(messages[-1].content)
             self.order.append(messages[-1].content)

@@ -1,7 +1,7 @@
 """The dialogue service and Live Debugger.
 
 Each dialogue is a LangGraph thread in the SQLite checkpointer. A worker thread per running
-dialogue (``worker.py``) drives it one node at a time (``interrupt_before="*"``), so between
+dialogue (``runner.py``) drives it one node at a time (``interrupt_before="*"``), so between
 any two nodes it can pause: for a breakpoint, a single step, the user, an impasse (dissonance
 for ``impasse_rounds`` rounds: the UI opens the debugger), or an amendment awaiting approval.
 Commands only flip flags or start a worker and return at once; results arrive as events.
@@ -15,29 +15,25 @@ or a ``kill -9``, dialogues that were running resume from their last checkpoint.
 from __future__ import annotations
 
 import logging
-import threading
 import time
 import uuid
 from pathlib import Path
-from typing import TYPE_CHECKING, Any
+from typing import Any
 
 from pydantic import BaseModel, ConfigDict, Field, ValidationError
 
 from backend.bus import EventBus
 from backend.config import Config
-from backend.dialogue import approvals
+from backend.dialogue.cast import ROLES, Personas, ResearchSource
 from backend.dialogue.checkpoint_reads import read_checkpoints
-from backend.dialogue.personas import ROLES, Personas, ResearchSource
-from backend.dialogue.store import DialogueStore
-from backend.dialogue.worker import (
-    Engine,
-    Runner,
-    Worker,
+from backend.dialogue.runner import (
+    DialogueWorker,
     checkpoint_of,
     node_of,
     step_info,
     thread_config,
 )
+from backend.dialogue.store import DialogueStore
 from backend.runtime import Runtime
 from backend.urls import redact
 from shared_api.dialogue import (
@@ -48,13 +44,8 @@ from shared_api.dialogue import (
     StepInfo,
 )
 from shared_api.errors import CheckpointTamperedError, InvalidValueError, UnavailableError
-from shared_api.events import (
-    DialoguePaused,
-)
+from shared_api.events import AmendmentDecided, DialoguePaused
 from shared_api.types import JsonObject
-
-if TYPE_CHECKING:
-    pass
 
 log = logging.getLogger(__name__)
 
@@ -80,7 +71,7 @@ class StateEdit(BaseModel):
     turns: list[dict[str, Any]] | None = None
 
 
-class DialogueService(Worker):
+class DialogueService:
     def __init__(
         self,
         runtime: Runtime,
@@ -99,18 +90,22 @@ class DialogueService(Worker):
         self.store = DialogueStore(self.dir / "dialogues.sqlite")
         self.personas = Personas(runtime, self.config, research)
         self.motivator = Motivator(self, config.motivator)
-        self._engine: Engine | None = None
-        self._engine_lock = threading.Lock()
-        self._runners: dict[str, Runner] = {}
-        self._lock = threading.Lock()
-        self._stopping = threading.Event()
+        self.worker = DialogueWorker(
+            runtime,
+            bus,
+            self.config,
+            self.store,
+            self.personas,
+            self.dir,
+            self.motivator.dialogue_ended,
+        )
 
     # -- lifecycle ----------------------------------------------------------------------------
     def start(self) -> None:
         """Resume the dialogues a stop or crash interrupted; start the motivator."""
         for summary in self.store.dialogues(("running",)):
             log.info("resuming dialogue %s from its last checkpoint", summary.dialogue_id)
-            self._launch(summary.dialogue_id, "continue")
+            self.worker.launch(summary.dialogue_id, "continue")
         for summary in self.store.dialogues(("awaiting_approval",)):
             known = self.store.approvals(dialogue_id=summary.dialogue_id, pending_only=False)
             if any(self.store.decision(a.interrupt_id) for a in known):
@@ -120,16 +115,9 @@ class DialogueService(Worker):
     def close(self) -> None:
         """Stop the workers after their current node; running dialogues stay ``running``, so
         the next start resumes them."""
-        self._stopping.set()
+        self.worker.stopping.set()
         self.motivator.close()
-        deadline = time.monotonic() + 3 * JOIN_S
-        with self._lock:
-            runners = list(self._runners.values())
-        for runner in runners:
-            if runner.thread is not None:
-                runner.thread.join(max(0.1, min(JOIN_S, deadline - time.monotonic())))
-        if self._engine is not None and not any(r.busy for r in runners):
-            self._engine.close()
+        self.worker.close(JOIN_S)
         self.store.close()
 
     # -- commands -----------------------------------------------------------------------------
@@ -159,14 +147,14 @@ class DialogueService(Worker):
             updated=now,
         )
         self.store.add_dialogue(summary)
-        self._publish_changed(summary)
+        self.worker.publish_changed(summary)
         if paused:  # paused at once: its first step or continue starts it
             sides = [cast.get("logic", ""), cast.get("empathy", "")]
             self.bus.publish(
                 DialoguePaused(dialogue_id=dialogue_id, reason="user", node="brick", personas=sides)
             )
         else:
-            self._launch(dialogue_id, "continue", start=True)
+            self.worker.launch(dialogue_id, "continue", start=True)
         return summary
 
     def list_dialogues(self) -> list[DialogueSummary]:
@@ -174,13 +162,13 @@ class DialogueService(Worker):
 
     def status(self, dialogue_id: str) -> tuple[DialogueSummary, JsonObject, list[ApprovalInfo]]:
         summary = self.store.dialogue(dialogue_id)
-        with self._reading(dialogue_id):
-            snapshot = self.engine().graph.get_state(self._head_cfg(summary))
+        with self.worker.reading(dialogue_id):
+            snapshot = self.worker.engine().graph.get_state(self.worker.head_cfg(summary))
         values: JsonObject = dict(snapshot.values or {})
         return summary, values, self.store.approvals(dialogue_id=dialogue_id)
 
     def graph_info(self) -> tuple[list[str], list[GraphEdge], str]:
-        drawable = self.engine().graph.get_graph()
+        drawable = self.worker.engine().graph.get_graph()
         nodes = [n for n in drawable.nodes if n not in ("__start__", "__end__")]
         edges = [
             GraphEdge(source=e.source, target=e.target, conditional=e.conditional)
@@ -190,43 +178,43 @@ class DialogueService(Worker):
 
     def step(self, dialogue_id: str) -> DialogueSummary:
         self._runnable(dialogue_id)
-        summary = self._set(dialogue_id, status="running", reason="step")
-        self._launch(dialogue_id, "step")
+        summary = self.worker.update(dialogue_id, status="running", reason="step")
+        self.worker.launch(dialogue_id, "step")
         return summary
 
     def continue_(self, dialogue_id: str) -> DialogueSummary:
-        runner = self._runner(dialogue_id)
+        runner = self.worker.runner(dialogue_id)
         if runner.busy:
             runner.pause.clear()
             return self.store.dialogue(dialogue_id)
         self._runnable(dialogue_id)
-        summary = self._set(dialogue_id, status="running", reason="")
-        self._launch(dialogue_id, "continue")
+        summary = self.worker.update(dialogue_id, status="running", reason="")
+        self.worker.launch(dialogue_id, "continue")
         return summary
 
     def pause(self, dialogue_id: str) -> DialogueSummary:
         summary = self.store.dialogue(dialogue_id)
-        runner = self._runner(dialogue_id)
+        runner = self.worker.runner(dialogue_id)
         if runner.busy:
             runner.pause.set()  # the worker pauses before its next node
             return summary
         if summary.status == "running":
-            return self._set(dialogue_id, status="paused", reason="user")
+            return self.worker.update(dialogue_id, status="paused", reason="user")
         return summary
 
     def cancel(self, dialogue_id: str) -> DialogueSummary:
         summary = self.store.dialogue(dialogue_id)
-        runner = self._runner(dialogue_id)
+        runner = self.worker.runner(dialogue_id)
         if runner.busy:
             runner.cancel.set()
             return summary
-        self._abandon_approvals(dialogue_id, "the dialogue was cancelled")
+        self.worker.abandon_approvals(dialogue_id, "the dialogue was cancelled")
         self.motivator.dialogue_ended(dialogue_id, "cancelled")
-        return self._set(dialogue_id, status="cancelled", reason="user")
+        return self.worker.update(dialogue_id, status="cancelled", reason="user")
 
     def set_breakpoints(self, dialogue_id: str, nodes: list[str]) -> DialogueSummary:
         self.store.dialogue(dialogue_id)
-        return self._set(dialogue_id, breakpoints=self._check_nodes(nodes))
+        return self.worker.update(dialogue_id, breakpoints=self._check_nodes(nodes))
 
     def update_state(
         self, dialogue_id: str, values: dict[str, Any]
@@ -243,9 +231,9 @@ class DialogueService(Worker):
                 f"Cannot edit the dialogue state: {problems}. Editable: "
                 f"{', '.join(StateEdit.model_fields)}.",
             ) from None
-        engine = self.engine()
-        cfg = self._head_cfg(summary)
-        with self._reading(dialogue_id):
+        engine = self.worker.engine()
+        cfg = self.worker.head_cfg(summary)
+        with self.worker.reading(dialogue_id):
             before = engine.graph.get_state(cfg).values or {}
         seq = int(before.get("seq", 0)) + 1
         record = {
@@ -264,29 +252,29 @@ class DialogueService(Worker):
         forked = engine.graph.update_state(cfg, {**edits, "seq": seq, "last": record})
         snapshot = engine.graph.get_state(thread_config(dialogue_id))
         status = "paused" if snapshot.next else summary.status
-        summary = self._set(
-            dialogue_id, head="", status=status, reason="edited", **self._fields(snapshot)
+        summary = self.worker.update(
+            dialogue_id, head="", status=status, reason="edited", **self.worker.fields(snapshot)
         )
-        self._publish_step(dialogue_id)
+        self.worker.publish_step(dialogue_id)
         return summary, checkpoint_of(forked), dict(snapshot.values)
 
     def history(
         self, dialogue_id: str, limit: int = 200
     ) -> tuple[DialogueSummary, list[StepInfo], bool]:
         """The current branch's steps, oldest first (the head's ancestors)."""
-        with self._reading(dialogue_id):
+        with self.worker.reading(dialogue_id):
             return self._history(dialogue_id, limit)
 
     def _history(
         self, dialogue_id: str, limit: int
     ) -> tuple[DialogueSummary, list[StepInfo], bool]:
         summary = self.store.dialogue(dialogue_id)
-        engine = self.engine()
+        engine = self.worker.engine()
         ids, truncated = engine.store.branch(dialogue_id, summary.head, limit + 1)
         chain = read_checkpoints(engine.store, dialogue_id, ids)  # (pruned ones left out)
         shown = chain[1:] if len(chain) > limit else chain  # the first is only its parent
         truncated = truncated or len(chain) > limit
-        head_next = list(engine.graph.get_state(self._head_cfg(summary)).next)
+        head_next = list(engine.graph.get_state(self.worker.head_cfg(summary)).next)
         steps = []
         for i, tup in enumerate(shown):
             k = i + len(chain) - len(shown)
@@ -299,12 +287,12 @@ class DialogueService(Worker):
     def rewind(self, dialogue_id: str, checkpoint_id: str, resume: bool = False) -> DialogueSummary:
         """Time travel: make ``checkpoint_id`` the head; the next run forks from it."""
         summary = self._undamaged(dialogue_id)
-        if self._runner(dialogue_id).busy:
+        if self.worker.runner(dialogue_id).busy:
             raise UnavailableError(
                 f"Dialogue {dialogue_id} is running; pause it (debug_pause) before rewinding."
             )
-        engine = self.engine()
-        with self._reading(dialogue_id):
+        engine = self.worker.engine()
+        with self.worker.reading(dialogue_id):
             found = engine.saver.get_tuple(thread_config(dialogue_id, checkpoint_id))
         if found is None:
             raise InvalidValueError(
@@ -312,14 +300,14 @@ class DialogueService(Worker):
                 "another dialogue); `debug_history` lists its steps.",
                 checkpoint_id=checkpoint_id,
             )
-        self._abandon_approvals(dialogue_id, "abandoned by time travel")
+        self.worker.abandon_approvals(dialogue_id, "abandoned by time travel")
         snapshot = engine.graph.get_state(thread_config(dialogue_id, checkpoint_id))
-        summary = self._set(
+        summary = self.worker.update(
             dialogue_id,
             head=checkpoint_id,
             status="paused",
             reason="rewound",
-            **self._fields(snapshot),
+            **self.worker.fields(snapshot),
         )
         self.bus.publish(
             DialoguePaused(
@@ -334,20 +322,45 @@ class DialogueService(Worker):
         return summary
 
     def decide(self, interrupt_id: str, approve: bool, note: str = "") -> ApprovalInfo:
-        return approvals.decide(self, interrupt_id, approve, note)
+        """Apply the user's decision on an amendment (``approvals.py``) and resume the
+        dialogue that waits for it."""
+        approval = self.store.approval(interrupt_id)
+        if approval.status != "pending":
+            raise InvalidValueError(
+                f"The amendment {interrupt_id} was already {approval.status}.",
+                interrupt_id=interrupt_id,
+            )
+        version = None
+        if approve:
+            proto = self.runtime.commit(
+                {
+                    "op": "amend_codex",
+                    "proto": approval.proto,
+                    "field": approval.field,
+                    "value": approval.new,
+                    "interrupt_id": interrupt_id,
+                }
+            )
+            version = proto.version
+            self.runtime.save_image()  # the amended codex is in the newest generation
+        verdict = "approved" if approve else "rejected"
+        decided = self.store.decide(interrupt_id, verdict, note, version)
+        self.bus.publish(AmendmentDecided(approval=decided))
+        self.resume_decided(approval.dialogue_id)
+        return decided
 
     def approvals(self, *, pending_only: bool = True) -> list[ApprovalInfo]:
         return self.store.approvals(pending_only=pending_only)
 
     def resume_decided(self, dialogue_id: str) -> None:
         """Resume a dialogue whose pending amendment has been decided."""
-        if not self._runner(dialogue_id).busy:
-            self._launch(dialogue_id, "continue")
+        if not self.worker.runner(dialogue_id).busy:
+            self.worker.launch(dialogue_id, "continue")
 
     # -- helpers ------------------------------------------------------------------------------
     def _runnable(self, dialogue_id: str) -> DialogueSummary:
         summary = self._undamaged(dialogue_id)
-        if self._runner(dialogue_id).busy:
+        if self.worker.runner(dialogue_id).busy:
             raise UnavailableError(
                 f"Dialogue {dialogue_id} is running; pause it (debug_pause) first."
             )
@@ -365,7 +378,7 @@ class DialogueService(Worker):
 
     def _editable(self, dialogue_id: str) -> DialogueSummary:
         summary = self._undamaged(dialogue_id)
-        if self._runner(dialogue_id).busy:
+        if self.worker.runner(dialogue_id).busy:
             raise UnavailableError(
                 f"Dialogue {dialogue_id} is running; pause it (debug_pause) before editing."
             )
@@ -413,6 +426,6 @@ class DialogueService(Worker):
         return f"sqlite:{self.dir / 'checkpoints.sqlite'}" if local else redact(spec)
 
     def stats(self) -> dict[str, Any]:
-        with self._lock:
-            running = sum(1 for r in self._runners.values() if r.busy)
-        return {"running": running, "engine_loaded": self._engine is not None}
+        with self.worker.lock:
+            running = sum(1 for r in self.worker.runners.values() if r.busy)
+        return {"running": running, "engine_loaded": self.worker.open_engine is not None}

@@ -1,9 +1,9 @@
-"""The dialogue worker: one thread per running dialogue drives its graph node by node.
+"""The dialogue runner: one thread per running dialogue drives its graph node by node.
 
 Between any two nodes it may stop: for a breakpoint, a single step, the user, an impasse
 (dissonance for ``impasse_rounds`` rounds: the UI opens the debugger), an amendment awaiting
 approval, cancellation or shutdown. It announces each step and how it stopped as events.
-``DialogueService`` (``debugger.py``) is this plus the commands.
+``DialogueService`` (``service.py``) holds one and adds the commands.
 """
 
 from __future__ import annotations
@@ -13,13 +13,14 @@ import threading
 import time
 from collections.abc import Callable, Iterator
 from contextlib import contextmanager
+from functools import partial
 from pathlib import Path
 from typing import TYPE_CHECKING, Any
 
 from backend.bus import EventBus
 from backend.config import DialogueConfig
 from backend.dialogue import approvals
-from backend.dialogue.personas import Personas
+from backend.dialogue.cast import Personas
 from backend.dialogue.store import DialogueStore
 from backend.runtime import Runtime
 from shared_api.dialogue import DialogueSummary, PauseReason, StepInfo
@@ -37,9 +38,15 @@ from shared_api.types import JsonObject
 if TYPE_CHECKING:
     from langchain_core.runnables import RunnableConfig
 
-    from backend.dialogue.motivator import Motivator
 
 log = logging.getLogger(__name__)
+
+#: How a run stopped, announced once the runner is no longer busy.
+Outcome = Callable[[], None]
+
+
+def _quietly() -> None:
+    """The outcome of a run stopped by shutdown: nothing to announce."""
 
 
 class Engine:
@@ -84,35 +91,61 @@ def checkpoint_of(config: Any) -> str:
     return str((config or {}).get("configurable", {}).get("checkpoint_id", ""))
 
 
-class Worker:
-    """The worker half of ``DialogueService``: driving, stopping and announcing dialogues."""
+class DialogueWorker:
+    """Drives, stops and announces dialogues, one thread per running dialogue. The
+    ``DialogueService`` holds one and adds the commands; this gets what it uses from it."""
 
-    runtime: Runtime
-    bus: EventBus
-    config: DialogueConfig
-    store: DialogueStore
-    personas: Personas
-    motivator: Motivator
-    dir: Path
-    _engine: Engine | None
-    _engine_lock: threading.Lock
-    _runners: dict[str, Runner]
-    _lock: threading.Lock
-    _stopping: threading.Event
+    def __init__(
+        self,
+        runtime: Runtime,
+        bus: EventBus,
+        config: DialogueConfig,
+        store: DialogueStore,
+        personas: Personas,
+        directory: Path,
+        dialogue_ended: Callable[[str, str], None],
+    ) -> None:
+        self.runtime = runtime
+        self.bus = bus
+        self.config = config
+        self.store = store
+        self.personas = personas
+        self.dir = directory
+        #: Told when a dialogue ends (the motivator: a goal's dialogue is done).
+        self.dialogue_ended = dialogue_ended
+        #: The graph and its checkpoints, opened on first use.
+        self.open_engine: Engine | None = None
+        self._engine_lock = threading.Lock()
+        self.runners: dict[str, Runner] = {}
+        self.lock = threading.Lock()
+        self.stopping = threading.Event()
+
+    def close(self, join_s: float) -> None:
+        """Wait (a while) for the running dialogues to stop after their current node
+        (``stopping`` is set), then close the engine unless one is still running."""
+        self.stopping.set()
+        deadline = time.monotonic() + 3 * join_s
+        with self.lock:
+            runners = list(self.runners.values())
+        for runner in runners:
+            if runner.thread is not None:
+                runner.thread.join(max(0.1, min(join_s, deadline - time.monotonic())))
+        if self.open_engine is not None and not any(r.busy for r in runners):
+            self.open_engine.close()
 
     def engine(self) -> Engine:
         with self._engine_lock:
-            if self._engine is None:
+            if self.open_engine is None:
                 started = time.perf_counter()
-                self._engine = Engine(
+                self.open_engine = Engine(
                     self.config.checkpoints, self.dir, self.runtime.home.image_key(), self.personas
                 )
                 log.info("dialogue engine ready in %.2fs", time.perf_counter() - started)
-            return self._engine
+            return self.open_engine
 
     # -- the worker ---------------------------------------------------------------------------
-    def _launch(self, dialogue_id: str, mode: str, *, start: bool = False) -> None:
-        runner = self._runner(dialogue_id)
+    def launch(self, dialogue_id: str, mode: str, *, start: bool = False) -> None:
+        runner = self.runner(dialogue_id)
         with runner.lock:
             if runner.busy:
                 raise UnavailableError(f"Dialogue {dialogue_id} is already running.")
@@ -132,7 +165,7 @@ class Worker:
         except Exception as exc:
             with runner.lock:
                 runner.running = False
-                if self._stopping.is_set():
+                if self.stopping.is_set():
                     log.info("dialogue %s stopped mid-node by shutdown: %s", dialogue_id, exc)
                     return
                 log.exception("dialogue %s failed", dialogue_id)
@@ -141,20 +174,16 @@ class Worker:
         # Not busy before the outcome is announced: whoever hears "paused" may act at once.
         with runner.lock:
             runner.running = False
-            if outcome is not None:
-                outcome()
+            outcome()
 
-    def _run(
-        self, dialogue_id: str, runner: Runner, mode: str, start: bool
-    ) -> Callable[[], None] | None:
-        """Drive the graph node by node; returns how it stopped, to announce (or None)."""
+    def _run(self, dialogue_id: str, runner: Runner, mode: str, start: bool) -> Outcome:
+        """Drive the graph node by node; returns how it stopped, to announce."""
         from langgraph.types import Command
 
         engine = self.engine()
         graph = engine.graph
         first_node = start and mode != "step"  # a paused start's first step ignores breakpoints
-        start = start or not graph.get_state(thread_config(dialogue_id)).values
-        if start:
+        if start or not graph.get_state(thread_config(dialogue_id)).values:
             summary = self.store.dialogue(dialogue_id)
             initial = engine.graph_module.initial_state(
                 dialogue_id, summary.goal, summary.personas, self.config, summary.max_rounds
@@ -165,53 +194,69 @@ class Worker:
         ran = 0
         while True:
             summary = self.store.dialogue(dialogue_id)
-            cfg = self._head_cfg(summary)
+            cfg = self.head_cfg(summary)
             snapshot = graph.get_state(cfg)
             if snapshot.interrupts:
                 decisions = {i.id: self.store.decision(i.id) for i in snapshot.interrupts}
-                if all(d is not None for d in decisions.values()):
-                    self._set(dialogue_id, status="running", reason="", head="")
-                    graph.invoke(
-                        Command(resume=decisions), cfg, interrupt_before="*", durability="sync"
-                    )
-                    for interrupt_id in decisions:
-                        self.store.mark_resumed(interrupt_id)
-                    ran += 1
-                    self._stepped(dialogue_id, runner)
-                    continue
-                return lambda: self._await_approval(dialogue_id, snapshot)
-            if not snapshot.next:
-                return lambda: self._finished(dialogue_id, snapshot)
-            if self._stopping.is_set():
-                return None  # stays "running": the next start resumes it
-            if runner.cancel.is_set():
-                return lambda: self._cancelled(dialogue_id)
-            if runner.pause.is_set():
-                runner.pause.clear()
-                return lambda: self._paused(dialogue_id, snapshot, "user")
-            node = snapshot.next[0]
-            gate = ran > 0 or first_node
-            if gate and node == "impasse":
-                return lambda: self._paused(dialogue_id, snapshot, "dissonance")
-            if gate and node in summary.breakpoints:
-                return lambda: self._paused(dialogue_id, snapshot, "breakpoint")
-            if mode == "step" and ran >= 1:
-                return lambda: self._paused(dialogue_id, snapshot, "step")
-            if summary.status != "running" or summary.next != [node]:
-                self._set(dialogue_id, status="running", reason="", next=[node])
-            graph.invoke(None, cfg, interrupt_before="*", durability="sync")
-            if summary.head:
-                self._set(dialogue_id, head="")
+                if any(d is None for d in decisions.values()):
+                    return partial(self._await_approval, dialogue_id, snapshot)
+                self.update(dialogue_id, status="running", reason="", head="")
+                graph.invoke(
+                    Command(resume=decisions), cfg, interrupt_before="*", durability="sync"
+                )
+                for interrupt_id in decisions:
+                    self.store.mark_resumed(interrupt_id)
+            else:
+                gate = ran > 0 or first_node
+                stop = self._why_stop(dialogue_id, runner, snapshot, summary, mode, ran, gate)
+                if stop is not None:
+                    return stop
+                node = snapshot.next[0]
+                if summary.status != "running" or summary.next != [node]:
+                    self.update(dialogue_id, status="running", reason="", next=[node])
+                graph.invoke(None, cfg, interrupt_before="*", durability="sync")
+                if summary.head:
+                    self.update(dialogue_id, head="")
             ran += 1
             self._stepped(dialogue_id, runner)
+
+    def _why_stop(
+        self,
+        dialogue_id: str,
+        runner: Runner,
+        snapshot: Any,
+        summary: DialogueSummary,
+        mode: str,
+        ran: int,
+        gate: bool,
+    ) -> Outcome | None:
+        """Whether to stop before the next node, and how it is announced (None: go on).
+        ``gate``: breakpoints and the impasse pause it (not the first node of a start)."""
+        if not snapshot.next:
+            return partial(self._finished, dialogue_id, snapshot)
+        if self.stopping.is_set():
+            return _quietly  # stays "running": the next start resumes it
+        if runner.cancel.is_set():
+            return partial(self._cancelled, dialogue_id)
+        if runner.pause.is_set():
+            runner.pause.clear()
+            return partial(self._paused, dialogue_id, snapshot, "user")
+        node = snapshot.next[0]
+        if gate and node == "impasse":
+            return partial(self._paused, dialogue_id, snapshot, "dissonance")
+        if gate and node in summary.breakpoints:
+            return partial(self._paused, dialogue_id, snapshot, "breakpoint")
+        if mode == "step" and ran >= 1:
+            return partial(self._paused, dialogue_id, snapshot, "step")
+        return None
 
     def _stepped(self, dialogue_id: str, runner: Runner) -> None:
         engine = self.engine()
         snapshot = engine.graph.get_state(thread_config(dialogue_id))
-        self._set(dialogue_id, **self._fields(snapshot))
+        self.update(dialogue_id, **self.fields(snapshot))
         values = snapshot.values or {}
         last = values.get("last") or {}
-        self._publish_step(dialogue_id)
+        self.publish_step(dialogue_id)
         if last.get("node") == "alfred":
             self._publish_dissonance(dialogue_id, values)
         runner.steps += 1
@@ -236,7 +281,7 @@ class Worker:
                 "views": [values.get("brick_view", ""), values.get("robin_view", "")],
                 "reason": (values.get("judgement") or {}).get("reason", ""),
             }
-        self._set(dialogue_id, status="paused", reason=reason, **self._fields(snapshot))
+        self.update(dialogue_id, status="paused", reason=reason, **self.fields(snapshot))
         self.bus.publish(
             DialoguePaused(
                 dialogue_id=dialogue_id,
@@ -252,8 +297,8 @@ class Worker:
             approval = approvals.from_interrupt(pending.id, dialogue_id, pending.value)
             if approval is not None and self.store.add_approval(approval):
                 self.bus.publish(AmendmentProposed(approval=approval))
-        self._set(
-            dialogue_id, status="awaiting_approval", reason="approval", **self._fields(snapshot)
+        self.update(
+            dialogue_id, status="awaiting_approval", reason="approval", **self.fields(snapshot)
         )
         self.bus.publish(
             DialoguePaused(
@@ -267,61 +312,55 @@ class Worker:
     def _finished(self, dialogue_id: str, snapshot: Any) -> None:
         values = snapshot.values or {}
         status = str(values.get("status") or "finished")
-        summary = self._set(
+        summary = self.update(
             dialogue_id,
             status="finished",
             reason=status,
             outcome=str(values.get("outcome", "")),
-            **self._fields(snapshot),
+            **self.fields(snapshot),
         )
         self._retire_old()
         self.bus.publish(
             DialogueFinished(dialogue_id=dialogue_id, status=status, outcome=summary.outcome)
         )
-        self.motivator.dialogue_ended(dialogue_id, "done")
+        self.dialogue_ended(dialogue_id, "done")
 
     def _cancelled(self, dialogue_id: str) -> None:
-        self._abandon_approvals(dialogue_id, "the dialogue was cancelled")
-        self._set(dialogue_id, status="cancelled", reason="user")
+        self.abandon_approvals(dialogue_id, "the dialogue was cancelled")
+        self.update(dialogue_id, status="cancelled", reason="user")
         self.bus.publish(DialogueFinished(dialogue_id=dialogue_id, status="cancelled"))
-        self.motivator.dialogue_ended(dialogue_id, "cancelled")
+        self.dialogue_ended(dialogue_id, "cancelled")
 
     def _failed(self, dialogue_id: str, exc: Exception) -> None:
         if isinstance(exc, CheckpointTamperedError):
             self._damaged(dialogue_id, exc)
             return
         message = exc.message if isinstance(exc, EntropicError) else f"{type(exc).__name__}: {exc}"
-        try:
-            summary = self._set(dialogue_id, status="error", reason="error")
-        except Exception:
-            log.exception("could not record the failure of dialogue %s", dialogue_id)
-            return
-        self.bus.publish(
-            DialoguePaused(
-                dialogue_id=dialogue_id,
-                reason="error",
-                node=summary.next[0] if summary.next else "",
-                detail={
-                    "error": f"{message} Fix the cause (a method in the Inspector, the model) "
-                    "and continue: the node runs again."
-                },
-            )
-        )
+        detail: JsonObject = {
+            "error": f"{message} Fix the cause (a method in the Inspector, the model) and "
+            "continue: the node runs again."
+        }
+        self._halted(dialogue_id, "error", "error", detail)
 
     def _damaged(self, dialogue_id: str, exc: CheckpointTamperedError) -> None:
         """A checkpoint of this dialogue was refused: it never runs again (until deleted)."""
         log.error("dialogue %s is damaged: %s", dialogue_id, exc.message)
+        detail: JsonObject = {"error": exc.message, "code": str(exc.code)}
+        self._halted(dialogue_id, "damaged", "tampered", detail)
+
+    def _halted(self, dialogue_id: str, status: str, reason: str, detail: JsonObject) -> None:
+        """Record that an error stopped the dialogue, and announce it as paused by an error."""
         try:
-            summary = self._set(dialogue_id, status="damaged", reason="tampered")
+            summary = self.update(dialogue_id, status=status, reason=reason)
         except Exception:
-            log.exception("could not mark dialogue %s damaged", dialogue_id)
+            log.exception("could not record that dialogue %s is %s", dialogue_id, status)
             return
         self.bus.publish(
             DialoguePaused(
                 dialogue_id=dialogue_id,
                 reason="error",
                 node=summary.next[0] if summary.next else "",
-                detail={"error": exc.message, "code": str(exc.code)},
+                detail=detail,
             )
         )
 
@@ -334,14 +373,14 @@ class Worker:
             engine.store.delete_threads(doomed)
             self.store.delete_dialogues(doomed)
 
-    def _abandon_approvals(self, dialogue_id: str, note: str) -> None:
+    def abandon_approvals(self, dialogue_id: str, note: str) -> None:
         for approval in self.store.approvals(dialogue_id=dialogue_id):
             self.store.decide(approval.interrupt_id, "rejected", note, None)
             self.store.mark_resumed(approval.interrupt_id)
 
     # -- helpers ------------------------------------------------------------------------------
     @contextmanager
-    def _reading(self, dialogue_id: str) -> Iterator[None]:
+    def reading(self, dialogue_id: str) -> Iterator[None]:
         """Read a dialogue's checkpoints; one that is refused marks the dialogue damaged."""
         try:
             yield
@@ -349,15 +388,15 @@ class Worker:
             self._damaged(dialogue_id, exc)
             raise
 
-    def _runner(self, dialogue_id: str) -> Runner:
-        with self._lock:
-            return self._runners.setdefault(dialogue_id, Runner())
+    def runner(self, dialogue_id: str) -> Runner:
+        with self.lock:
+            return self.runners.setdefault(dialogue_id, Runner())
 
-    def _head_cfg(self, summary: DialogueSummary) -> RunnableConfig:
+    def head_cfg(self, summary: DialogueSummary) -> RunnableConfig:
         return thread_config(summary.dialogue_id, summary.head)
 
     @staticmethod
-    def _fields(snapshot: Any) -> dict[str, Any]:
+    def fields(snapshot: Any) -> dict[str, Any]:
         values = snapshot.values or {}
         return {
             "next": list(snapshot.next),
@@ -367,15 +406,15 @@ class Worker:
             "convergence": float(values.get("convergence", 0.0)),
         }
 
-    def _set(self, dialogue_id: str, **fields: Any) -> DialogueSummary:
+    def update(self, dialogue_id: str, **fields: Any) -> DialogueSummary:
         summary = self.store.update_dialogue(dialogue_id, **fields)
-        self._publish_changed(summary)
+        self.publish_changed(summary)
         return summary
 
-    def _publish_changed(self, summary: DialogueSummary) -> None:
+    def publish_changed(self, summary: DialogueSummary) -> None:
         self.bus.publish(DialogueChanged(dialogue=summary))
 
-    def _publish_step(self, dialogue_id: str) -> None:
+    def publish_step(self, dialogue_id: str) -> None:
         saver = self.engine().saver
         tup = saver.get_tuple(thread_config(dialogue_id))
         if tup is None:
