@@ -19,7 +19,6 @@ from __future__ import annotations
 import hashlib
 import hmac
 import time
-from collections import OrderedDict
 from typing import Any
 
 import ormsgpack
@@ -82,18 +81,22 @@ class _Signer:
 class ReplayGuard:
     """Rejects a message id seen before, and any message older than ``window`` seconds.
 
-    Ids are remembered for ``window`` + ``max_skew`` seconds: a message stamped up to
-    ``max_skew`` in the future stays fresh that much longer, and its id must outlive it;
-    after that the age check alone rejects a replay. The window is short because peers
-    share this machine's clock.
+    Ids are remembered for at least ``window`` + ``max_skew`` seconds (and at most twice
+    that): a message stamped up to ``max_skew`` in the future stays fresh that much longer,
+    and its id must outlive it; after that the age check alone rejects a replay. The window
+    is short because peers share this machine's clock.
+
+    Two generations of plain sets, the older dropped whole every ``window + max_skew``
+    seconds: no per-message bookkeeping of when each id was seen.
     """
 
     def __init__(self, window: float = 30.0, max_skew: float = 5.0) -> None:
         self.window = window
         self.max_skew = max_skew
-        self._seen: OrderedDict[str, float] = OrderedDict()
-        #: When the oldest remembered id may be forgotten: no eviction work until then.
-        self._evict_at = 0.0
+        self._keep = window + max_skew
+        self._current: set[str] = set()
+        self._previous: set[str] = set()
+        self._rotate_at = time.time() + self._keep
 
     def check(self, header: Header) -> None:
         now = time.time()
@@ -102,25 +105,22 @@ class ReplayGuard:
             raise WireError("stale", f"message is {now - ts:.1f}s old")
         if ts > now + self.max_skew:
             raise WireError("future", f"timestamp {ts - now:.1f}s ahead")
-        seen = self._seen
-        if header.msg_id in seen:
-            raise WireError("replay", header.msg_id)
-        seen[header.msg_id] = now
-        if now >= self._evict_at:
-            self._evict(now)
+        if now >= self._rotate_at:
+            self._rotate(now)
+        msg_id = header.msg_id
+        if msg_id in self._current or msg_id in self._previous:
+            raise WireError("replay", msg_id)
+        self._current.add(msg_id)
 
-    def _evict(self, now: float) -> None:
-        keep = self.window + self.max_skew
-        seen = self._seen
-        while seen:
-            oldest_id, seen_at = next(iter(seen.items()))
-            if seen_at >= now - keep:
-                self._evict_at = seen_at + keep
-                return
-            del seen[oldest_id]
+    def _rotate(self, now: float) -> None:
+        """Ids seen before the last rotation have been kept ``window + max_skew`` by now."""
+        idle = now >= self._rotate_at + self._keep  # nothing came for a whole generation
+        self._previous = set() if idle else self._current
+        self._current = set()
+        self._rotate_at = now + self._keep
 
     def __len__(self) -> int:
-        return len(self._seen)
+        return len(self._current) + len(self._previous)
 
 
 class Codec:
@@ -198,7 +198,9 @@ class Codec:
         if len(frame) < _DATA_AT or frame[:4] != MAGIC:
             raise WireError("not_a_message", f"{len(frame)} bytes without the {MAGIC!r} prefix")
         data = frame[_DATA_AT:]
-        if not hmac.compare_digest(frame[4:_DATA_AT], self.sign(data, channel)):
+        signer = self._signers.get(channel)
+        signature = signer(data) if signer is not None else self.sign(data, channel)
+        if not hmac.compare_digest(frame[4:_DATA_AT], signature):
             raise WireError("bad_signature")
         try:
             raw = ormsgpack.unpackb(data)

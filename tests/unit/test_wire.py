@@ -238,15 +238,23 @@ def test_stale_and_future_messages_are_rejected() -> None:
 
 
 def test_replay_guard_forgets_after_window_and_skew(monkeypatch: pytest.MonkeyPatch) -> None:
+    """Ids are kept at least window + skew (15 s here) and at most twice that: memory stays
+    bounded by the message rate, never by the uptime."""
+    now = time.time()
+    monkeypatch.setattr(time, "time", lambda: now)
     guard = ReplayGuard(window=10, max_skew=5)
-    for _ in range(100):
-        guard.check(Header.make("ping"))
+    first = [Header.make("ping") for _ in range(100)]
+    for header in first:
+        guard.check(header)
     assert len(guard) == 100
-    later = time.time() + 16
-    monkeypatch.setattr(time, "time", lambda: later)
-    fresh = Header.make("ping")
-    guard.check(fresh)
-    assert list(guard._seen) == [fresh.msg_id]
+    for step in range(1, 31):  # a message a second for 30 s: each first id seen >= 15 s
+        now += 1
+        guard.check(Header.make("ping"))
+        if step < 15:
+            with pytest.raises(WireError, match="replay"):
+                guard.check(first[step]._replace(ts=now))
+    assert len(guard) <= 30  # the first 100 are gone, within twice the keep time
+    assert all(header.msg_id not in guard._current | guard._previous for header in first)
 
 
 def test_pack_unpack_round_trip() -> None:
