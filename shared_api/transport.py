@@ -269,10 +269,14 @@ class ServerSockets:
     # -- the loop thread --------------------------------------------------------------------
     def recv(self) -> list[bytes] | None:
         """The next message, or None after ``tick_ms`` of silence."""
+        router = self.router
         try:
-            return self.router.recv_multipart()
+            frames = [router.recv()]  # (``recv_multipart`` adds a Python layer per frame)
         except zmq.Again:
             return None
+        while router.get(zmq.RCVMORE):  # the rest of a message is there at once
+            frames.append(router.recv())
+        return frames
 
     def recv_nowait(self) -> list[bytes] | None:
         try:
