@@ -36,6 +36,10 @@ REQUEST, REPLY, EVENT = b"\x01", b"\x02", b"\x03"
 MAX_FRAMES = 8
 _DATA_AT = len(MAGIC) + _SIG
 _new_tuple = tuple.__new__  # a NamedTuple built in C (its ``__new__`` is Python)
+# Bound once: every message goes through them.
+_compare_digest = hmac.compare_digest
+_unpackb = ormsgpack.unpackb
+_header_from_wire = Header.from_wire
 _PACK_OPTS = ormsgpack.OPT_SERIALIZE_PYDANTIC | ormsgpack.OPT_NON_STR_KEYS
 
 
@@ -200,13 +204,13 @@ class Codec:
         data = frame[_DATA_AT:]
         signer = self._signers.get(channel)
         signature = signer(data) if signer is not None else self.sign(data, channel)
-        if not hmac.compare_digest(frame[4:_DATA_AT], signature):
+        if not _compare_digest(frame[4:_DATA_AT], signature):
             raise WireError("bad_signature")
         try:
-            raw = ormsgpack.unpackb(data)
+            raw = _unpackb(data)
             if type(raw) is not list or len(raw) != 2:
                 raise ValueError("message must be [header, body]")
-            header = Header.from_wire(raw[0])
+            header = _header_from_wire(raw[0])
             body = raw[1]
             if type(body) is not dict:
                 raise ValueError("body must be a map")
@@ -226,10 +230,10 @@ class Codec:
         if len(frame) < _DATA_AT or frame[:4] != MAGIC:
             raise WireError("not_a_message", f"{len(frame)} bytes without the {MAGIC!r} prefix")
         data = frame[_DATA_AT:]
-        if not hmac.compare_digest(frame[4:_DATA_AT], self._signers[channel](data)):
+        if not _compare_digest(frame[4:_DATA_AT], self._signers[channel](data)):
             raise WireError("bad_signature")
         try:
-            raw = ormsgpack.unpackb(data)
+            raw = _unpackb(data)
         except ormsgpack.MsgpackDecodeError as exc:
             raise WireError("malformed", str(exc)[:200]) from None
         if (
