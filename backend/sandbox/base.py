@@ -178,6 +178,7 @@ class Warm:
                 cpu_usage=self._cpu_usage,
                 kill=self._kill,
                 marked=True,
+                early=self.defer is not None,  # a pool's cleaner tears it down after
             )
             result = self._interpret(outcome)
             full = self.scratch.full()

@@ -173,6 +173,7 @@ class Spawned:
         cpu_usage: CpuProbe | None = None,
         kill: Killer | None = None,
         marked: bool = False,
+        early: bool = False,
     ) -> Outcome:
         """Deliver ``program`` and watch the run (see ``supervise``); once only.
 
@@ -182,9 +183,10 @@ class Spawned:
         without one, a kill is ``kill_tree``.
 
         ``marked`` (a sandbox running ``base.BOOT``): the program goes after a line with a
-        fresh mark, and a run that writes ``END`` with that mark on stdout is over then:
-        the outcome is returned at once (its status the one reported, what was written
-        after the line dropped), and the process is left to ``abort``, which must follow.
+        fresh mark, and the END line the sandbox writes with that mark on stdout ends the
+        run's output (what follows is dropped). With ``early``, the run is over then: the
+        outcome is returned at once, its status the one reported, and the process is left
+        to ``abort``, which must follow (off the caller's path, in a pool's cleaner).
         """
         if self._done:
             raise RuntimeError("a started sandbox runs one program only")
@@ -197,7 +199,7 @@ class Spawned:
         if mark is not None:
             program = mark + b"\n" + program
         watcher = _Watcher(
-            proc, self.pidfd, limits, probe, kill or kill_tree, started, program, mark
+            proc, self.pidfd, limits, probe, kill or kill_tree, started, program, mark, early
         )
         usage = None
         try:
@@ -209,7 +211,7 @@ class Spawned:
         finally:
             if watcher.killer is not None:
                 watcher.killer.join(timeout=ESCALATE_S)
-            if watcher.reported is None:
+            if not (early and watcher.reported is not None):
                 usage = self._reap()
             duration = time.monotonic() - started
         if usage is None:  # ended by its END line: still running its exit, reaped by abort
@@ -295,8 +297,10 @@ class _Watcher:
         started: float,
         program: bytes = b"",
         mark: bytes | None = None,
+        early: bool = False,
     ) -> None:
         self.proc = proc
+        self.early = early
         self.end = b"\0" + mark + b" " if mark is not None else None
         self._held = b""  # stdout that may be the start of the END line
         self.reported: int | None = None
@@ -367,7 +371,7 @@ class _Watcher:
                     self._write(sel)
                 else:
                     self._read(sel, key.fd, key.data)
-            if self.reported is not None and self.reason is None:  # its END line
+            if self.early and self.reported is not None and self.reason is None:  # END
                 self._drain_stderr(sel)
                 return True
         return True

@@ -105,7 +105,7 @@ def test_a_marked_run_ends_at_its_end_line() -> None:
     """``marked``: the outcome comes at the END line (split across writes, after near
     misses), with its status; what follows is dropped; ``abort`` then reaps the rest."""
     started = Spawned(["/usr/bin/python3", "-c", ENDS_EARLY])
-    out = started.finish(b"", Limits(wall_s=20), marked=True)
+    out = started.finish(b"", Limits(wall_s=20), marked=True, early=True)
     assert out.status == 7 and out.killed_reason is None
     assert out.stdout.startswith(b"out \0 not the end \0") and b"not part" not in out.stdout
     assert len(out.stdout) == len(b"out \0 not the end \0") + 5  # the first near miss
