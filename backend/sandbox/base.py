@@ -106,8 +106,8 @@ objects: ~10 ms of a pooled call on a loaded machine) is skipped, and with it on
 The first line on stdin is a mark the host chose for this run; the last thing the sandbox
 writes to stdout is NUL, the mark and the exit status (``supervise.END``), so that the host
 has the run's whole output and status without waiting for the sandbox's processes and
-namespaces to be torn down (it destroys them after, off the caller's path when pooled). A
-program that forges that line only ends its own run early: its tree is killed next."""
+namespaces to be torn down (a pooled run's are destroyed after, off the caller's path). A
+program that forges that line can only end its own run early: its tree is killed next."""
 
 PYTHON_ARGS = ("-B", "-E", "-s", "-c", BOOT)
 """Interpreter flags: no bytecode, ignore PYTHON* variables, no user site-packages."""
