@@ -55,14 +55,32 @@ def _updated(proto_name: str, version: int, change: str) -> ProtoUpdated:
     return ProtoUpdated(proto=proto_name, version=version, change=change)
 
 
-@route("ping")
+def _ping_fast(ctx: Context, body: dict[str, Any]) -> dict[str, Any] | None:
+    """``ping`` with no field but a short ``client`` string (see ``c.Ping``), as plain data."""
+    client = body.get("client", "")
+    if type(client) is not str or len(client) > 32 or len(body) != 1 + ("client" in body):
+        return None
+    if ctx.attach is not None:
+        ctx.attach.seen(client)
+    return {"kind": "pong", "protocol": PROTOCOL_VERSION, "pid": os.getpid()}
+
+
+@route("ping", fast=_ping_fast)
 def ping(ctx: Context, cmd: c.Ping) -> Reply:
     if ctx.attach is not None:
         ctx.attach.seen(cmd.client)
     return Pong(protocol=PROTOCOL_VERSION, pid=os.getpid())
 
 
-@route("echo")
+def _echo_fast(ctx: Context, body: dict[str, Any]) -> dict[str, Any] | None:
+    """``echo`` whose ``data`` is a str or bytes and no other field (see ``c.Echo``)."""
+    data = body.get("data", "")
+    if (type(data) is not str and type(data) is not bytes) or len(body) != 1 + ("data" in body):
+        return None
+    return {"kind": "echo_reply", "data": data}
+
+
+@route("echo", fast=_echo_fast)
 def echo(ctx: Context, cmd: c.Echo) -> Reply:
     return EchoReply(data=cmd.data)
 

@@ -50,20 +50,32 @@ class Context:
 
 
 Handler = Callable[[Context, Any], Reply]
+#: A shortcut for a command's known-good bodies: given the decoded body (a dict that holds
+#: ``kind``), the reply as plain data, or None for any other shape, which then goes through
+#: full validation and the handler (and gets their typed errors).
+FastHandler = Callable[[Context, dict[str, Any]], dict[str, Any] | None]
 
 
 @dataclass(frozen=True)
 class Route:
     handler: Handler
     blocking: bool
+    fast: FastHandler | None = None
 
 
 ROUTES: dict[str, Route] = {}
 
 
-def route(kind: str, *, blocking: bool = False) -> Callable[[Handler], Handler]:
+def route(
+    kind: str, *, blocking: bool = False, fast: FastHandler | None = None
+) -> Callable[[Handler], Handler]:
+    """Register ``handler`` for ``kind``; ``fast`` (only for a non-blocking route) answers the
+    bodies it recognizes without building the command and reply models."""
+    if blocking and fast is not None:
+        raise ValueError(f"{kind}: a blocking route has no inline fast path")
+
     def register(fn: Handler) -> Handler:
-        ROUTES[kind] = Route(fn, blocking)
+        ROUTES[kind] = Route(fn, blocking, fast)
         return fn
 
     return register

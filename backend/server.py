@@ -90,20 +90,21 @@ class Server:
         interval = self.config.heartbeat_interval_s
         next_beat = started
         sockets = self.sockets
+        recv, mail_id, handle = sockets.recv, sockets.mail_id, self._handle
         while not self._stopping.is_set():
             now = time.monotonic()
             if now >= next_beat:
                 beat = Heartbeat(pid=os.getpid(), uptime_s=now - started, interval_s=interval)
                 self._publish(beat, None)
                 next_beat = now + interval
-            frames = sockets.recv()  # returns after one heartbeat interval at most
+            frames = recv()  # returns after one heartbeat interval at most
             if frames is None:
                 continue
-            if sockets.is_mail(frames):
+            if frames[0].startswith(mail_id):
                 self._deliver(frames[1:])
                 continue
             try:
-                self._handle(frames)
+                handle(frames)
             except Exception:  # no frame, however odd, ever stops the loop
                 log.exception("request loop: a message could not be handled")
                 self._drop("unhandled", f"{len(frames)} frames")
@@ -116,7 +117,7 @@ class Server:
     def _deliver(self, mail: list[bytes]) -> None:
         """Carry out what another thread mailed to the loop."""
         if mail[0] == MAIL_REPLY:
-            self.sockets.send_reply(mail[1:])
+            self.sockets.send_reply(mail[1:-1], mail[-1])
 
     def close(self) -> None:
         self.sockets.close()
@@ -153,6 +154,10 @@ class Server:
             return
         body = envelope.body
         body["kind"] = header.kind  # the header's kind is the one dispatched on
+        if route.fast is not None and (answer := route.fast(self.ctx, body)) is not None:
+            payload = self.codec.encode_payload(answer["kind"], answer, header.msg_id, REPLY)
+            self.sockets.send_reply(identities, payload)
+            return
         try:
             command = COMMAND_ADAPTER.validate_python(body)
         except ValidationError as exc:
@@ -205,8 +210,7 @@ class Server:
         self, route: Route, command: Any, identities: list[bytes], msg_id: str
     ) -> None:
         reply = self._execute(route, command, msg_id)
-        header = Header.make(reply.kind, msg_id)  # type: ignore[attr-defined]
-        payload = self.codec.encode_with(header, reply, REPLY)
+        payload = self.codec.encode_payload(reply.kind, reply, msg_id, REPLY)  # type: ignore[attr-defined]
         self.sockets.mail([MAIL_REPLY, *identities, payload])
 
     def _reply_error(
@@ -222,8 +226,8 @@ class Server:
         self._send_reply(identities, header.msg_id, reply)
 
     def _send_reply(self, identities: list[bytes], parent_id: str, reply: BaseModel) -> None:
-        header = Header.make(reply.kind, parent_id)  # type: ignore[attr-defined]
-        self.sockets.send_reply([*identities, self.codec.encode_with(header, reply, REPLY)])
+        payload = self.codec.encode_payload(reply.kind, reply, parent_id, REPLY)  # type: ignore[attr-defined]
+        self.sockets.send_reply(identities, payload)
 
     def _drop(self, reason: str, detail: str) -> None:
         dropped: dict[str, int] = self.ctx.stats["dropped"]
@@ -233,6 +237,6 @@ class Server:
 
     # -- events -----------------------------------------------------------------------------
     def _publish(self, event: Event, parent_id: str | None) -> None:
-        payload = self.codec.encode_with(Header.make(event.kind, parent_id), event, EVENT)
+        payload = self.codec.encode_payload(event.kind, event, parent_id, EVENT)
         if not self.sockets.publish(payload):  # never blocks the publisher
             self._drop("event_backlog", event.kind)

@@ -17,6 +17,8 @@ from typing import Any, NamedTuple
 from shared_api.version import PROTOCOL_VERSION
 
 _MAX_ID = 64
+#: Builds a NamedTuple in C: its own ``__new__`` is a Python function, on every message.
+_new_tuple = tuple.__new__
 
 
 def _fresh_id_source() -> tuple[str, itertools.count[int]]:
@@ -69,7 +71,7 @@ class Header(NamedTuple):
             raise ValueError("header.ts must be a finite number")
         if type(protocol) is not str or not 0 < len(protocol) <= 16:
             raise ValueError("header.protocol must be a non-empty string")
-        return cls(msg_id, parent_id, kind, float(ts), protocol)
+        return _new_tuple(cls, (msg_id, parent_id, kind, float(ts), protocol))
 
 
 class Envelope(NamedTuple):

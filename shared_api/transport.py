@@ -41,7 +41,7 @@ from shared_api.envelope import Envelope
 from shared_api.errors import ErrorReply, RemoteError, RequestTimeout, UnavailableError
 from shared_api.events import EVENT_ADAPTER, Event
 from shared_api.replies import REPLY_ADAPTER, Reply
-from shared_api.wire import EVENT, REPLY, Codec, WireError
+from shared_api.wire import EVENT, Codec, WireError
 
 log = logging.getLogger(__name__)
 
@@ -49,6 +49,11 @@ log = logging.getLogger(__name__)
 MAIL_REPLY = b"R"
 #: ...or just wake up (to notice a stop request).
 MAIL_WAKE = b"W"
+_MORE = zmq.SNDMORE | zmq.NOBLOCK
+#: pyzmq's own ``send``, under the Python layer of ``zmq.Socket.send`` (which only adds
+#: routing ids and groups, unused here) and of ``send_multipart`` (which type-checks each
+#: part in Python first): request and reply paths send a frame or two per message.
+_send = zmq.backend.Socket.send
 #: The subscriptions an event socket applies (ZMTP: 1 = subscribe, 0 = cancel, then the
 #: prefix): everything, which is what every client of ours asks for. Others are ignored.
 ALLOWED_SUBSCRIPTIONS = frozenset({b"\x01", b"\x00"})
@@ -326,10 +331,14 @@ class ServerSockets:
     # -- the loop thread --------------------------------------------------------------------
     def recv(self) -> list[bytes] | None:
         """The next message, or None after ``tick_ms`` of silence."""
+        router = self.router
         try:
-            return self.router.recv_multipart()
+            frames = [router.recv()]  # (``recv_multipart`` adds a Python layer per frame)
         except zmq.Again:
             return None
+        while router.get(zmq.RCVMORE):  # the rest of a message is there at once
+            frames.append(router.recv())
+        return frames
 
     def recv_nowait(self) -> list[bytes] | None:
         try:
@@ -337,9 +346,14 @@ class ServerSockets:
         except zmq.Again:
             return None
 
-    def send_reply(self, frames: list[bytes]) -> None:
+    def send_reply(self, identities: list[bytes], payload: bytes) -> None:
+        """Send ``payload`` to the peer that ``identities`` route to."""
+        send = _send
+        router = self.router
         try:
-            self.router.send_multipart(frames, zmq.NOBLOCK)
+            for identity in identities:
+                send(router, identity, _MORE)
+            send(router, payload, zmq.NOBLOCK)
         except zmq.ZMQError as exc:  # peer gone or its queue full: the reply is dropped
             log.warning("could not send reply: %s", exc)
 
@@ -432,6 +446,10 @@ class _HandshakeWatch:
         self._monitor.close(0)
 
 
+#: The reply union's validator itself (``TypeAdapter.validate_python`` adds a Python layer).
+_validate_reply: Callable[[Any], Reply] = REPLY_ADAPTER.validator.validate_python
+
+
 class Client:
     """A synchronous client: one request at a time per instance (guarded by a lock).
 
@@ -486,13 +504,16 @@ class Client:
 
     def request(self, command: Command, timeout: float | None = None) -> Reply:
         """Send a typed command; return the typed reply or raise ``RemoteError``."""
-        return self.call(command.kind, command, timeout=timeout)
+        reply = self._exchange(command.kind, command, timeout or self.timeout)
+        if isinstance(reply, ErrorReply):
+            raise RemoteError(reply)
+        return reply
 
     def call(
         self, kind: str, body: BaseModel | dict[str, Any], timeout: float | None = None
     ) -> Reply:
         """Send ``kind`` with an (unvalidated) body: the backend validates it."""
-        reply = self.call_raw(kind, body, timeout)
+        reply = self._exchange(kind, body, timeout or self.timeout)
         if isinstance(reply, ErrorReply):
             raise RemoteError(reply)
         return reply
@@ -501,13 +522,7 @@ class Client:
         self, kind: str, body: BaseModel | dict[str, Any], timeout: float | None = None
     ) -> Reply:
         """Like ``call`` but returns an ``ErrorReply`` instead of raising it."""
-        with self._lock:
-            header, payload = self.codec.encode(kind, body)
-            if self._handshake is None:
-                self._dealer.send(payload)
-            else:
-                self._send_curve(payload, timeout or self.timeout)
-            return self._await_reply(header.msg_id, timeout or self.timeout)
+        return self._exchange(kind, body, timeout or self.timeout)
 
     def _send_curve(self, payload: bytes, timeout: float) -> None:
         """Send under CURVE: a refused key leaves the DEALER without a peer, where a plain
@@ -534,36 +549,61 @@ class Client:
         with self._lock:
             self._dealer.send_multipart(frames)
 
-    def _await_reply(self, msg_id: str, timeout: float) -> Reply:
-        deadline = time.monotonic() + timeout
-        # Without CURVE one wait; with it, slices, to notice a refused handshake quickly.
-        piece = timeout if self._handshake is None else HANDSHAKE_CHECK_S
-        while True:
-            remaining = deadline - time.monotonic()
-            frames = self._recv(self._dealer, min(remaining, piece)) if remaining > 0 else None
-            if frames is None and self._handshake is not None:
-                self._handshake.check()  # raises when the backend refused this client
-                if remaining > piece:
-                    continue
-            if frames is None:
-                raise RequestTimeout(
-                    f"No reply from the backend at {self.info.request_endpoint} within "
-                    f"{timeout:.1f}s. Is it running? Check `main.py call status`.",
-                    timeout=timeout,
-                )
-            envelope = self._decode(frames, REPLY)
-            if envelope is None or envelope.header.parent_id != msg_id:
-                continue  # a late reply to an earlier, timed-out request
-            return REPLY_ADAPTER.validate_python(envelope.body)
+    def _exchange(self, kind: str, body: BaseModel | dict[str, Any], timeout: float) -> Reply:
+        """Send, then wait on this thread in one blocking ``recv`` (no poller, no hand-over
+        to another thread) for the reply whose parent is the request; one decode and one
+        validation. Replies to earlier, timed-out requests are skipped."""
+        with self._lock:
+            header, payload = self.codec.encode(kind, body)
+            dealer = self._dealer
+            if self._handshake is None:
+                _send(dealer, payload)
+            else:
+                self._send_curve(payload, timeout)
+            deadline = time.monotonic() + timeout
+            remaining = timeout
+            # Without CURVE one wait; with it, slices, to notice a refused handshake quickly.
+            piece = timeout if self._handshake is None else HANDSHAKE_CHECK_S
+            while True:
+                ms = max(1, int(min(remaining, piece) * 1000))
+                if ms != self._rcvtimeo:
+                    dealer.setsockopt(zmq.RCVTIMEO, ms)
+                    self._rcvtimeo = ms
+                try:
+                    frame = dealer.recv()
+                    if dealer.get(zmq.RCVMORE):  # a reply is one frame: drop the message
+                        raise WireError("too_many_frames", f"{len(self._drain())} more frames")
+                    parent_id, body = self.codec.decode_reply(frame)
+                except zmq.Again:
+                    if self._handshake is not None:
+                        self._handshake.check()  # raises when the backend refused this client
+                    if deadline - time.monotonic() <= 0:
+                        raise self._timed_out(timeout) from None
+                except WireError as exc:
+                    log.warning("dropped frame from backend: %s", exc)
+                else:
+                    if parent_id == header.msg_id:
+                        return _validate_reply(body)
+                remaining = deadline - time.monotonic()  # a reply to an earlier request
+                if remaining <= 0:
+                    raise self._timed_out(timeout)
+
+    def _drain(self) -> list[bytes]:
+        """The rest of a multipart message on the request socket."""
+        frames = [self._dealer.recv()]
+        while self._dealer.get(zmq.RCVMORE):
+            frames.append(self._dealer.recv())
+        return frames
+
+    def _timed_out(self, timeout: float) -> RequestTimeout:
+        return RequestTimeout(
+            f"No reply from the backend at {self.info.request_endpoint} within "
+            f"{timeout:.1f}s. Is it running? Check `main.py call status`.",
+            timeout=timeout,
+        )
 
     def _recv(self, sock: zmq.Socket[bytes], seconds: float) -> list[bytes] | None:
-        ms = max(1, int(seconds * 1000))
-        if sock is self._dealer:
-            if ms != self._rcvtimeo:
-                sock.setsockopt(zmq.RCVTIMEO, ms)
-                self._rcvtimeo = ms
-        else:
-            sock.setsockopt(zmq.RCVTIMEO, ms)
+        sock.setsockopt(zmq.RCVTIMEO, max(1, int(seconds * 1000)))
         try:
             return sock.recv_multipart()
         except zmq.Again:

@@ -21,6 +21,7 @@ from __future__ import annotations
 import contextlib
 import os
 import resource
+import select
 import selectors
 import signal
 import subprocess
@@ -41,6 +42,10 @@ LINGER_S = 1.0
 ESCALATE_S = 2.0
 """How long after the runtime's kill the supervised process may take to exit by itself (its
 pipes are drained meanwhile)."""
+
+EXIT_GRACE_S = 0.25
+"""After a run's END line, how long its processes may take to exit by themselves before
+``abort`` kills them (never past the run's wall time)."""
 
 HOST_ENV = {
     "PATH": "/usr/local/sbin:/usr/local/bin:/usr/sbin:/usr/bin:/sbin:/bin",
@@ -149,6 +154,8 @@ class Spawned:
         )
         self.pidfd = os.pidfd_open(self.proc.pid)
         self._done = False
+        self._reaped = False
+        self._exit_by = 0.0  # after its END line: until when it may take to exit by itself
 
     @property
     def pid(self) -> int:
@@ -165,6 +172,8 @@ class Spawned:
         *,
         cpu_usage: CpuProbe | None = None,
         kill: Killer | None = None,
+        marked: bool = False,
+        early: bool = False,
     ) -> Outcome:
         """Deliver ``program`` and watch the run (see ``supervise``); once only.
 
@@ -172,6 +181,12 @@ class Spawned:
         unknown); what it read before delivery is not counted. ``kill(pid)`` stops the
         sandbox under the supervised process so that it can reap and exit by itself;
         without one, a kill is ``kill_tree``.
+
+        ``marked`` (a sandbox running ``base.BOOT``): the program goes after a line with a
+        fresh mark, and the END line the sandbox writes with that mark on stdout ends the
+        run's output (what follows is dropped). With ``early``, the run is over then: the
+        outcome is returned at once, its status the one reported, and the process is left
+        to ``abort``, which must follow (off the caller's path, in a pool's cleaner).
         """
         if self._done:
             raise RuntimeError("a started sandbox runs one program only")
@@ -180,7 +195,13 @@ class Spawned:
         assert proc.stdin is not None and proc.stdout is not None and proc.stderr is not None
         probe = _since_now(cpu_usage)
         started = time.monotonic()
-        watcher = _Watcher(proc, self.pidfd, limits, probe, kill or kill_tree, started, program)
+        mark = os.urandom(8).hex().encode() if marked else None
+        if mark is not None:
+            program = mark + b"\n" + program
+        watcher = _Watcher(
+            proc, self.pidfd, limits, probe, kill or kill_tree, started, program, mark, early
+        )
+        usage = None
         try:
             if not watcher.watch():
                 kill_tree(proc.pid)  # gave up on it (it lingered, or ignored the runtime's kill)
@@ -190,8 +211,21 @@ class Spawned:
         finally:
             if watcher.killer is not None:
                 watcher.killer.join(timeout=ESCALATE_S)
-            usage = self._reap()
+            if not (early and watcher.reported is not None):
+                usage = self._reap()
             duration = time.monotonic() - started
+        if usage is None:  # ended by its END line: still running its exit, reaped by abort
+            self._exit_by = min(time.monotonic() + EXIT_GRACE_S, watcher.deadline)
+            return Outcome(
+                returncode=watcher.reported if watcher.reported is not None else -1,
+                stdout=bytes(watcher.out[0]),
+                stderr=bytes(watcher.out[1]),
+                truncated=(watcher.truncated[0], watcher.truncated[1]),
+                killed_reason=None,
+                duration_s=duration,
+                rusage_cpu_s=0.0,
+                cpu_s=probe() if probe is not None else None,
+            )
         return Outcome(
             returncode=proc.returncode,
             stdout=bytes(watcher.out[0]),
@@ -204,10 +238,17 @@ class Spawned:
         )
 
     def abort(self, kill: Killer | None = None) -> None:
-        """Stop it without running anything (a warm sandbox that is not needed)."""
-        if self._done:
+        """Stop it without running anything (a warm sandbox that is not needed), or stop
+        and reap what is left of a run that ended by its END line."""
+        if self._reaped:
             return
         self._done = True
+        if self._exit_by > 0:  # its END line came: it is exiting by itself, give it a moment
+            with contextlib.suppress(OSError, ValueError):
+                select.select([self.pidfd], [], [], max(0.0, self._exit_by - time.monotonic()))
+            if self.proc.poll() is not None:
+                self._reap()
+                return
         (kill or kill_tree)(self.proc.pid)
         deadline = time.monotonic() + ESCALATE_S
         while self.proc.poll() is None and time.monotonic() < deadline:
@@ -217,6 +258,7 @@ class Spawned:
         self._reap()
 
     def _reap(self) -> resource.struct_rusage:
+        self._reaped = True
         proc = self.proc
         if proc.returncode is None:
             _, wait_status, usage = os.wait4(proc.pid, 0)
@@ -254,8 +296,15 @@ class _Watcher:
         kill: Killer,
         started: float,
         program: bytes = b"",
+        mark: bytes | None = None,
+        early: bool = False,
     ) -> None:
         self.proc = proc
+        self.early = early
+        self.end = b"\0" + mark + b" " if mark is not None else None
+        self._held = b""  # stdout that may be the start of the END line
+        self.reported: int | None = None
+        """The exit status from the END line, once it came."""
         self.program = memoryview(program)
         self.pidfd = pidfd
         self.limits = limits
@@ -322,7 +371,21 @@ class _Watcher:
                     self._write(sel)
                 else:
                     self._read(sel, key.fd, key.data)
+            if self.early and self.reported is not None and self.reason is None:  # END
+                self._drain_stderr(sel)
+                return True
         return True
+
+    def _drain_stderr(self, sel: selectors.BaseSelector) -> None:
+        """Read what stderr holds now (the sandbox flushed it before its END line), without
+        waiting for more."""
+        assert self.proc.stderr is not None
+        fd = self.proc.stderr.fileno()
+        while fd in sel.get_map() and self.reason is None:
+            before = len(self.out[1])
+            self._read(sel, fd, 1)
+            if len(self.out[1]) == before:
+                return
 
     def _write(self, sel: selectors.BaseSelector) -> None:
         """Hand the sandbox the next part of its program; close stdin after the last."""
@@ -354,7 +417,13 @@ class _Watcher:
             return
         if not chunk:
             sel.unregister(fd)
-            return
+            if index != 0 or not self._held:
+                return
+            chunk, self._held = self._held, b""  # no END line after all: it was output
+        elif index == 0 and self.end is not None:
+            if self.reported is not None:
+                return  # written after the END line: not the run's
+            chunk = self._split_end(chunk)
         if self.reason == "output_limit":
             return  # draining after the kill: the limit is already reached
         keep = chunk[: self.room]
@@ -363,6 +432,28 @@ class _Watcher:
         if len(keep) < len(chunk):
             self.truncated[index] = True
             self.kill("output_limit")
+
+    def _split_end(self, chunk: bytes) -> bytes:
+        """The run's own stdout in ``chunk``: up to the END line (whose status it notes), less
+        a tail held back while it may be the start of that line."""
+        assert self.end is not None
+        data, self._held = self._held + chunk, b""
+        at = data.find(self.end)
+        if at >= 0:
+            newline = data.find(b"\n", at)
+            if newline < 0:
+                self._held = data[at:]  # the rest of the line is on its way
+                return data[:at]
+            status = data[at + len(self.end) : newline]
+            if self.reason is None and status.isdigit() and int(status) <= 255:
+                self.reported = int(status)
+                return data[:at]
+            return data  # not a status: plain output
+        start = data.rfind(b"\0", max(0, len(data) - len(self.end)))
+        if start >= 0 and self.end.startswith(data[start:]):
+            self._held = data[start:]
+            return data[:start]
+        return data
 
 
 def to_result(

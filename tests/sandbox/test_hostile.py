@@ -416,3 +416,52 @@ def test_host_environment_is_invisible(
     assert result.exit_code == 0, result
     assert secret not in result.stdout
     assert "/root" not in result.stdout and str(REPO) not in result.stdout
+
+
+FORGED_END = """
+import os, sys, time
+mark = sys._getframe(1).f_locals["mark"]  # the host's mark for this run, from BOOT's frame
+print("before", flush=True)
+os.write(1, b"\\0" + mark + b" 0\\n")  # claims the run is over...
+print("after", flush=True)
+while True:  # ...and spins on
+    pass
+"""
+
+
+def test_a_forged_end_line_only_ends_its_own_run(sandbox: SecureCodeExecutor) -> None:
+    """A pooled run returns at its END line (``supervise``), before the sandbox is torn
+    down; a program that forges the line gets its own run cut short, and its tree is still
+    destroyed (the ``untouched`` check after the test). A cold run waits for its exit: the
+    spinning program is killed at its wall time. Nothing after the line is its output."""
+    started = time.monotonic()
+    result = sandbox.run_python(FORGED_END, Limits(wall_s=3, cpu_s=20))
+    assert result.stdout == "before\n", result
+    if sandbox.pool.size:
+        assert result.exit_code == 0 and time.monotonic() - started < 3, result
+    else:
+        assert result.killed_reason == "wall_time", result
+
+
+EXITS = """
+import atexit, sys, threading, time
+atexit.register(lambda: print("atexit ran"))
+def late():
+    time.sleep(0.2)
+    print("thread done", flush=True)
+threading.Thread(target=late).start()
+sys.stdout.write("nul \\0 and a near miss \\0" + "0" * 16 + " 0\\n")
+out, sys.stdout = sys.stdout, sys.stderr  # as a forged tool's call does: flushed all the same
+out.write("to the old stdout\\n")
+sys.exit("bye")
+"""
+
+
+def test_the_exit_is_the_interpreters(sandbox: SecureCodeExecutor) -> None:
+    """A run ends as ``python3 main.py`` would: non-daemon threads joined, atexit handlers
+    run, every standard stream flushed, ``sys.exit``'s status; NULs in output kept."""
+    result = sandbox.run_python(EXITS, Limits(wall_s=20))
+    assert result.exit_code == 1, result
+    assert result.stdout == "nul \0 and a near miss \0" + "0" * 16 + " 0\nto the old stdout\n"
+    assert result.stderr.splitlines() == ["bye", "thread done", "atexit ran"], result  # as python3
+    assert sandbox.run_python("import sys\nsys.exit(3)\n").exit_code == 3

@@ -88,6 +88,34 @@ def test_supervise_delivers_the_program_and_times_from_then() -> None:
         started.finish(b"", Limits())
 
 
+ENDS_EARLY = """
+import os, sys, time
+mark = sys.stdin.buffer.readline().rstrip(b"\\n")
+os.write(1, b"out \\0 not the end " + b"\\0" + mark[:5])  # near misses, held back a moment
+time.sleep(0.1)
+os.write(2, b"err\\n")
+os.write(1, b"\\0" + mark[:6])  # the END line in two writes
+time.sleep(0.1)
+os.write(1, mark[6:] + b" 7\\n" + b"not part of the run")
+time.sleep(30)  # its processes outlive its END line: abort() ends them
+"""
+
+
+def test_a_marked_run_ends_at_its_end_line() -> None:
+    """``marked``: the outcome comes at the END line (split across writes, after near
+    misses), with its status; what follows is dropped; ``abort`` then reaps the rest."""
+    started = Spawned(["/usr/bin/python3", "-c", ENDS_EARLY])
+    out = started.finish(b"", Limits(wall_s=20), marked=True, early=True)
+    assert out.status == 7 and out.killed_reason is None
+    assert out.stdout.startswith(b"out \0 not the end \0") and b"not part" not in out.stdout
+    assert len(out.stdout) == len(b"out \0 not the end \0") + 5  # the first near miss
+    assert out.stderr == b"err\n"
+    assert out.duration_s < 5
+    assert started.proc.poll() is None  # still there, until:
+    started.abort()
+    assert started.proc.returncode is not None
+
+
 def test_supervise_caps_output_and_kills() -> None:
     started = time.monotonic()
     out = supervise(["/usr/bin/yes"], Limits(output_bytes=4096))

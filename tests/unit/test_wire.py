@@ -1,5 +1,6 @@
 from __future__ import annotations
 
+import hmac
 import math
 import time
 
@@ -237,15 +238,23 @@ def test_stale_and_future_messages_are_rejected() -> None:
 
 
 def test_replay_guard_forgets_after_window_and_skew(monkeypatch: pytest.MonkeyPatch) -> None:
+    """Ids are kept at least window + skew (15 s here) and at most twice that: memory stays
+    bounded by the message rate, never by the uptime."""
+    now = time.time()
+    monkeypatch.setattr(time, "time", lambda: now)
     guard = ReplayGuard(window=10, max_skew=5)
-    for _ in range(100):
-        guard.check(Header.make("ping"))
+    first = [Header.make("ping") for _ in range(100)]
+    for header in first:
+        guard.check(header)
     assert len(guard) == 100
-    later = time.time() + 16
-    monkeypatch.setattr(time, "time", lambda: later)
-    fresh = Header.make("ping")
-    guard.check(fresh)
-    assert list(guard._seen) == [fresh.msg_id]
+    for step in range(1, 31):  # a message a second for 30 s: each first id seen >= 15 s
+        now += 1
+        guard.check(Header.make("ping"))
+        if step < 15:
+            with pytest.raises(WireError, match="replay"):
+                guard.check(first[step]._replace(ts=now))
+    assert len(guard) <= 30  # the first 100 are gone, within twice the keep time
+    assert all(header.msg_id not in guard._current | guard._previous for header in first)
 
 
 def test_pack_unpack_round_trip() -> None:
@@ -302,3 +311,39 @@ def test_frame_count_and_total_size_are_bounded_before_authentication() -> None:
 @pytest.mark.parametrize("version", ["\u00b2.0", "\u0661.0", "1\u00b2", "", ".", "9" * 16, "x.y"])
 def test_odd_protocol_versions_are_incompatible_not_errors(version: str) -> None:
     assert compatible(version) is False
+
+
+@pytest.mark.parametrize("key_len", [16, 32, 63, 64, 65, 200])
+@pytest.mark.parametrize("channel", [REQUEST, REPLY, EVENT])
+def test_signature_is_standard_hmac_sha256(key_len: int, channel: bytes) -> None:
+    """The precomputed-pad signer is plain HMAC-SHA256 over ``channel + data``, for keys
+    shorter than, equal to and longer than SHA-256's 64-byte block."""
+    key = bytes(range(256))[:key_len]
+    codec = Codec(key)
+    for data in (b"", b"x", pack([header_list(), {"a": 1}]), b"y" * 70_000):
+        assert codec.sign(data, channel) == hmac.digest(key, channel + data, "sha256")
+
+
+def test_decode_reply_authenticates_like_decode() -> None:
+    codec = Codec(KEY, replay_window=None)
+    good = Codec(KEY).encode_payload("pong", {"kind": "pong"}, "p-1", REPLY)
+    assert codec.decode_reply(good) == ("p-1", {"kind": "pong"})
+    assert codec.decode_reply(good) == ("p-1", {"kind": "pong"})  # the client keeps no guard
+    request = Codec(KEY).encode_payload("ping", {}, "p-1", REQUEST)
+    flipped = bytearray(good)
+    flipped[-1] ^= 1
+    for frame, reason in [
+        (request, "bad_signature"),  # signed for another direction
+        (Codec(b"x" * 32).encode_payload("pong", {}, "p-1", REPLY), "bad_signature"),
+        (bytes(flipped), "bad_signature"),
+        (good[:-1], "bad_signature"),
+        (good[:30], "not_a_message"),
+        (b"EMC0" + good[4:], "not_a_message"),
+        (codec.seal(b"\xc1", REPLY), "malformed"),
+        (codec.seal(pack([header_list()[:4], {}]), REPLY), "malformed"),
+        (codec.seal(pack([header_list(), []]), REPLY), "malformed"),
+        (codec.seal(pack([header_list()]), REPLY), "malformed"),
+    ]:
+        with pytest.raises(WireError) as err:
+            codec.decode_reply(frame)
+        assert err.value.reason == reason, frame
