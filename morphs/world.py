@@ -10,6 +10,7 @@ from __future__ import annotations
 from pathlib import Path
 from typing import Any
 
+from kivy.clock import Clock
 from kivy.core.window import Window
 from kivy.graphics import Color, Rectangle
 from kivy.properties import BooleanProperty, NumericProperty, ObjectProperty
@@ -37,6 +38,9 @@ class World(Widget):
     keep_in_view = BooleanProperty(False)
     #: Pixels the world pans per wheel notch over the empty canvas.
     pan_step = NumericProperty(60)
+    #: Take persona morphs outside the window off the draw tree and stop updating them
+    #: until they scroll back into view (a benchmark's baseline turns it off).
+    cull_offscreen = BooleanProperty(True)
 
     __events__ = ("on_intent", "on_notice", "on_background_click", "on_halo_action")
 
@@ -47,6 +51,13 @@ class World(Widget):
             self._bg = Rectangle()
         self.bind(pos=self._redraw, size=self._redraw)
         self._redraw()
+        #: Persona morphs whose canvas is out of the draw tree (off-screen).
+        self._hidden: set[PersonaMorph] = set()
+        self._view = (0.0, 0.0, 0.0, 0.0)
+        self._cull_all_soon = Clock.create_trigger(lambda _dt: self.cull_all(), -1)
+        self.bind(pos=self._view_changed, size=self._view_changed, parent=self._view_changed)
+        self.bind(cull_offscreen=self._view_changed)
+        Window.bind(size=self._view_changed)
 
     def _redraw(self, *_: Any) -> None:
         self._bg.pos, self._bg.size = self.pos, self.size
@@ -75,7 +86,16 @@ class World(Widget):
     def add_widget(self, widget: Widget, *args: Any, **kwargs: Any) -> None:
         if self.keep_in_view and widget is not self.halo:
             self.clamp(widget)
+        if self._hidden and (args or kwargs):
+            self._show_all()  # Kivy places a widget by its neighbours' canvases
         super().add_widget(widget, *args, **kwargs)
+        if isinstance(widget, PersonaMorph):
+            widget.fbind("pos", self._cull_one)
+            widget.fbind("size", self._cull_one)
+            self._view = self.visible_area()
+            self._cull_one(widget)
+        if args or kwargs:
+            self._cull_all_soon()
         events = getattr(widget, "__events__", ())
         if "on_meta_click" in events and not widget.get_property_observers("on_meta_click"):
             widget.bind(on_meta_click=lambda morph, _touch: self.open_halo(morph))
@@ -94,6 +114,71 @@ class World(Widget):
             self.dispatch("on_notice", f"cancelling {morph.model.name}'s answer")
         else:
             morph.input.focus = False
+
+    def remove_widget(self, widget: Widget, *args: Any, **kwargs: Any) -> None:
+        if isinstance(widget, PersonaMorph) and widget.parent is self:
+            widget.funbind("pos", self._cull_one)
+            widget.funbind("size", self._cull_one)
+            self._hidden.discard(widget)  # Kivy skips a canvas that is not in the tree
+            super().remove_widget(widget, *args, **kwargs)
+            widget.set_shown(True)
+            return
+        super().remove_widget(widget, *args, **kwargs)
+
+    # -- what is on the screen ----------------------------------------------------------------
+    def _view_changed(self, *_: Any) -> None:
+        self._cull_all_soon()
+
+    def visible_area(self) -> tuple[float, float, float, float]:
+        """(left, bottom, right, top) of the window, in the morphs' coordinates."""
+        left, bottom = self.to_widget(0, 0)
+        right, top = self.to_widget(*Window.size)
+        return left, bottom, right, top
+
+    def cull_all(self) -> None:
+        """Show the persona morphs in the window, hide the others (see ``_cull_one``)."""
+        self._view = self.visible_area()
+        for child in self.children:
+            if isinstance(child, PersonaMorph):
+                self._cull_one(child)
+
+    def _cull_one(self, morph: PersonaMorph, *_: Any) -> None:
+        """Take ``morph``'s canvas out of the draw tree when it lies outside the window (and
+        stop its updates); put it back, caught up and in its place, when it comes back."""
+        if morph.parent is not self:
+            return
+        left, bottom, right, top = self._view
+        margin = 8  # the glow
+        shown = not self.cull_offscreen or (
+            morph.x - margin < right
+            and morph.right + margin > left
+            and morph.y - margin < top
+            and morph.top + margin > bottom
+        )
+        if shown and morph in self._hidden:
+            self._hidden.discard(morph)
+            self._insert_canvas(morph)
+            morph.set_shown(True)
+        elif not shown and morph not in self._hidden:
+            self._hidden.add(morph)
+            self.canvas.remove(morph.canvas)
+            morph.set_shown(False)
+
+    def _insert_canvas(self, morph: Widget) -> None:
+        """Put ``morph``'s canvas back where its place among the children draws it."""
+        index = self.children.index(morph)
+        for above in reversed(self.children[:index]):  # the next one drawn after it
+            at = self.canvas.indexof(above.canvas)
+            if at >= 0:
+                self.canvas.insert(at, morph.canvas)
+                return
+        self.canvas.add(morph.canvas)
+
+    def _show_all(self) -> None:
+        for morph in [c for c in reversed(self.children) if c in self._hidden]:
+            self._hidden.discard(morph)
+            self._insert_canvas(morph)
+            morph.set_shown(True)
 
     def close_panel(self, widget: Widget) -> None:
         if self.halo is not None and self.halo.target is widget:
@@ -130,6 +215,8 @@ class World(Widget):
             return
         super().remove_widget(morph)
         super().add_widget(morph)
+        if morph in self._hidden:  # off-screen, it stays out of the draw tree
+            self.canvas.remove(morph.canvas)
         if self.halo is not None:  # the halo stays above everything
             super().remove_widget(self.halo)
             super().add_widget(self.halo)

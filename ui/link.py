@@ -14,6 +14,7 @@ import logging
 import queue
 import threading
 import time
+from collections import deque
 from collections.abc import Callable
 from pathlib import Path
 from typing import Any, Protocol
@@ -56,10 +57,50 @@ class StartedBackend(Protocol):
 StartBackend = Callable[[], StartedBackend]
 
 
-def kivy_deliver(fn: Callable[[], None]) -> None:
-    from kivy.clock import Clock
+class _Mailbox:
+    """Calls handed over from other threads, run in order on the Kivy thread by ONE clock
+    callback per frame: a burst of events (hundreds a frame with many personas streaming)
+    then costs one clock event, not one each."""
 
-    Clock.schedule_once(lambda _dt: fn(), 0)
+    def __init__(self) -> None:
+        self._calls: deque[Callable[[], None]] = deque()
+        self._lock = threading.Lock()
+        self._scheduled = False
+
+    def post(self, fn: Callable[[], None]) -> None:
+        with self._lock:
+            self._calls.append(fn)
+            if self._scheduled:
+                return
+            self._scheduled = True
+        from kivy.clock import Clock
+
+        Clock.schedule_once(self._drain, 0)
+
+    def _drain(self, _dt: float) -> None:
+        with self._lock:
+            calls, self._calls = self._calls, deque()
+            self._scheduled = False
+        try:
+            while calls:
+                calls.popleft()()
+        finally:
+            if calls:  # a call raised: the rest still run, in order, next time
+                with self._lock:
+                    calls.extend(self._calls)
+                    self._calls = calls
+                    self._scheduled = True
+                from kivy.clock import Clock
+
+                Clock.schedule_once(self._drain, 0)
+
+
+_MAILBOX = _Mailbox()
+
+
+def kivy_deliver(fn: Callable[[], None]) -> None:
+    """Run ``fn`` on the Kivy thread, after the calls delivered before it."""
+    _MAILBOX.post(fn)
 
 
 class BackendLink:
