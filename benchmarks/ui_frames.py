@@ -1,16 +1,17 @@
 """UI benchmarks with real Kivy widgets on SDL2's offscreen window (no Xvfb, never mock GL).
 
-1. Frame time under load: 200 persona morphs on a World, every one receiving a
-   ``PersonaStatus``, a ``Token`` and a ``CognitiveDissonance`` at 10 Hz, delivered the way
-   ``BackendLink`` delivers events (one ``Clock.schedule_once`` each). Frames are paced at a
-   nominal 60 fps and an event batch is queued every 6th frame; the time spent in each
-   ``EventLoop.idle()`` is measured in-process with ``perf_counter`` (the pacing sleep is
-   outside it: ``maxfps`` is 0, so Kivy's clock never sleeps inside ``idle``). Reported:
-   p50/p95/max per frame, split into update (the Python side: clock callbacks, events,
-   label text layout and textures, i.e. until ``on_draw``) and draw (``on_draw`` + flip, with
-   a ``glFinish`` so llvmpipe's rasterizing is charged to the frame that drew it). Target:
-   p95 <= 8 ms. Side by side, the same with a ``Scatter`` subclass carrying the very same
-   labels, canvas and bindings.
+1. Frame time under load: 200 persona morphs (20 x 10, full size) on a World larger than the
+   1366 x 768 window, every one receiving a ``PersonaStatus``, a ``Token`` and a
+   ``CognitiveDissonance`` at 10 Hz, delivered the way ``BackendLink`` delivers events
+   (``kivy_deliver``). Frames are paced at a nominal 60 fps and an event batch is queued
+   every 6th frame; the time spent in each ``EventLoop.idle()`` is measured in-process with
+   ``perf_counter`` (the pacing sleep is outside it: ``maxfps`` is 0, so Kivy's clock never
+   sleeps inside ``idle``). Reported: p50/p95/max per frame, split into update (the Python
+   side: clock callbacks, events, label text layout and textures, i.e. until ``on_draw``) and
+   draw (``on_draw`` + flip, with a ``glFinish`` so llvmpipe's rasterizing is charged to the
+   frame that drew it). Target: update p95 <= 8 ms in each of 3 consecutive runs. Side by
+   side in each run, the baseline: the morph as it was (name/role and status/model in two
+   labels) with every morph drawn and updated wherever it is.
 2. Event-to-UI latency: a real backend (``BackendProcess``), a ``BackendLink`` delivering on
    the Kivy clock into a ``WorkbenchStore``, and a ``PersonaMorph`` for BRICK. Another thread
    sends ``set_state`` through its own ``Client``; the latency is from just before the send

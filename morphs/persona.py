@@ -16,6 +16,7 @@ from typing import Any, ClassVar
 
 from kivy.clock import Clock
 from kivy.graphics import Color, Line, RoundedRectangle
+from kivy.metrics import sp
 from kivy.properties import NumericProperty, ObjectProperty
 from kivy.uix.button import Button
 from kivy.uix.label import Label
@@ -91,6 +92,10 @@ class PersonaMorph(DraggableBehavior, Widget):
     model: PersonaModel = ObjectProperty(None, rebind=True)
     #: 0..1 glow strength, animated while ``model.busy``.
     glow = NumericProperty(0.0)
+    #: The World's zoom: text and spacing scale with it (the World scales pos and size).
+    zoom = NumericProperty(1.0)
+    #: The World zooms persona morphs (and plots), not panels.
+    zoomable = True
 
     __events__ = ("on_moved", "on_meta_click", "on_ask", "on_cancel_ask")
 
@@ -166,6 +171,7 @@ class PersonaMorph(DraggableBehavior, Widget):
             dissonance=lambda *_: self._refresh("fill", self._render_fill),
             busy=self._on_busy,
         )
+        self.on_zoom(self, self.zoom)
         self._layout()
         self._render_header()
         self._render_talk()
@@ -213,27 +219,44 @@ class PersonaMorph(DraggableBehavior, Widget):
         self._fill.pos, self._fill.size = (x, y), (w, h)
         self._edge.rounded_rectangle = (x, y, w, h, 12)
         self._place_glow()
-        pad = 10
-        self._header.pos, self._header.size = (x + pad, y + h - 78), (w - 2 * pad - COPY_W, 70)
+        z = float(self.zoom)
+        pad, copy_w, input_h = 10 * z, COPY_W * z, INPUT_H * z
+        self._header.pos = (x + pad, y + h - 78 * z)
+        self._header.size = (max(0, w - 2 * pad - copy_w), 70 * z)
         self._header.text_size = self._header.size
-        self.copy_button.pos = (x + w - pad - COPY_W + 4, y + h - 74)
-        self.copy_button.size = (COPY_W - 4, 22)
-        self.input.pos, self.input.size = (x + pad, y + pad), (w - 2 * pad, INPUT_H)
-        talk_y = y + pad + INPUT_H + 4
+        self.copy_button.pos = (x + w - pad - copy_w + 4 * z, y + h - 74 * z)
+        self.copy_button.size = (copy_w - 4 * z, 22 * z)
+        self.input.pos, self.input.size = (x + pad, y + pad), (max(0, w - 2 * pad), input_h)
+        talk_y = y + pad + input_h + 4 * z
         self._scroll.pos = (x + pad, talk_y)
-        self._scroll.size = (w - 2 * pad, max(0, y + h - 84 - talk_y))
+        self._scroll.size = (max(0, w - 2 * pad), max(0, y + h - 84 * z - talk_y))
         self._talk.text_size = (self._scroll.width, None)
+
+    def on_zoom(self, _instance: Any, zoom: float) -> None:
+        """Text scales with the World's zoom (each label re-renders once)."""
+        if not hasattr(self, "_header"):
+            return  # set before the widgets exist: ``__init__`` lays them out with it
+        self._header.font_size = sp(15) * zoom
+        self._talk.font_size = self.input.font_size = sp(12) * zoom
+        self.copy_button.font_size = sp(11) * zoom
+        self._refresh("header", self._render_header)
+        self._moved()
 
     def _render_header(self, *_: Any) -> None:
         """Name and role, then status and model, as one texture (status and model changes
         are throttled, see ``__init__``). The label re-renders only when the text changes."""
         m = self.model
         colour = STATUS_COLOURS.get(m.status, "ffffff")
+        z = float(self.zoom)
+
+        def size(points: float) -> int:
+            return max(1, round(float(sp(points)) * z))
+
         self._header.text = (
             f"[b]{escape_markup(m.name)}[/b]  "
-            f"[size=11sp][color=b8c2cc]{escape_markup(m.role)}[/color][/size]\n"
-            f"[size=6sp] [/size]\n"
-            f"[size=12sp][color={colour}]{m.status}[/color]  "
+            f"[size={size(11)}][color=b8c2cc]{escape_markup(m.role)}[/color][/size]\n"
+            f"[size={size(6)}] [/size]\n"
+            f"[size={size(12)}][color={colour}]{m.status}[/color]  "
             f"[color=8899aa]{escape_markup(m.model or 'model: ?')}[/color][/size]"
         )
 

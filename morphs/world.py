@@ -21,6 +21,12 @@ from morphs.persona import PersonaMorph
 from shared_api.commands import AskDocument, AskPersona, Cancel
 
 DROP_HINT = "Drop documents onto a persona to send them to it."
+ZOOM_MIN, ZOOM_MAX = 0.4, 2.5
+ZOOM_STEP = 1.25  # per Ctrl+wheel notch or Ctrl+= / Ctrl+-
+
+
+def clamp_zoom(zoom: float) -> float:
+    return min(ZOOM_MAX, max(ZOOM_MIN, round(float(zoom), 4)))
 
 
 class World(Widget):
@@ -38,6 +44,9 @@ class World(Widget):
     keep_in_view = BooleanProperty(False)
     #: Pixels the world pans per wheel notch over the empty canvas.
     pan_step = NumericProperty(60)
+    #: The world's zoom: persona morphs and plots are drawn ``zoom`` times their size
+    #: (their text too); panels, menus and the halo keep theirs, so they stay readable.
+    zoom = NumericProperty(1.0)
     #: Take persona morphs outside the window off the draw tree and stop updating them
     #: until they scroll back into view (a benchmark's baseline turns it off).
     cull_offscreen = BooleanProperty(True)
@@ -89,6 +98,8 @@ class World(Widget):
         if self._hidden and (args or kwargs):
             self._show_all()  # Kivy places a widget by its neighbours' canvases
         super().add_widget(widget, *args, **kwargs)
+        if getattr(widget, "zoomable", False):
+            widget.zoom = self.zoom  # its geometry is already the zoomed one (a layout's)
         if isinstance(widget, PersonaMorph):
             widget.fbind("pos", self._cull_one)
             widget.fbind("size", self._cull_one)
@@ -210,6 +221,32 @@ class World(Widget):
             if child is not self.halo:
                 child.pos = (child.x + dx, child.y + dy)
 
+    # -- zoom -----------------------------------------------------------------------------
+    def zoomable(self) -> list[Widget]:
+        """The world's morphs that zoom: persona morphs and plots (``zoomable``)."""
+        return [c for c in self.children if getattr(c, "zoomable", False)]
+
+    def zoom_to(self, zoom: float, pivot: tuple[float, float] | None = None) -> None:
+        """Zoom the world's morphs to ``zoom`` (clamped to ZOOM_MIN..ZOOM_MAX) about
+        ``pivot`` (the window's centre by default), which stays where it is on the screen."""
+        zoom = clamp_zoom(zoom)
+        factor = zoom / float(self.zoom)
+        if abs(factor - 1) < 1e-6:
+            return
+        px, py = pivot if pivot is not None else self.center
+        self.close_halo()
+        self.zoom = zoom
+        for child in self.zoomable():
+            child.pos = (px + (child.x - px) * factor, py + (child.y - py) * factor)
+            child.size = (child.width * factor, child.height * factor)
+            child.zoom = zoom
+
+    def zoom_in(self, pivot: tuple[float, float] | None = None) -> None:
+        self.zoom_to(float(self.zoom) * ZOOM_STEP, pivot)
+
+    def zoom_out(self, pivot: tuple[float, float] | None = None) -> None:
+        self.zoom_to(float(self.zoom) / ZOOM_STEP, pivot)
+
     def bring_to_front(self, morph: Widget) -> None:
         if morph is self.halo or self.children[0] is morph:
             return
@@ -285,6 +322,10 @@ class World(Widget):
     def _wheel(self, touch: Any) -> bool:
         if not self.collide_point(*touch.pos):
             return False
+        if "ctrl" in Window.modifiers and touch.button in ("scrolldown", "scrollup"):
+            # Ctrl+wheel zooms about the pointer; the wheel turned up ("scrolldown") comes closer
+            (self.zoom_in if touch.button == "scrolldown" else self.zoom_out)(tuple(touch.pos))
+            return True
         if super().on_touch_down(touch):
             return True  # a morph scrolled (its conversation, a panel's list)
         step = float(self.pan_step)
