@@ -25,7 +25,7 @@ from kivy.uix.textinput import TextInput
 from kivy.uix.widget import Widget
 from kivy.utils import escape_markup
 
-from morphs.behaviors import DraggableBehavior
+from morphs.behaviors import ZOOM_KEYS, DraggableBehavior
 from ui.store import PersonaModel
 
 CALM = (0.16, 0.20, 0.27)
@@ -70,6 +70,9 @@ class AskInput(TextInput):
 
     def keyboard_on_key_down(self, window: Any, keycode: Any, text: Any, modifiers: Any) -> bool:
         key = keycode[1] if isinstance(keycode, tuple | list) else keycode
+        code = keycode[0] if isinstance(keycode, tuple | list) else None
+        if "ctrl" in modifiers and code in ZOOM_KEYS:
+            return False  # the workbench's zoom keys
         if key in ("enter", "numpadenter") and "shift" not in modifiers:
             question = str(getattr(self, "text", "")).strip()
             if question:

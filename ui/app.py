@@ -25,6 +25,7 @@ from kivy.uix.floatlayout import FloatLayout
 from kivy.uix.label import Label
 from kivy.utils import escape_markup
 
+from morphs.behaviors import ZOOM_KEYS
 from morphs.inspector import InspectorMorph
 from morphs.memory import MEMORY_METRICS, MemoryMorph
 from morphs.menu import confirm_dismiss, open_menu
@@ -103,10 +104,6 @@ def _strip(**kwargs: Any) -> Label:
         size=lambda lbl, size: setattr(lbl.bg, "size", size),
     )
     return label
-
-
-#: Ctrl + these keys zoom the world: = and + (and the keypad's +) in, - out, 0 back to 1.
-ZOOM_KEYS = {61: "in", 43: "in", 270: "in", 45: "out", 269: "out", 48: "reset", 256: "reset"}
 
 
 class WorkbenchApp(App):

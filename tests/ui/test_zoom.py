@@ -77,6 +77,9 @@ def test_app_keys_zoom_and_the_layout_keeps_the_zoom(window: Any, tmp_path: Path
     assert app.world.zoom == pytest.approx(1 / ZOOM_STEP)
     assert brick.width == pytest.approx(380 / ZOOM_STEP)
     assert not app._on_key(Window, 45, 0, "-", [])  # a plain - is the text field's
+    brick.input.focus = True  # a focused persona's field lets the zoom keys through
+    assert not brick.input.keyboard_on_key_down(Window, (45, "-"), None, ["ctrl"])
+    brick.input.focus = False
     saved = app.current_layout().model_dump()
     assert {"op": "set_world", "zoom": pytest.approx(1 / ZOOM_STEP), "background": None} in (
         saved["operations"]
