@@ -84,6 +84,11 @@ class AskInput(TextInput):
             return True
         return bool(super().keyboard_on_key_down(window, keycode, text, modifiers))
 
+    def keyboard_on_textinput(self, window: Any, text: str) -> None:
+        if "ctrl" in getattr(window, "modifiers", ()):
+            return  # Ctrl+- and the like are the workbench's keys: they type nothing here
+        super().keyboard_on_textinput(window, text)
+
     def on_send(self, text: str) -> None:
         pass
 
@@ -174,7 +179,8 @@ class PersonaMorph(DraggableBehavior, Widget):
             dissonance=lambda *_: self._refresh("fill", self._render_fill),
             busy=self._on_busy,
         )
-        self.on_zoom(self, self.zoom)
+        if self.zoom != 1:
+            self.on_zoom(self, self.zoom)
         self._layout()
         self._render_header()
         self._render_talk()

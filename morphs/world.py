@@ -328,6 +328,8 @@ class World(Widget):
             return True
         if super().on_touch_down(touch):
             return True  # a morph scrolled (its conversation, a panel's list)
+        if self.morph_at(*touch.pos) is not None:
+            return True  # over a morph or panel already scrolled to its end: never a pan
         step = float(self.pan_step)
         # Kivy names the wheel by the content's motion: "scrolldown" is the wheel turned up.
         delta = {"scrolldown": -step, "scrollup": step, "scrollleft": step, "scrollright": -step}

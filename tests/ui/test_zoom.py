@@ -53,8 +53,11 @@ def test_ctrl_wheel_zooms_the_morphs_about_the_pointer_not_the_panels(window: An
     frames(3)
     assert brick._header.texture_size[1] > height * 1.15  # the text grew too
     screenshot("ui-zoomed-in")
-    wheel(*pivot, "scrolldown")  # without Ctrl the wheel still pans (or scrolls)
-    assert world.zoom == pytest.approx(ZOOM_STEP)
+    before = tuple(brick.pos)
+    wheel(*pivot, "scrolldown")  # without Ctrl: over a morph, it scrolls it or does nothing
+    assert world.zoom == pytest.approx(ZOOM_STEP) and tuple(brick.pos) == before
+    wheel(window.width - 20, 20, "scrolldown")  # over the empty canvas it pans
+    assert brick.y == pytest.approx(before[1] - world.pan_step)
     for _ in range(12):
         world.zoom_in()
     assert world.zoom == ZOOM_MAX  # bounded
@@ -79,6 +82,16 @@ def test_app_keys_zoom_and_the_layout_keeps_the_zoom(window: Any, tmp_path: Path
     assert not app._on_key(Window, 45, 0, "-", [])  # a plain - is the text field's
     brick.input.focus = True  # a focused persona's field lets the zoom keys through
     assert not brick.input.keyboard_on_key_down(Window, (45, "-"), None, ["ctrl"])
+    Window._modifiers = ["ctrl"]
+    try:
+        brick.input.keyboard_on_textinput(Window, "-")  # SDL still sends the "-" as text
+    finally:
+        Window._modifiers = []
+    frames(1)
+    assert brick.input.text == ""  # and it types nothing
+    brick.input.keyboard_on_textinput(Window, "-")
+    frames(1)
+    assert brick.input.text == "-"  # a plain - does
     brick.input.focus = False
     saved = app.current_layout().model_dump()
     assert {"op": "set_world", "zoom": pytest.approx(1 / ZOOM_STEP), "background": None} in (
