@@ -84,10 +84,12 @@ class AskInput(TextInput):
             return True
         return bool(super().keyboard_on_key_down(window, keycode, text, modifiers))
 
-    def keyboard_on_textinput(self, window: Any, text: str) -> None:
-        if "ctrl" in getattr(window, "modifiers", ()):
+    def keyboard_on_textinput(self, keyboard: Any, text: str) -> None:
+        from kivy.core.window import Window
+
+        if "ctrl" in Window.modifiers:
             return  # Ctrl+- and the like are the workbench's keys: they type nothing here
-        super().keyboard_on_textinput(window, text)
+        super().keyboard_on_textinput(keyboard, text)
 
     def on_send(self, text: str) -> None:
         pass

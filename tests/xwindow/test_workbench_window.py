@@ -194,6 +194,8 @@ def _zoom_with_keys_and_wheel(screen: Any, brick: tuple[int, int, int, int]) -> 
     time.sleep(1)
     shot = screen.screenshot("xwindow-11-zoom-reset")
     assert count(shot, inner, near(WORLD_BG)) < 0.1 * area, "Ctrl+0 did not reset the zoom"
+    field = (brick[0] + 14, brick[3] - 42, brick[2] - 14, brick[3] - 12)  # BRICK's text field
+    assert count(shot, field, bright) < 10, "a zoom key typed into the focused field"
     screen.x("xdotool", "mousemove", str((brick[0] + brick[2]) // 2), str(mid))
     screen.x("xdotool", "keydown", "ctrl", "click", "4", "keyup", "ctrl")  # the wheel, up
     time.sleep(1)
