@@ -32,6 +32,7 @@ CALM = (0.16, 0.20, 0.27)
 STATUS_HZ = 4  # status/model label refreshes per second, at most
 TALK_HZ = 2  # conversation label refreshes per second, at most
 PULSE_HZ = 20
+RENDERS_PER_FRAME = 4  # throttled label refreshes per frame, all morphs together
 CONFLICT = (0.55, 0.12, 0.12)
 STATUS_COLOURS = {
     "idle": "9aa5b1",
@@ -165,8 +166,12 @@ class PersonaMorph(DraggableBehavior, Widget):
         # spreads the work of a burst of events for many morphs over several frames.
         # The conversation (a word-wrapped label) is the dearest, so it refreshes least often.
         phase = 1 + random.random()  # noqa: S311 - jitter, not security
-        self._header_soon = Clock.create_trigger(self._render_header, phase / STATUS_HZ)
-        self._talk_soon = Clock.create_trigger(self._render_talk, phase / TALK_HZ)
+        self._header_soon = Clock.create_trigger(
+            lambda _dt: _Renders.ask(self, "header"), phase / STATUS_HZ
+        )
+        self._talk_soon = Clock.create_trigger(
+            lambda _dt: _Renders.ask(self, "talk"), phase / TALK_HZ
+        )
         #: False while the World has taken the morph off the screen (``set_shown``): events
         #: then only mark what is stale, and ``set_shown(True)`` catches up.
         self.shown = True
@@ -329,6 +334,35 @@ class PersonaMorph(DraggableBehavior, Widget):
 
     def on_cancel_ask(self) -> None:
         pass
+
+
+class _Renders:
+    """At most RENDERS_PER_FRAME throttled text refreshes per frame, for every morph
+    together, first asked first served: on a slow frame (a software rasterizer, a loaded
+    machine) the refreshes that fell due meanwhile spread over the next frames instead of
+    all landing in one."""
+
+    queue: ClassVar[dict[tuple[PersonaMorph, str], None]] = {}
+    now: ClassVar[Any] = None  # a trigger for this frame, and one for the next
+    later: ClassVar[Any] = None
+
+    @classmethod
+    def ask(cls, morph: PersonaMorph, part: str) -> None:
+        cls.queue[(morph, part)] = None
+        if cls.now is None:
+            cls.now = Clock.create_trigger(cls.run, -1)  # before this frame is drawn
+            cls.later = Clock.create_trigger(cls.run, 0.001)  # positive: not this frame
+        cls.now()
+
+    @classmethod
+    def run(cls, _dt: float) -> None:
+        for _ in range(min(RENDERS_PER_FRAME, len(cls.queue))):
+            morph, part = next(iter(cls.queue))
+            del cls.queue[(morph, part)]
+            render = morph._render_header if part == "header" else morph._render_talk
+            morph._refresh(part, render)  # off-screen meanwhile: only marked stale
+        if cls.queue:
+            cls.later()
 
 
 class _Pulse:

@@ -60,7 +60,9 @@ StartBackend = Callable[[], StartedBackend]
 class _Mailbox:
     """Calls handed over from other threads, run in order on the Kivy thread by ONE clock
     callback per frame: a burst of events (hundreds a frame with many personas streaming)
-    then costs one clock event, not one each."""
+    then costs one clock event, not one each. A frame runs calls for at most
+    ``FRAME_BUDGET_S``; the rest wait, in order, for the next frame, so a burst spreads over
+    a few frames instead of stalling one."""
 
     def __init__(self) -> None:
         self._calls: deque[Callable[[], None]] = deque()
@@ -80,21 +82,25 @@ class _Mailbox:
     def _drain(self, _dt: float) -> None:
         with self._lock:
             calls, self._calls = self._calls, deque()
-            self._scheduled = False
+        deadline = time.perf_counter() + FRAME_BUDGET_S
         try:
             while calls:
                 calls.popleft()()
+                if time.perf_counter() > deadline:
+                    break
         finally:
-            if calls:  # a call raised: the rest still run, in order, next time
-                with self._lock:
-                    calls.extend(self._calls)
-                    self._calls = calls
-                    self._scheduled = True
+            with self._lock:
+                calls.extend(self._calls)  # what is left first, then what came meanwhile
+                self._calls = calls
+                self._scheduled = bool(calls)
+            if calls:  # the next frame (a positive timeout: not again in this one)
                 from kivy.clock import Clock
 
-                Clock.schedule_once(self._drain, 0)
+                Clock.schedule_once(self._drain, 0.001)
 
 
+#: Longest a frame spends running delivered calls (events, replies).
+FRAME_BUDGET_S = 0.004
 _MAILBOX = _Mailbox()
 
 

@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import threading
+import time
 from typing import Any
 
 import pytest
@@ -53,3 +54,21 @@ def test_a_call_that_raises_loses_none_of_the_later_ones(window: Any) -> None:
     kivy_deliver(lambda: ran.append(3))
     frames(2)
     assert ran == [1, 2, 3]
+
+
+def test_a_slow_burst_spreads_over_frames_in_order(window: Any) -> None:
+    ran: list[int] = []
+
+    def slow(i: int) -> None:
+        time.sleep(0.002)  # an event whose handling takes 2 ms
+        ran.append(i)
+
+    for i in range(20):
+        kivy_deliver(lambda i=i: slow(i))
+    frames(1)
+    assert 1 <= len(ran) < 20  # this frame stopped at its budget (FRAME_BUDGET_S)
+    for _ in range(40):
+        frames(1)
+        if len(ran) == 20:
+            break
+    assert ran == list(range(20))  # the rest came in the next frames, in order
