@@ -32,7 +32,7 @@ CALM = (0.16, 0.20, 0.27)
 STATUS_HZ = 4  # status/model label refreshes per second, at most
 TALK_HZ = 2  # conversation label refreshes per second, at most
 PULSE_HZ = 20
-RENDERS_PER_FRAME = 4  # throttled label refreshes per frame, all morphs together
+RENDERS_PER_FRAME = 2  # throttled label refreshes per frame, all morphs together
 CONFLICT = (0.55, 0.12, 0.12)
 STATUS_COLOURS = {
     "idle": "9aa5b1",

@@ -100,7 +100,7 @@ class _Mailbox:
 
 
 #: Longest a frame spends running delivered calls (events, replies).
-FRAME_BUDGET_S = 0.004
+FRAME_BUDGET_S = 0.003
 _MAILBOX = _Mailbox()
 
 
