@@ -20,7 +20,7 @@ BENCHMARKS = {
     "image_save": "image save of 4 x 10,000 interactions vs. pickle+fsync; pings during saves",
     "swaps": "1,000 atomic swaps under 4 concurrently invoking clients",
     "models": "embedded tokens/s via ModelManager vs direct llama.cpp; scheduler overhead; RSS",
-    "ui_frames": "frame time of 200 morphs under 10 Hz events (Widget vs Scatter); event->UI",
+    "ui_frames": "200 morphs under 10 Hz events: 3 runs, one texture + culling vs baseline",
     "sandbox": "forged-tool call via warm pool vs cold start vs in-process; cold start vs bare",
     "dialogue": "debugger step/continue/edit latency; checkpoint bytes, 1,000 steps pruned or not",
     "memory": "100k memories: IVF_PQ and HNSW-SQ recall@10/p50 vs exact; ingest chunks/s; RSS",

@@ -62,3 +62,8 @@ class DraggableBehavior:
             self.dragging = False
             self.dispatch("on_moved")
         return True
+
+
+#: Ctrl + these keys zoom the world: = and + (and the keypad's +) in, - out, 0 back to 1. A
+#: text field lets them through to the workbench (they type nothing with Ctrl held).
+ZOOM_KEYS = {61: "in", 43: "in", 270: "in", 45: "out", 269: "out", 48: "reset", 256: "reset"}

@@ -16,20 +16,23 @@ from typing import Any, ClassVar
 
 from kivy.clock import Clock
 from kivy.graphics import Color, Line, RoundedRectangle
+from kivy.metrics import sp
 from kivy.properties import NumericProperty, ObjectProperty
 from kivy.uix.button import Button
 from kivy.uix.label import Label
 from kivy.uix.scrollview import ScrollView
 from kivy.uix.textinput import TextInput
 from kivy.uix.widget import Widget
+from kivy.utils import escape_markup
 
-from morphs.behaviors import DraggableBehavior
+from morphs.behaviors import ZOOM_KEYS, DraggableBehavior
 from ui.store import PersonaModel
 
 CALM = (0.16, 0.20, 0.27)
 STATUS_HZ = 4  # status/model label refreshes per second, at most
 TALK_HZ = 2  # conversation label refreshes per second, at most
 PULSE_HZ = 20
+RENDERS_PER_FRAME = 2  # throttled label refreshes per frame, all morphs together
 CONFLICT = (0.55, 0.12, 0.12)
 STATUS_COLOURS = {
     "idle": "9aa5b1",
@@ -68,6 +71,9 @@ class AskInput(TextInput):
 
     def keyboard_on_key_down(self, window: Any, keycode: Any, text: Any, modifiers: Any) -> bool:
         key = keycode[1] if isinstance(keycode, tuple | list) else keycode
+        code = keycode[0] if isinstance(keycode, tuple | list) else None
+        if "ctrl" in modifiers and code in ZOOM_KEYS:
+            return False  # the workbench's zoom keys
         if key in ("enter", "numpadenter") and "shift" not in modifiers:
             question = str(getattr(self, "text", "")).strip()
             if question:
@@ -78,6 +84,13 @@ class AskInput(TextInput):
             self.dispatch("on_escape")
             return True
         return bool(super().keyboard_on_key_down(window, keycode, text, modifiers))
+
+    def keyboard_on_textinput(self, keyboard: Any, text: str) -> None:
+        from kivy.core.window import Window
+
+        if "ctrl" in Window.modifiers:
+            return  # Ctrl+- and the like are the workbench's keys: they type nothing here
+        super().keyboard_on_textinput(keyboard, text)
 
     def on_send(self, text: str) -> None:
         pass
@@ -90,6 +103,10 @@ class PersonaMorph(DraggableBehavior, Widget):
     model: PersonaModel = ObjectProperty(None, rebind=True)
     #: 0..1 glow strength, animated while ``model.busy``.
     glow = NumericProperty(0.0)
+    #: The World's zoom: text and spacing scale with it (the World scales pos and size).
+    zoom = NumericProperty(1.0)
+    #: The World zooms persona morphs (and plots), not panels.
+    zoomable = True
 
     __events__ = ("on_moved", "on_meta_click", "on_ask", "on_cancel_ask")
 
@@ -107,8 +124,8 @@ class PersonaMorph(DraggableBehavior, Widget):
             self._fill = RoundedRectangle(radius=[12])
             self._edge_colour = Color(0.42, 0.46, 0.52, 1)
             self._edge = Line(width=1)
-        self._title = Label(markup=True, halign="left", valign="top", font_size="15sp")
-        self._meta = Label(markup=True, halign="left", valign="top", font_size="12sp")
+        # Name, role, status and model: one markup label, so one texture per morph.
+        self._header = Label(markup=True, halign="left", valign="top", font_size="15sp")
         self._talk = Label(
             halign="left",
             valign="top",
@@ -141,7 +158,7 @@ class PersonaMorph(DraggableBehavior, Widget):
             background_color=(0.22, 0.27, 0.35, 1),
         )
         self.copy_button.bind(on_release=lambda _b: self.copy_answer())
-        for widget in (self._title, self._meta, self._scroll, self.input, self.copy_button):
+        for widget in (self._header, self._scroll, self.input, self.copy_button):
             self.add_widget(widget)
         # Re-rendering label textures is the costly part of a frame, and streamed tokens and
         # status changes arrive many times a second for many morphs at once. So a morph
@@ -149,23 +166,63 @@ class PersonaMorph(DraggableBehavior, Widget):
         # spreads the work of a burst of events for many morphs over several frames.
         # The conversation (a word-wrapped label) is the dearest, so it refreshes least often.
         phase = 1 + random.random()  # noqa: S311 - jitter, not security
-        self._meta_soon = Clock.create_trigger(self._render_meta, phase / STATUS_HZ)
-        self._talk_soon = Clock.create_trigger(self._render_talk, phase / TALK_HZ)
-        self.bind(pos=self._layout, size=self._layout)
+        self._header_soon = Clock.create_trigger(
+            lambda _dt: _Renders.ask(self, "header"), phase / STATUS_HZ
+        )
+        self._talk_soon = Clock.create_trigger(
+            lambda _dt: _Renders.ask(self, "talk"), phase / TALK_HZ
+        )
+        #: False while the World has taken the morph off the screen (``set_shown``): events
+        #: then only mark what is stale, and ``set_shown(True)`` catches up.
+        self.shown = True
+        self._stale: set[str] = set()
+        self.bind(pos=self._moved, size=self._moved)
         model.bind(
-            name=self._render_title,
-            role=self._render_title,
-            model=lambda *_: self._meta_soon(),
-            status=lambda *_: self._meta_soon(),
-            conversation=lambda *_: self._talk_soon(),
-            dissonance=self._render_fill,
+            name=lambda *_: self._refresh("header", self._render_header),
+            role=lambda *_: self._refresh("header", self._render_header),
+            model=lambda *_: self._refresh("header", self._header_soon),
+            status=lambda *_: self._refresh("header", self._header_soon),
+            conversation=lambda *_: self._refresh("talk", self._talk_soon),
+            dissonance=lambda *_: self._refresh("fill", self._render_fill),
             busy=self._on_busy,
         )
+        if self.zoom != 1:
+            self.on_zoom(self, self.zoom)
         self._layout()
-        self._render_title()
-        self._render_meta()
+        self._render_header()
         self._render_talk()
         self._render_fill()
+
+    # -- off-screen -------------------------------------------------------------------------
+    def _refresh(self, part: str, render: Any) -> None:
+        """Render ``part`` now (or soon) when shown; only remember it is stale when not."""
+        if self.shown:
+            render()
+        else:
+            self._stale.add(part)
+
+    def _moved(self, *_: Any) -> None:
+        self._refresh("layout", self._layout)
+
+    def set_shown(self, shown: bool) -> None:
+        """The World shows or hides the morph as it scrolls in or out of view. Hidden, it is
+        neither drawn (the World takes its canvas out) nor updated; shown again, it catches
+        up with the latest state at once."""
+        if shown == self.shown:
+            return
+        self.shown = shown
+        if not shown:
+            self.glow = 0.0
+            return
+        stale, self._stale = self._stale, set()
+        if "layout" in stale:
+            self._layout()
+        if "header" in stale:
+            self._render_header()
+        if "talk" in stale:
+            self._render_talk()
+        if "fill" in stale:
+            self._render_fill()
 
     # -- rendering --------------------------------------------------------------------------
     def _origin(self) -> tuple[float, float]:
@@ -177,30 +234,46 @@ class PersonaMorph(DraggableBehavior, Widget):
         (x, y), w, h = self._origin(), self.width, self.height
         self._fill.pos, self._fill.size = (x, y), (w, h)
         self._edge.rounded_rectangle = (x, y, w, h, 12)
-        self._glow.pos, self._glow.size = (x - 4, y - 4), (w + 8, h + 8)
-        pad = 10
-        self._title.pos, self._title.size = (x + pad, y + h - 48), (w - 2 * pad, 40)
-        self._meta.pos, self._meta.size = (x + pad, y + h - 78), (w - 2 * pad - COPY_W, 28)
-        self.copy_button.pos = (x + w - pad - COPY_W + 4, y + h - 74)
-        self.copy_button.size = (COPY_W - 4, 22)
-        self.input.pos, self.input.size = (x + pad, y + pad), (w - 2 * pad, INPUT_H)
-        talk_y = y + pad + INPUT_H + 4
+        self._place_glow()
+        z = float(self.zoom)
+        pad, copy_w, input_h = 10 * z, COPY_W * z, INPUT_H * z
+        self._header.pos = (x + pad, y + h - 78 * z)
+        self._header.size = (max(0, w - 2 * pad - copy_w), 70 * z)
+        self._header.text_size = self._header.size
+        self.copy_button.pos = (x + w - pad - copy_w + 4 * z, y + h - 74 * z)
+        self.copy_button.size = (copy_w - 4 * z, 22 * z)
+        self.input.pos, self.input.size = (x + pad, y + pad), (max(0, w - 2 * pad), input_h)
+        talk_y = y + pad + input_h + 4 * z
         self._scroll.pos = (x + pad, talk_y)
-        self._scroll.size = (w - 2 * pad, max(0, y + h - 84 - talk_y))
-        for label in (self._title, self._meta):
-            label.text_size = label.size
+        self._scroll.size = (max(0, w - 2 * pad), max(0, y + h - 84 * z - talk_y))
         self._talk.text_size = (self._scroll.width, None)
 
-    def _render_title(self, *_: Any) -> None:
-        m = self.model
-        self._title.text = f"[b]{m.name}[/b]  [size=11sp][color=b8c2cc]{m.role}[/color][/size]"
+    def on_zoom(self, _instance: Any, zoom: float) -> None:
+        """Text scales with the World's zoom (each label re-renders once)."""
+        if not hasattr(self, "_header"):
+            return  # set before the widgets exist: ``__init__`` lays them out with it
+        self._header.font_size = sp(15) * zoom
+        self._talk.font_size = self.input.font_size = sp(12) * zoom
+        self.copy_button.font_size = sp(11) * zoom
+        self._refresh("header", self._render_header)
+        self._moved()
 
-    def _render_meta(self, *_: Any) -> None:
-        """Status and model (throttled, see ``__init__``)."""
+    def _render_header(self, *_: Any) -> None:
+        """Name and role, then status and model, as one texture (status and model changes
+        are throttled, see ``__init__``). The label re-renders only when the text changes."""
         m = self.model
         colour = STATUS_COLOURS.get(m.status, "ffffff")
-        self._meta.text = (
-            f"[color={colour}]{m.status}[/color]  [color=8899aa]{m.model or 'model: ?'}[/color]"
+        z = float(self.zoom)
+
+        def size(points: float) -> int:
+            return max(1, round(float(sp(points)) * z))
+
+        self._header.text = (
+            f"[b]{escape_markup(m.name)}[/b]  "
+            f"[size={size(11)}][color=b8c2cc]{escape_markup(m.role)}[/color][/size]\n"
+            f"[size={size(6)}] [/size]\n"
+            f"[size={size(12)}][color={colour}]{m.status}[/color]  "
+            f"[color=8899aa]{escape_markup(m.model or 'model: ?')}[/color][/size]"
         )
 
     def _render_talk(self, *_: Any) -> None:
@@ -237,6 +310,17 @@ class PersonaMorph(DraggableBehavior, Widget):
 
     def on_glow(self, _instance: Any, value: float) -> None:
         self._glow_colour.a = 0.8 * value
+        if (value > 0) != (self._glow.size[0] > 0):
+            self._place_glow()
+
+    def _place_glow(self) -> None:
+        """The glow's rectangle, empty while it does not glow (a transparent fill still costs
+        its pixels to a software rasterizer)."""
+        (x, y), w, h = self._origin(), self.width, self.height
+        if self.glow > 0:
+            self._glow.pos, self._glow.size = (x - 4, y - 4), (w + 8, h + 8)
+        else:
+            self._glow.pos, self._glow.size = (x, y), (0, 0)
 
     # -- events -----------------------------------------------------------------------------
     def on_moved(self) -> None:
@@ -250,6 +334,35 @@ class PersonaMorph(DraggableBehavior, Widget):
 
     def on_cancel_ask(self) -> None:
         pass
+
+
+class _Renders:
+    """At most RENDERS_PER_FRAME throttled text refreshes per frame, for every morph
+    together, first asked first served: on a slow frame (a software rasterizer, a loaded
+    machine) the refreshes that fell due meanwhile spread over the next frames instead of
+    all landing in one."""
+
+    queue: ClassVar[dict[tuple[PersonaMorph, str], None]] = {}
+    now: ClassVar[Any] = None  # a trigger for this frame, and one for the next
+    later: ClassVar[Any] = None
+
+    @classmethod
+    def ask(cls, morph: PersonaMorph, part: str) -> None:
+        cls.queue[(morph, part)] = None
+        if cls.now is None:
+            cls.now = Clock.create_trigger(cls.run, -1)  # before this frame is drawn
+            cls.later = Clock.create_trigger(cls.run, 0.001)  # positive: not this frame
+        cls.now()
+
+    @classmethod
+    def run(cls, _dt: float) -> None:
+        for _ in range(min(RENDERS_PER_FRAME, len(cls.queue))):
+            morph, part = next(iter(cls.queue))
+            del cls.queue[(morph, part)]
+            render = morph._render_header if part == "header" else morph._render_talk
+            morph._refresh(part, render)  # off-screen meanwhile: only marked stale
+        if cls.queue:
+            cls.later()
 
 
 class _Pulse:
@@ -275,5 +388,6 @@ class _Pulse:
             return False  # unschedules the interval until a morph is busy again
         level = 0.5 + 0.5 * math.sin(Clock.get_boottime() * 4)
         for morph in list(cls.morphs):
-            morph.glow = level
+            if morph.shown:  # an off-screen morph is not updated (see ``set_shown``)
+                morph.glow = level
         return True

@@ -114,6 +114,10 @@ class PlotMorph(ClosableBehavior, DraggableBehavior, RelativeLayout):
     #: How many times the figure was redrawn with new data (for tests and benchmarks).
     redraws = NumericProperty(0)
 
+    #: The World zooms plots with persona morphs (a plot scales by its size).
+    zoomable = True
+    zoom = NumericProperty(1.0)
+
     __events__ = ("on_moved", "on_meta_click", "on_close")
 
     def __init__(

@@ -10,6 +10,7 @@ from __future__ import annotations
 from pathlib import Path
 from typing import Any
 
+from kivy.clock import Clock
 from kivy.core.window import Window
 from kivy.graphics import Color, Rectangle
 from kivy.properties import BooleanProperty, NumericProperty, ObjectProperty
@@ -20,6 +21,12 @@ from morphs.persona import PersonaMorph
 from shared_api.commands import AskDocument, AskPersona, Cancel
 
 DROP_HINT = "Drop documents onto a persona to send them to it."
+ZOOM_MIN, ZOOM_MAX = 0.4, 2.5
+ZOOM_STEP = 1.25  # per Ctrl+wheel notch or Ctrl+= / Ctrl+-
+
+
+def clamp_zoom(zoom: float) -> float:
+    return min(ZOOM_MAX, max(ZOOM_MIN, round(float(zoom), 4)))
 
 
 class World(Widget):
@@ -37,6 +44,12 @@ class World(Widget):
     keep_in_view = BooleanProperty(False)
     #: Pixels the world pans per wheel notch over the empty canvas.
     pan_step = NumericProperty(60)
+    #: The world's zoom: persona morphs and plots are drawn ``zoom`` times their size
+    #: (their text too); panels, menus and the halo keep theirs, so they stay readable.
+    zoom = NumericProperty(1.0)
+    #: Take persona morphs outside the window off the draw tree and stop updating them
+    #: until they scroll back into view (a benchmark's baseline turns it off).
+    cull_offscreen = BooleanProperty(True)
 
     __events__ = ("on_intent", "on_notice", "on_background_click", "on_halo_action")
 
@@ -47,6 +60,13 @@ class World(Widget):
             self._bg = Rectangle()
         self.bind(pos=self._redraw, size=self._redraw)
         self._redraw()
+        #: Persona morphs whose canvas is out of the draw tree (off-screen).
+        self._hidden: set[PersonaMorph] = set()
+        self._view = (0.0, 0.0, 0.0, 0.0)
+        self._cull_all_soon = Clock.create_trigger(lambda _dt: self.cull_all(), -1)
+        self.bind(pos=self._view_changed, size=self._view_changed, parent=self._view_changed)
+        self.bind(cull_offscreen=self._view_changed)
+        Window.bind(size=self._view_changed)
 
     def _redraw(self, *_: Any) -> None:
         self._bg.pos, self._bg.size = self.pos, self.size
@@ -75,7 +95,18 @@ class World(Widget):
     def add_widget(self, widget: Widget, *args: Any, **kwargs: Any) -> None:
         if self.keep_in_view and widget is not self.halo:
             self.clamp(widget)
+        if self._hidden and (args or kwargs):
+            self._show_all()  # Kivy places a widget by its neighbours' canvases
         super().add_widget(widget, *args, **kwargs)
+        if getattr(widget, "zoomable", False):
+            widget.zoom = self.zoom  # its geometry is already the zoomed one (a layout's)
+        if isinstance(widget, PersonaMorph):
+            widget.fbind("pos", self._cull_one)
+            widget.fbind("size", self._cull_one)
+            self._view = self.visible_area()
+            self._cull_one(widget)
+        if args or kwargs:
+            self._cull_all_soon()
         events = getattr(widget, "__events__", ())
         if "on_meta_click" in events and not widget.get_property_observers("on_meta_click"):
             widget.bind(on_meta_click=lambda morph, _touch: self.open_halo(morph))
@@ -94,6 +125,71 @@ class World(Widget):
             self.dispatch("on_notice", f"cancelling {morph.model.name}'s answer")
         else:
             morph.input.focus = False
+
+    def remove_widget(self, widget: Widget, *args: Any, **kwargs: Any) -> None:
+        if isinstance(widget, PersonaMorph) and widget.parent is self:
+            widget.funbind("pos", self._cull_one)
+            widget.funbind("size", self._cull_one)
+            self._hidden.discard(widget)  # Kivy skips a canvas that is not in the tree
+            super().remove_widget(widget, *args, **kwargs)
+            widget.set_shown(True)
+            return
+        super().remove_widget(widget, *args, **kwargs)
+
+    # -- what is on the screen ----------------------------------------------------------------
+    def _view_changed(self, *_: Any) -> None:
+        self._cull_all_soon()
+
+    def visible_area(self) -> tuple[float, float, float, float]:
+        """(left, bottom, right, top) of the window, in the morphs' coordinates."""
+        left, bottom = self.to_widget(0, 0)
+        right, top = self.to_widget(*Window.size)
+        return left, bottom, right, top
+
+    def cull_all(self) -> None:
+        """Show the persona morphs in the window, hide the others (see ``_cull_one``)."""
+        self._view = self.visible_area()
+        for child in self.children:
+            if isinstance(child, PersonaMorph):
+                self._cull_one(child)
+
+    def _cull_one(self, morph: PersonaMorph, *_: Any) -> None:
+        """Take ``morph``'s canvas out of the draw tree when it lies outside the window (and
+        stop its updates); put it back, caught up and in its place, when it comes back."""
+        if morph.parent is not self:
+            return
+        left, bottom, right, top = self._view
+        margin = 8  # the glow
+        shown = not self.cull_offscreen or (
+            morph.x - margin < right
+            and morph.right + margin > left
+            and morph.y - margin < top
+            and morph.top + margin > bottom
+        )
+        if shown and morph in self._hidden:
+            self._hidden.discard(morph)
+            self._insert_canvas(morph)
+            morph.set_shown(True)
+        elif not shown and morph not in self._hidden:
+            self._hidden.add(morph)
+            self.canvas.remove(morph.canvas)
+            morph.set_shown(False)
+
+    def _insert_canvas(self, morph: Widget) -> None:
+        """Put ``morph``'s canvas back where its place among the children draws it."""
+        index = self.children.index(morph)
+        for above in reversed(self.children[:index]):  # the next one drawn after it
+            at = self.canvas.indexof(above.canvas)
+            if at >= 0:
+                self.canvas.insert(at, morph.canvas)
+                return
+        self.canvas.add(morph.canvas)
+
+    def _show_all(self) -> None:
+        for morph in [c for c in reversed(self.children) if c in self._hidden]:
+            self._hidden.discard(morph)
+            self._insert_canvas(morph)
+            morph.set_shown(True)
 
     def close_panel(self, widget: Widget) -> None:
         if self.halo is not None and self.halo.target is widget:
@@ -125,11 +221,39 @@ class World(Widget):
             if child is not self.halo:
                 child.pos = (child.x + dx, child.y + dy)
 
+    # -- zoom -----------------------------------------------------------------------------
+    def zoomable(self) -> list[Widget]:
+        """The world's morphs that zoom: persona morphs and plots (``zoomable``)."""
+        return [c for c in self.children if getattr(c, "zoomable", False)]
+
+    def zoom_to(self, zoom: float, pivot: tuple[float, float] | None = None) -> None:
+        """Zoom the world's morphs to ``zoom`` (clamped to ZOOM_MIN..ZOOM_MAX) about
+        ``pivot`` (the window's centre by default), which stays where it is on the screen."""
+        zoom = clamp_zoom(zoom)
+        factor = zoom / float(self.zoom)
+        if abs(factor - 1) < 1e-6:
+            return
+        px, py = pivot if pivot is not None else self.center
+        self.close_halo()
+        self.zoom = zoom
+        for child in self.zoomable():
+            child.pos = (px + (child.x - px) * factor, py + (child.y - py) * factor)
+            child.size = (child.width * factor, child.height * factor)
+            child.zoom = zoom
+
+    def zoom_in(self, pivot: tuple[float, float] | None = None) -> None:
+        self.zoom_to(float(self.zoom) * ZOOM_STEP, pivot)
+
+    def zoom_out(self, pivot: tuple[float, float] | None = None) -> None:
+        self.zoom_to(float(self.zoom) / ZOOM_STEP, pivot)
+
     def bring_to_front(self, morph: Widget) -> None:
         if morph is self.halo or self.children[0] is morph:
             return
         super().remove_widget(morph)
         super().add_widget(morph)
+        if morph in self._hidden:  # off-screen, it stays out of the draw tree
+            self.canvas.remove(morph.canvas)
         if self.halo is not None:  # the halo stays above everything
             super().remove_widget(self.halo)
             super().add_widget(self.halo)
@@ -198,8 +322,14 @@ class World(Widget):
     def _wheel(self, touch: Any) -> bool:
         if not self.collide_point(*touch.pos):
             return False
+        if "ctrl" in Window.modifiers and touch.button in ("scrolldown", "scrollup"):
+            # Ctrl+wheel zooms about the pointer; the wheel turned up ("scrolldown") comes closer
+            (self.zoom_in if touch.button == "scrolldown" else self.zoom_out)(tuple(touch.pos))
+            return True
         if super().on_touch_down(touch):
             return True  # a morph scrolled (its conversation, a panel's list)
+        if self.morph_at(*touch.pos) is not None:
+            return True  # over a morph or panel already scrolled to its end: never a pan
         step = float(self.pan_step)
         # Kivy names the wheel by the content's motion: "scrolldown" is the wheel turned up.
         delta = {"scrolldown": -step, "scrollup": step, "scrollleft": step, "scrollright": -step}

@@ -25,11 +25,12 @@ from kivy.uix.floatlayout import FloatLayout
 from kivy.uix.label import Label
 from kivy.utils import escape_markup
 
+from morphs.behaviors import ZOOM_KEYS
 from morphs.inspector import InspectorMorph
 from morphs.memory import MEMORY_METRICS, MemoryMorph
 from morphs.menu import confirm_dismiss, open_menu
 from morphs.persona import PersonaMorph
-from morphs.world import World
+from morphs.world import World, clamp_zoom
 from shared_api.commands import (
     AskDocument,
     AskPersona,
@@ -200,9 +201,20 @@ class WorkbenchApp(App):
         log.info("workbench closed in %.2fs", time.monotonic() - started)
         trace("closed")
 
-    def _on_key(self, _window: Any, key: int, *_: Any) -> bool:
+    def _on_key(self, _window: Any, key: int, _scancode: Any = None, _text: Any = None,
+                modifiers: Any = ()) -> bool:  # fmt: skip
         """Esc closes the open menu, else the halo, else the panel in front; in a persona's
-        text field it cancels that persona's answer (the field handles it)."""
+        text field it cancels that persona's answer (the field handles it). Ctrl+= (or +)
+        zooms the world in, Ctrl+- out, Ctrl+0 back to 1."""
+        if "ctrl" in (modifiers or ()) and key in ZOOM_KEYS:
+            action = ZOOM_KEYS[key]
+            if action == "in":
+                self.world.zoom_in()
+            elif action == "out":
+                self.world.zoom_out()
+            else:
+                self.world.zoom_to(1.0)
+            return True
         if key != 27:
             return False
         from kivy.uix.behaviors.focus import FocusBehavior
@@ -431,6 +443,10 @@ class WorkbenchApp(App):
         self.world.close_halo()
         for morph in [*self.world.persona_morphs(), *self.world.panels()]:
             self.world.remove_widget(morph)
+        # The saved geometry is the zoomed one: the zoom is restored, not applied again
+        # (a layout from before zoom has no set_world: 1).
+        worlds = [op for op in operations if op.op == "set_world"]
+        self.world.zoom = clamp_zoom(worlds[-1].zoom if worlds else 1.0)
         placed: set[str] = set()
         plots = [op for op in operations if op.op == "create_plot_morph"]
         for op in operations:
@@ -497,6 +513,7 @@ class WorkbenchApp(App):
             operations.append({"op": "set_window", "w": w, "h": h})
             if getattr(Window, "left", None) is not None:
                 operations[0] |= {"left": Window.left, "top": Window.top}
+        operations.append({"op": "set_world", "zoom": float(self.world.zoom)})
         plots = self.plots()
         for m in reversed(self.world.children):  # bottom to top, so the stacking survives
             box = {"x": m.x, "y": m.y, "w": m.width, "h": m.height}

@@ -19,6 +19,7 @@ import logging
 import queue
 import threading
 import time
+from collections import deque
 from collections.abc import Callable
 from pathlib import Path
 from typing import Any, Protocol
@@ -61,10 +62,56 @@ class StartedBackend(Protocol):
 StartBackend = Callable[[], StartedBackend]
 
 
-def kivy_deliver(fn: Callable[[], None]) -> None:
-    from kivy.clock import Clock
+class _Mailbox:
+    """Calls handed over from other threads, run in order on the Kivy thread by ONE clock
+    callback per frame: a burst of events (hundreds a frame with many personas streaming)
+    then costs one clock event, not one each. A frame runs calls for at most
+    ``FRAME_BUDGET_S``; the rest wait, in order, for the next frame, so a burst spreads over
+    a few frames instead of stalling one."""
 
-    Clock.schedule_once(lambda _dt: fn(), 0)
+    def __init__(self) -> None:
+        self._calls: deque[Callable[[], None]] = deque()
+        self._lock = threading.Lock()
+        self._scheduled = False
+
+    def post(self, fn: Callable[[], None]) -> None:
+        with self._lock:
+            self._calls.append(fn)
+            if self._scheduled:
+                return
+            self._scheduled = True
+        from kivy.clock import Clock
+
+        Clock.schedule_once(self._drain, 0)
+
+    def _drain(self, _dt: float) -> None:
+        with self._lock:
+            calls, self._calls = self._calls, deque()
+        deadline = time.perf_counter() + FRAME_BUDGET_S
+        try:
+            while calls:
+                calls.popleft()()
+                if time.perf_counter() > deadline:
+                    break
+        finally:
+            with self._lock:
+                calls.extend(self._calls)  # what is left first, then what came meanwhile
+                self._calls = calls
+                self._scheduled = bool(calls)
+            if calls:  # the next frame (a positive timeout: not again in this one)
+                from kivy.clock import Clock
+
+                Clock.schedule_once(self._drain, 0.001)
+
+
+#: Longest a frame spends running delivered calls (events, replies).
+FRAME_BUDGET_S = 0.003
+_MAILBOX = _Mailbox()
+
+
+def kivy_deliver(fn: Callable[[], None]) -> None:
+    """Run ``fn`` on the Kivy thread, after the calls delivered before it."""
+    _MAILBOX.post(fn)
 
 
 class BackendLink:

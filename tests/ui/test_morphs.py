@@ -72,7 +72,7 @@ def test_events_drive_the_morph(window: Any) -> None:
     settle(1.1)
     assert brick.model.busy and brick.glow > 0
     assert "BRICK: Premise one: the sky." in brick._talk.text
-    assert "streaming" in brick._meta.text
+    assert "streaming" in brick._header.text
     assert brick._fill_colour.rgb[0] > CALM[0] + 0.2  # redder with dissonance
     store.apply(
         PersonaReply(
@@ -87,7 +87,7 @@ def test_events_drive_the_morph(window: Any) -> None:
     store.apply(PersonaStatus(proto="BRICK", status="idle"))
     settle(1.1)
     assert not brick.model.busy and brick.glow == 0
-    assert "embedded:smollm2" in brick._meta.text
+    assert "embedded:smollm2" in brick._header.text
     screenshot("ui-morphs")
 
 
@@ -190,3 +190,39 @@ def test_world_menu_and_dismiss_confirmation(window: Any) -> None:
     delete.dispatch("on_release")
     frames(2)
     assert outcome == ["delete"]
+
+
+def test_a_morph_off_screen_is_neither_drawn_nor_updated_and_catches_up(window: Any) -> None:
+    store = WorkbenchStore()
+    world = World(size_hint=(None, None), size=window.size)
+    near = PersonaMorph(store.persona("BRICK", "the logician"), pos=(40, 200))
+    far = PersonaMorph(store.persona("ROBIN", "the artist"), pos=(40, window.height + 400))
+    for morph in (near, far):
+        world.add_widget(morph)
+    window.add_widget(world)
+    frames(2)
+    assert near.shown and near.canvas in world.canvas.children
+    assert not far.shown and far.canvas not in world.canvas.children  # not drawn
+    header, talk = far._header.text, far._talk.text
+    store.apply(PersonaStatus(proto="ROBIN", status="streaming"))
+    store.apply(Token(request_id="r1", proto="ROBIN", index=0, text="A sonnet."))
+    store.apply(CognitiveDissonance(proto="ROBIN", source="test", score=0.9))
+    settle(1.1)
+    assert (far._header.text, far._talk.text) == (header, talk)  # not updated
+    assert tuple(far._fill_colour.rgb) == pytest.approx(CALM) and far.glow == 0
+    world.bring_to_front(far)  # e.g. a click on its halo: still off the draw tree
+    assert far.canvas not in world.canvas.children and world.children[0] is far
+    world.pan(0, -(window.height + 200))  # the wheel brings ROBIN into view, BRICK out
+    assert far.shown and "streaming" in far._header.text  # caught up at once
+    assert "ROBIN: A sonnet." in far._talk.text
+    assert far._fill_colour.rgb[0] > CALM[0] + 0.2
+    assert not near.shown and near.canvas not in world.canvas.children
+    assert world.canvas.children[-1] is far.canvas  # back in its place: in front
+    settle(0.2)
+    assert far.glow > 0  # the busy glow pulses again
+    assert far._header.texture_size[1] > 40  # name and status: two lines in one texture
+    screenshot("ui-morph-culled-then-shown")
+    world.pan(0, window.height + 200)
+    assert near.shown and not far.shown
+    world.remove_widget(far)  # removing a hidden morph is safe, and it is shown again
+    assert far.parent is None and far.shown

@@ -1,7 +1,8 @@
 """The workbench in a real X window, used as a person uses it: its window fits the layout,
 a question typed into BRICK is answered in BRICK's morph, the halo opens the Inspector
-(no red dot where the right-click was), the wheel scrolls the Inspector, its close box
-closes it, and Ctrl-C in the terminal quits (the layout saved, the backend stopped)."""
+(no red dot where the right-click was), the wheel scrolls the Inspector, a real Esc key
+closes it and so does its close box, Ctrl+- / Ctrl+0 / Ctrl+wheel zoom the world, and Ctrl-C
+in the terminal quits (the layout saved with its zoom, the backend stopped)."""
 
 from __future__ import annotations
 
@@ -25,6 +26,7 @@ STATUS_H, TOAST_H = 26, 28  # ui.window's strips
 STRIP = (28, 32, 40)  # ui.app.STRIP_COLOUR in 8 bits
 INSPECTOR_BG = (28, 33, 43)  # morphs.inspector's fill
 HANDLE_I = (204, 166, 77)  # the halo's inspect handle
+WORLD_BG = (18, 20, 26)  # morphs.world's canvas
 
 
 def count(image: Any, box: tuple[int, int, int, int], test: Any) -> int:
@@ -120,7 +122,25 @@ def test_type_to_brick_inspect_scroll_close_and_quit(workbench: Workbench) -> No
     scrolled = screen.screenshot("xwindow-04-inspector-scrolled")
     assert shot.crop(inside).tobytes() != scrolled.crop(inside).tobytes(), "did not scroll"
 
-    # Its close box closes it.
+    # A real Esc key closes the panel in front.
+    screen.key("Escape")
+    time.sleep(1)
+    shot = screen.screenshot("xwindow-05-inspector-esc")
+    assert count(shot, inside, near(INSPECTOR_BG)) < empty + 2_000, "Esc did not close it"
+
+    # Opened again from the halo, its close box closes it.
+    screen.click(*click, button=3)
+    until(
+        lambda: _shot_if(screen, "xwindow-05-halo-again", _box(inspect_handle, 10), HANDLE_I, 50),
+        30,
+        "the halo again",
+    )
+    screen.click(*inspect_handle)
+    until(
+        lambda: _shot_if(screen, "xwindow-05-reopened", inside, INSPECTOR_BG, empty + 20_000),
+        60,
+        "the Inspector again",
+    )
     screen.click(left + 460 - 16, top + 16)
     time.sleep(1)
     shot = screen.screenshot("xwindow-05-inspector-closed")
@@ -140,6 +160,8 @@ def test_type_to_brick_inspect_scroll_close_and_quit(workbench: Workbench) -> No
     assert count(shot, talk, bright) > before + 200, "no conversation text appeared in BRICK"
     assert reply.strip()
 
+    _zoom_with_keys_and_wheel(screen, brick)
+
     # Ctrl-C in the terminal quits like the menu's Quit: layout saved, backend stopped.
     backend = workbench.backend_pid()
     took = workbench.quit_with_ctrl_c()
@@ -148,8 +170,37 @@ def test_type_to_brick_inspect_scroll_close_and_quit(workbench: Workbench) -> No
     saved = json.loads((workbench.home / "layout.json").read_text())
     window = next(op for op in saved["operations"] if op["op"] == "set_window")
     assert (window["w"], window["h"]) == (geo.w, geo.h)
+    world = next(op for op in saved["operations"] if op["op"] == "set_world")
+    assert world["zoom"] == pytest.approx(1.25)  # the zoom the Ctrl+wheel left
     print(f"quit took {took:.2f}s")
     _clean_terminal(workbench.log())
+
+
+def _zoom_with_keys_and_wheel(screen: Any, brick: tuple[int, int, int, int]) -> None:
+    """Ctrl+- zooms the world out (about its centre), Ctrl+0 resets it, Ctrl+wheel zooms in
+    about the pointer: seen in the pixels at BRICK's left edge."""
+    mid = (brick[1] + brick[3]) // 2
+    inner = (brick[0] + 8, mid - 40, brick[0] + 24, mid + 40)  # just inside BRICK's left edge
+    outer = (brick[0] - 30, mid - 40, brick[0] - 14, mid + 40)  # the canvas left of it
+    area = 16 * 80
+    shot = screen.screenshot("xwindow-09-before-zoom")
+    assert count(shot, inner, near(WORLD_BG)) < 0.1 * area
+    assert count(shot, outer, near(WORLD_BG)) > 0.9 * area
+    screen.key("ctrl+minus")
+    time.sleep(1)
+    shot = screen.screenshot("xwindow-10-zoomed-out")
+    assert count(shot, inner, near(WORLD_BG)) > 0.9 * area, "Ctrl+- did not zoom out"
+    screen.key("ctrl+0")
+    time.sleep(1)
+    shot = screen.screenshot("xwindow-11-zoom-reset")
+    assert count(shot, inner, near(WORLD_BG)) < 0.1 * area, "Ctrl+0 did not reset the zoom"
+    field = (brick[0] + 14, brick[3] - 42, brick[2] - 14, brick[3] - 12)  # BRICK's text field
+    assert count(shot, field, bright) < 10, "a zoom key typed into the focused field"
+    screen.x("xdotool", "mousemove", str((brick[0] + brick[2]) // 2), str(mid))
+    screen.x("xdotool", "keydown", "ctrl", "click", "4", "keyup", "ctrl")  # the wheel, up
+    time.sleep(1)
+    shot = screen.screenshot("xwindow-12-ctrl-wheel-zoomed-in")
+    assert count(shot, outer, near(WORLD_BG)) < 0.1 * area, "Ctrl+wheel did not zoom in"
 
 
 def _shot_if(
