@@ -350,14 +350,19 @@ def ask_document(ctx: Context, cmd: c.AskDocument) -> Reply:
     return accepted.model_copy(update={"asked": text.splitlines()[0][:160]})
 
 
+#: How long a dropped document's ingest waits for the memory to open (a background thread).
+DROP_OPEN_WAIT_S = 600.0
+
+
 def _remember(ctx: Context, path: str, proto: str) -> None:
     """Ingest a dropped document in the background (the same content twice adds nothing).
-    A memory that cannot take it says why, as a warning the workbench shows, and the persona
-    is asked all the same."""
+    A memory still opening (LanceDB and the embedder load lazily, slowly on a busy machine)
+    is waited for; one that cannot take it says why, as a warning the workbench shows. The
+    persona is asked all the same."""
 
     def ingest() -> None:
         try:
-            _memory(ctx).ingest(path, proto, False)
+            _memory(ctx).ingest(path, proto, False, open_wait=DROP_OPEN_WAIT_S)
         except EntropicError as exc:
             ctx.runtime.bus.publish(BackendLog(level="warning", message=exc.message))
 

@@ -321,8 +321,12 @@ class MemoryService:
         )
 
     # -- ingest -----------------------------------------------------------------------------
-    def ingest(self, path: str, proto: str | None, wait: bool = True) -> DocumentIngested:
-        self._require()
+    def ingest(
+        self, path: str, proto: str | None, wait: bool = True, open_wait: float = COMMAND_WAIT_S
+    ) -> DocumentIngested:
+        """Ingest ``path`` (``wait``: to the end, else queued); a memory still opening is
+        waited for up to ``open_wait`` seconds."""
+        self._require(open_wait)
         target = Path(path).expanduser()
         if not wait:
             self._ingest_pool.submit(self._ingest_in_background, target, proto or "")
