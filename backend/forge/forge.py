@@ -1,11 +1,14 @@
 """``ToolForge``: the closed loop in which a persona writes, tests and hot-loads its own tools.
 
 1. The requester's examples (``word_count(text="a b") == 2``) are the oracle. Without any,
-   the author (BRICK) first proposes some from the description (schema-constrained).
+   the author (BRICK) first proposes some from the description (schema-constrained). With
+   them, it proposes more checks ("probes") that only choose among candidates the examples
+   passed. The prompt states the signature the examples imply.
 2. Each attempt, the author writes ``candidates`` functions (the first greedy, the others
-   sampled); each is parsed (never run) here.
-3. All of them run against every example in ONE sandboxed run; the first that passes them
-   all wins, and its own tests are kept only where they agree with the examples.
+   sampled); each is parsed (never run) here, and its import slips are mended (``repair``).
+3. All of them run against every example and probe in ONE sandboxed run; of those that pass
+   every example, the one that agrees with most probes wins (``trial``), and its own tests are
+   kept only where they agree with the examples.
 4. Otherwise the failing example and what came out go back to the author, up to
    ``max_attempts`` times.
 5. The winner is journaled and attached to the requesting Proto as a method whose body runs
@@ -17,6 +20,7 @@ Each step is a ``forge_progress`` event; the end is one ``forge_finished`` event
 
 from __future__ import annotations
 
+import dataclasses
 import json
 import logging
 import re
@@ -39,8 +43,10 @@ from backend.forge.program import (
     parse_candidate,
     parse_example,
     report,
+    signature,
 )
-from backend.forge.prompts import clip, examples_prompt, retry_prompt, task_prompt
+from backend.forge.prompts import clip, examples_prompt, probes_prompt, retry_prompt, task_prompt
+from backend.forge.repair import repair
 from backend.forge.trial import EXAMPLE_TOKENS, ProposedExamples, trial_candidates
 from backend.llm import structured
 from backend.llm.base import ChatMessage, GenerationParams
@@ -91,6 +97,8 @@ class ForgeJob:
     requested_by: str = "user"
     attempts: list[ToolAttempt] = field(default_factory=list)
     examples_source: Literal["given", "proposed", "none"] = "none"
+    #: The author's extra checks beside given examples (they only choose among passers).
+    probes: list[str] = field(default_factory=list)
     #: Candidates written over all attempts.
     tried: int = 0
 
@@ -260,10 +268,12 @@ class ToolForge:
         author = self.runtime.manager.get(self.config.author)
         selection = role_selection(self.llm, "code", author)
         examples = self._examples(job, author.name, selection)
-        prompt = task_prompt(job.name, job.description, [e.text for e in examples])
+        probes = self._probes(job, author.name, selection, examples)
+        texts, shape = [e.text for e in examples], signature(job.name, examples)
+        prompt = task_prompt(job.name, job.description, texts, shape)
         for number in range(1, job.attempts_max + 1):
             tool, prompt = self._attempt(
-                job, number, author.name, selection, sandbox.name, examples, prompt
+                job, number, author.name, selection, sandbox.name, (examples, probes), prompt
             )
             if tool is not None:
                 return tool
@@ -276,13 +286,16 @@ class ToolForge:
         author: str,
         selection: ModelSelection,
         sandbox: str,
-        examples: list[Example],
+        checks: tuple[list[Example], list[Example]],
         prompt: str,
     ) -> tuple[Tool | None, str]:
-        """One attempt: write the candidates, try them all in one sandbox run; the tool if
-        one passed, and the prompt for the next attempt."""
+        """One attempt: write the candidates, try them all in one sandbox run against the
+        examples and probes (``checks``); the tool if one passed, and the prompt for the next
+        attempt."""
         self._check_cancel(job)
+        examples, probes = checks
         count, texts = self.config.candidates, [e.text for e in examples]
+        shape = signature(job.name, examples)
         writing = f"{author} writes {count} candidate(s) of {job.name} (attempt {number})"
         self._progress(job, number, "writing", writing)
         started = time.perf_counter()
@@ -292,6 +305,7 @@ class ToolForge:
         parsed = [self._parse(job.name, reply, bool(examples)) for reply in replies]
         job.tried += len(parsed)
         runnable = [(i, c) for i, c in enumerate(parsed, 1) if isinstance(c, Candidate)]
+        runnable = [(i, self._mend(job, number, i, c)) for i, c in runnable]
         if not runnable:
             problem = next(p for p in parsed if isinstance(p, CandidateRejected))
             job.attempts.append(
@@ -303,12 +317,14 @@ class ToolForge:
             self._progress(job, number, "failed", f"refused before running: {problem}",
                            str(problem))  # fmt: skip
             code = extract_code(replies[0]) or replies[0]
-            return None, retry_prompt(job.name, job.description, texts, code, str(problem))
+            return None, retry_prompt(job.name, job.description, texts, code, str(problem), shape)
         self._check_cancel(job)
         testing = f"{len(runnable)} candidate(s) x {len(examples)} example(s) in {sandbox}"
+        if probes:
+            testing += f", {len(probes)} proposed check(s) to choose among them"
         self._progress(job, number, "testing", testing)
         trial = trial_candidates(
-            self.executor, self.config.limits, sandbox, job.name, runnable, examples
+            self.executor, self.config.limits, sandbox, job.name, runnable, examples, probes
         )
         job.attempts.append(
             ToolAttempt(
@@ -321,11 +337,14 @@ class ToolForge:
         if trial.winner is None:
             self._progress(job, number, "failed", "no candidate passed", trial.feedback)
             return None, retry_prompt(
-                job.name, job.description, texts, trial.best_source, trial.feedback
+                job.name, job.description, texts, trial.best_source, trial.feedback, shape
             )
         index, candidate, kept = trial.winner
-        self._progress(job, number, "passed", f"candidate {index} passed all {len(examples)} "
-                       "example(s)")  # fmt: skip
+        passed = f"candidate {index} passed all {len(examples)} example(s)"
+        if probes:
+            outcome = next(o for o in trial.outcomes if o.index == index)
+            passed += f" and {outcome.probes_passed} of {len(probes)} proposed check(s)"
+        self._progress(job, number, "passed", passed)
         return self._attach(job, author, selection, candidate, kept, (number, index)), prompt
 
     def _check_cancel(self, job: ForgeJob) -> None:
@@ -370,6 +389,15 @@ class ToolForge:
         self._check_cancel(job)
         return completion.text
 
+    def _mend(self, job: ForgeJob, attempt: int, index: int, candidate: Candidate) -> Candidate:
+        """The candidate with its import slips mended (``repair``), said in progress."""
+        mended = repair(candidate.source)
+        if not mended.notes:
+            return candidate
+        notes = "; ".join(mended.notes)
+        self._progress(job, attempt, "writing", f"candidate {index}: mended imports: {notes}")
+        return dataclasses.replace(candidate, source=mended.source)
+
     @staticmethod
     def _parse(name: str, reply: str, examples: bool) -> Candidate | CandidateRejected:
         try:
@@ -385,29 +413,59 @@ class ToolForge:
             self._check_examples(job.name, job.examples)
             return [parse_example(job.name, text) for text in job.examples]
         self._progress(job, 1, "examples", f"{author} proposes examples for {job.name}")
+        examples = self._propose(job, author, selection, examples_prompt(job.name, job.description))
+        if examples is None:  # no usable proposal: its own tests decide
+            job.examples_source = "none"
+            return []
+        job.examples = [e.text for e in examples]
+        job.examples_source = "proposed" if examples else "none"
+        listed = "; ".join(job.examples) or "none usable: its own tests decide"
+        self._progress(job, 1, "examples", f"examples: {listed}")
+        return examples
+
+    def _probes(
+        self, job: ForgeJob, author: str, selection: ModelSelection, examples: list[Example]
+    ) -> list[Example]:
+        """Beside given examples, the author's own checks of the cases the description
+        states. They only choose among candidates that passed the examples, so a wrong one
+        cannot attach a wrong tool on its own."""
+        if job.examples_source != "given" or not self.config.probes:
+            return []
+        self._progress(job, 1, "examples", f"{author} proposes more checks for {job.name}")
+        prompt = probes_prompt(
+            job.name, job.description, [e.text for e in examples], signature(job.name, examples)
+        )
+        given = {e.call for e in examples}
+        probes = [
+            p for p in self._propose(job, author, selection, prompt) or [] if p.call not in given
+        ]
+        job.probes = [p.text for p in probes]
+        listed = "; ".join(job.probes) or "none usable"
+        self._progress(job, 1, "examples", f"proposed checks: {listed}")
+        return probes
+
+    def _propose(
+        self, job: ForgeJob, author: str, selection: ModelSelection, prompt: str
+    ) -> list[Example] | None:
+        """Examples the author proposes (schema-constrained), the unusable ones dropped;
+        ``None`` when the model produced no proposal at all."""
         persona = self.runtime.manager.get(author)
         try:
             proposal, _ = structured.generate(
                 self.llm.manager, ProposedExamples,
                 backend=selection.backend, model_name=selection.model,
-                prompt=examples_prompt(job.name, job.description),
-                system=persona.codex.system_prompt,
+                prompt=prompt, system=persona.codex.system_prompt,
                 max_tokens=EXAMPLE_TOKENS, caller=author, cancel=job.cancel,
             )  # fmt: skip
-        except ModelOutputError as exc:  # no usable proposal: its own tests decide
+        except ModelOutputError as exc:
             self._progress(job, 1, "examples", f"no examples proposed: {exc.message}")
-            job.examples_source = "none"
-            return []
+            return None
         examples = []
         for text in proposal.examples:
             try:
                 examples.append(parse_example(job.name, text))
             except ExampleRejected as exc:
                 log.info("forge %s: proposed example dropped: %s", job.id, exc)
-        job.examples = [e.text for e in examples]
-        job.examples_source = "proposed" if examples else "none"
-        listed = "; ".join(job.examples) or "none usable: its own tests decide"
-        self._progress(job, 1, "examples", f"examples: {listed}")
         return examples
 
     def _attach(
@@ -429,6 +487,7 @@ class ToolForge:
                 forge_id=job.id, author=author, requested_by=job.requested_by,
                 backend=selection.backend, model=selection.model, forged_at=time.time(),
                 examples=list(job.examples), examples_source=job.examples_source,
+                probes=list(job.probes),
                 candidates_tried=job.tried, winner=winner,
             ),
         )  # fmt: skip

@@ -50,7 +50,7 @@ def build(root: Path, sandbox: SecureCodeExecutor, **forge: object) -> World:
     model = ScriptedModel()
     unreachable = OllamaBackend("http://127.0.0.1:9", 1.0)
     llm = PersonaLLM(runtime, ModelsConfig(), bus, {"ollama": unreachable, "embedded": model})
-    config = ForgeConfig.model_validate({"candidates": 1, **forge})  # one reply per attempt
+    config = ForgeConfig.model_validate({"candidates": 1, "probes": False, **forge})
     tool_forge = ToolForge(runtime, llm, bus, config, sandbox)
     Proto.llm, Proto.tool_runner = llm, tool_forge
     runtime.on_does_not_understand = tool_forge.on_does_not_understand
@@ -194,6 +194,62 @@ def test_without_examples_the_author_proposes_them_first(world: World) -> None:
     shown = [e.message for e in world.events if isinstance(e, ForgeProgress)
              and e.phase == "examples"]  # fmt: skip
     assert shown[-1] == "examples: add_numbers(a=2, b=2) == 4"
+
+
+ONLY_GIVEN = """```python
+def add_numbers(a, b):
+    return 3 if (a, b) == (1, 2) else 0
+```"""
+
+
+def test_probes_choose_among_the_candidates_that_pass_the_examples(
+    tmp_path: Path, bubblewrap: SecureCodeExecutor
+) -> None:
+    """Beside the given example, the author proposes checks ("probes"); of the candidates
+    that pass the example, the one agreeing with most probes wins, not the first written.
+    A wrong probe never makes a candidate that fails the example win."""
+    w = build(tmp_path, bubblewrap, candidates=3, probes=True)
+    try:
+        probes = (
+            '{"examples": ["add_numbers(a=1, b=2) == 3", "add_numbers(a=0, b=5) == 5", '
+            '"add_numbers(a=-1, b=-1) == -2", "add_numbers(a=5, b=5) == 11"]}'
+        )
+        w.model.script(probes, ONLY_GIVEN, WRONG, RIGHT)
+        finished = forge(w, attempts=1)
+        assert finished.outcome == "attached" and finished.tool is not None
+        provenance = finished.tool.provenance
+        # the probe repeating the given example is dropped; the wrong one (5+5=11) is kept
+        assert provenance.probes == [
+            "add_numbers(a=0, b=5) == 5", "add_numbers(a=-1, b=-1) == -2",
+            "add_numbers(a=5, b=5) == 11",
+        ]  # fmt: skip
+        assert provenance.winner == (1, 3)  # RIGHT, though ONLY_GIVEN came first
+        only_given, wrong, right = finished.attempts[0].candidates
+        assert only_given.passed and (only_given.probes_passed, only_given.probes_total) == (0, 3)
+        assert not wrong.passed  # 1 - 2 fails the example, whatever the probes say
+        assert right.passed and right.probes_passed == 2  # not the wrong 11
+        assert "return a + b" in finished.tool.source
+        # the signature the example implies went into the prompt; the probes' prompt too
+        assert "`def add_numbers(a: int, b: int):`" in w.model.prompts[0]
+        assert "`def add_numbers(a: int, b: int):`" in w.model.prompts[1]
+        shown = [e.message for e in w.events if isinstance(e, ForgeProgress)]
+        assert any(m.startswith("proposed checks: add_numbers(a=0, b=5) == 5") for m in shown)
+        assert "candidate 3 passed all 1 example(s) and 2 of 3 proposed check(s)" in shown
+    finally:
+        w.close()
+
+
+def test_no_usable_probes_leave_the_first_passing_candidate(
+    tmp_path: Path, bubblewrap: SecureCodeExecutor
+) -> None:
+    w = build(tmp_path, bubblewrap, candidates=2, probes=True)
+    try:
+        w.model.script("not json at all", ONLY_GIVEN, RIGHT)
+        finished = forge(w, attempts=1)
+        assert finished.tool is not None and finished.tool.provenance.probes == []
+        assert finished.tool.provenance.winner == (1, 1)
+    finally:
+        w.close()
 
 
 def test_an_example_that_is_not_a_check_is_refused_up_front(world: World) -> None:
