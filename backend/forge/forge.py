@@ -45,9 +45,16 @@ from backend.forge.program import (
     report,
     signature,
 )
-from backend.forge.prompts import clip, examples_prompt, probes_prompt, retry_prompt, task_prompt
+from backend.forge.prompts import (
+    clip,
+    examples_prompt,
+    probe_retry_prompt,
+    probes_prompt,
+    retry_prompt,
+    task_prompt,
+)
 from backend.forge.repair import repair
-from backend.forge.trial import EXAMPLE_TOKENS, ProposedExamples, trial_candidates
+from backend.forge.trial import EXAMPLE_TOKENS, Choice, ProposedExamples, trial_candidates
 from backend.llm import structured
 from backend.llm.base import ChatMessage, GenerationParams
 from backend.llm.roles import role_selection
@@ -271,13 +278,23 @@ class ToolForge:
         probes = self._probes(job, author.name, selection, examples)
         texts, shape = [e.text for e in examples], signature(job.name, examples)
         prompt = task_prompt(job.name, job.description, texts, shape)
+        best: Choice | None = None
         for number in range(1, job.attempts_max + 1):
-            tool, prompt = self._attempt(
+            choice, prompt = self._attempt(
                 job, number, author.name, selection, sandbox.name, (examples, probes), prompt
             )
-            if tool is not None:
-                return tool
-        return None
+            if choice is not None and (best is None or choice.probes_passed > best.probes_passed):
+                best = choice
+            if best is not None and (best.missed is None or number == job.attempts_max):
+                break
+            if choice is not None and choice.missed is not None:  # one more try at the probe
+                code = choice.candidate.source
+                prompt = probe_retry_prompt(job.name, job.description, texts, code, choice.missed,
+                                            shape)  # fmt: skip
+        if best is None:
+            return None
+        winner = (best.attempt, best.index)
+        return self._attach(job, author.name, selection, best.candidate, best.kept_tests, winner)
 
     def _attempt(
         self,
@@ -288,10 +305,10 @@ class ToolForge:
         sandbox: str,
         checks: tuple[list[Example], list[Example]],
         prompt: str,
-    ) -> tuple[Tool | None, str]:
+    ) -> tuple[Choice | None, str]:
         """One attempt: write the candidates, try them all in one sandbox run against the
-        examples and probes (``checks``); the tool if one passed, and the prompt for the next
-        attempt."""
+        examples and probes (``checks``); the one chosen if any passed, and the prompt for
+        the next attempt."""
         self._check_cancel(job)
         examples, probes = checks
         count, texts = self.config.candidates, [e.text for e in examples]
@@ -340,12 +357,16 @@ class ToolForge:
                 job.name, job.description, texts, trial.best_source, trial.feedback, shape
             )
         index, candidate, kept = trial.winner
+        outcome = next(o for o in trial.outcomes if o.index == index)
         passed = f"candidate {index} passed all {len(examples)} example(s)"
         if probes:
-            outcome = next(o for o in trial.outcomes if o.index == index)
             passed += f" and {outcome.probes_passed} of {len(probes)} proposed check(s)"
+        missed = trial.missed
+        if missed is not None and number < job.attempts_max:
+            passed += f"; it missed `{missed[0]}` (got {missed[1]}): one more attempt at that"
         self._progress(job, number, "passed", passed)
-        return self._attach(job, author, selection, candidate, kept, (number, index)), prompt
+        choice = Choice(number, index, candidate, kept, outcome.probes_passed, missed)
+        return choice, prompt
 
     def _check_cancel(self, job: ForgeJob) -> None:
         if job.cancel.is_set():

@@ -41,8 +41,9 @@ A Python function `{name}` is to be written. What it must do: {description}
 
 Give {count} more examples with their exact results, each as one Python expression of the form
 `{name}(arg=value, ...) == result`, with the same keyword arguments as the given examples and
-JSON values. Choose inputs that test the cases the description states, and edge cases such as
-empty inputs. Work each result out carefully from the description."""
+JSON values. Each must test something different: one for every special case or rule the
+description states (read it phrase by phrase), one for an empty input, one ordinary case.
+Work each result out exactly from the description."""
 
 
 def examples_prompt(name: str, description: str, count: int = 3) -> str:
@@ -67,6 +68,27 @@ def retry_prompt(
         f"Your previous attempt was:\n```python\n{code.strip()}\n```\n"
         f"It failed:\n{clip(problem)}\n"
         "Fix the function and reply with the whole corrected code block."
+    )
+
+
+def probe_retry_prompt(
+    name: str,
+    description: str,
+    examples: list[str],
+    code: str,
+    missed: tuple[str, str],
+    signature: str = "",
+) -> str:
+    """After a candidate passed the examples but missed a proposed check: the check may be
+    wrong, so the author is asked to follow the description, not the check blindly."""
+    check, got = missed
+    return (
+        f"{task_prompt(name, description, examples, signature)}\n\n"
+        f"Your previous attempt was:\n```python\n{code.strip()}\n```\n"
+        f"It passes the examples, but for the check `{check}` it gave: {clip(got, 600)}\n"
+        "Read the description again. If the description says what that check expects, fix "
+        "the function (keep the examples passing); otherwise keep it as it is. Reply with the "
+        "whole code block."
     )
 
 

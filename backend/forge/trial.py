@@ -49,6 +49,21 @@ class Trial:
     best_source: str
     test_names: list[str]
     runtime: str | None
+    #: The first proposed check the winner missed: (the check, what came out), else None.
+    missed: tuple[str, str] | None = None
+
+
+@dataclass
+class Choice:
+    """A candidate that passed every example, as the forge keeps it across attempts: one
+    that missed a proposed check buys one more attempt, and the best one found is attached."""
+
+    attempt: int
+    index: int
+    candidate: Candidate
+    kept_tests: str
+    probes_passed: int
+    missed: tuple[str, str] | None
 
 
 def trial_limits(limits: Limits, count: int) -> Limits:
@@ -77,17 +92,19 @@ def trial_candidates(
     result = executor.run_python(program, trial_limits(limits, len(candidates)), runtime=runtime)
     found, reported = report(result)
     rows: list[Any] = reported if found and isinstance(reported, list) else []
-    outcomes, probe_results = [], []
+    outcomes, probe_results, misses = [], [], []
     for position, (index, candidate) in enumerate(candidates):
         row = rows[position] if position < len(rows) and isinstance(rows[position], dict) else {}
-        outcome, gots = _outcome(index, candidate, row, examples, len(probes), result)
+        outcome, gots, missed = _outcome(index, candidate, row, examples, len(probes), result)
         outcomes.append(outcome)
         probe_results.append(gots)
-    winner = None
+        misses.append(missed)
+    winner, missed = None, None
     chosen = _choose(outcomes, probe_results)
     if chosen is not None:
         index, candidate = candidates[chosen]
         winner = (index, candidate, select_tests(candidate.tests, outcomes[chosen].tests_kept))
+        missed = misses[chosen]
     best = max(outcomes, key=lambda o: (o.passed, o.examples_passed, -o.index))
     feedback = "" if winner else _feedback(best)
     return Trial(
@@ -97,6 +114,7 @@ def trial_candidates(
         best_source=best.source,
         test_names=best.tests_kept,
         runtime=result.runtime,
+        missed=missed,
     )
 
 
@@ -122,12 +140,17 @@ def _outcome(
     examples: list[Example],
     probes: int,
     result: SandboxResult,
-) -> tuple[CandidateOutcome, list[str]]:
-    """How the candidate did, and what came out of it for each probe."""
+) -> tuple[CandidateOutcome, list[str], tuple[str, str] | None]:
+    """How the candidate did, what came out of it for each probe, and the first probe it
+    missed (the check, what came out)."""
     checks = [c for c in row.get("examples", []) if isinstance(c, dict)]
     checks, probed = checks[: len(examples)], checks[len(examples) :]
     gots = [str(c.get("got", "")) for c in probed]
     probes_passed = sum(1 for c in probed if c.get("ok"))
+    missed = next(
+        ((str(c.get("example", "")), str(c.get("got", ""))) for c in probed if not c.get("ok")),
+        None,
+    )
     tests = [t for t in row.get("tests", []) if isinstance(t, dict)]
     passed_tests = [str(t.get("test")) for t in tests if t.get("ok")]
     if not row:  # the run was stopped before it reported this candidate
@@ -139,12 +162,12 @@ def _outcome(
         return CandidateOutcome(
             index=index, passed=False, examples_total=len(examples), failed_example="(all)",
             got=clip(f"{why}\n{result.stderr}", 1500), source=candidate.source,
-        ), gots  # fmt: skip
+        ), gots, missed  # fmt: skip
     if row.get("load"):
         return CandidateOutcome(
             index=index, passed=False, examples_total=len(examples), failed_example="(load)",
             got="it did not load:\n" + clip(str(row["load"]), 1500), source=candidate.source,
-        ), gots  # fmt: skip
+        ), gots, missed  # fmt: skip
     ok = [c for c in checks if c.get("ok")]
     failed = next((c for c in checks if not c.get("ok")), None)
     if examples:
@@ -160,7 +183,7 @@ def _outcome(
         got=clip(str(failed.get("got", "")), 1500) if failed and not passed else "",
         probes_passed=probes_passed, probes_total=probes,
         tests_kept=passed_tests, source=candidate.source,
-    ), gots  # fmt: skip
+    ), gots, missed  # fmt: skip
 
 
 def _feedback(best: CandidateOutcome) -> str:

@@ -239,6 +239,34 @@ def test_probes_choose_among_the_candidates_that_pass_the_examples(
         w.close()
 
 
+def test_a_missed_probe_buys_one_more_attempt_and_the_best_is_attached(
+    tmp_path: Path, bubblewrap: SecureCodeExecutor
+) -> None:
+    probe = '{"examples": ["add_numbers(a=0, b=5) == 5"]}'
+    w = build(tmp_path / "better", bubblewrap, probes=True)
+    try:  # attempt 2 fixes what the probe found: it is attached
+        w.model.script(probe, ONLY_GIVEN, RIGHT)
+        finished = forge(w, attempts=3)
+        assert finished.tool is not None and finished.tool.provenance.winner == (2, 1)
+        assert len(finished.attempts) == 2 and "return a + b" in finished.tool.source
+        retry = w.model.prompts[2]
+        assert "for the check `add_numbers(a=0, b=5) == 5` it gave: 0" in retry
+        assert "return 3 if (a, b) == (1, 2) else 0" in retry
+        shown = [e.message for e in w.events if isinstance(e, ForgeProgress)]
+        assert any("missed `add_numbers(a=0, b=5) == 5` (got 0): one more attempt" in m
+                   for m in shown)  # fmt: skip
+    finally:
+        w.close()
+    w = build(tmp_path / "worse", bubblewrap, probes=True)
+    try:  # attempt 2 is worse (fails the example): attempt 1's candidate is attached
+        w.model.script(probe, ONLY_GIVEN, WRONG)
+        finished = forge(w, attempts=2)
+        assert finished.tool is not None and finished.tool.provenance.winner == (1, 1)
+        assert "return 3 if" in finished.tool.source
+    finally:
+        w.close()
+
+
 def test_no_usable_probes_leave_the_first_passing_candidate(
     tmp_path: Path, bubblewrap: SecureCodeExecutor
 ) -> None:
