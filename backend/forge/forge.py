@@ -54,7 +54,13 @@ from backend.forge.prompts import (
     task_prompt,
 )
 from backend.forge.repair import repair
-from backend.forge.trial import EXAMPLE_TOKENS, Choice, ProposedExamples, trial_candidates
+from backend.forge.trial import (
+    EXAMPLE_TOKENS,
+    Choice,
+    ProposedExamples,
+    Trial,
+    trial_candidates,
+)
 from backend.llm import structured
 from backend.llm.base import ChatMessage, GenerationParams
 from backend.llm.roles import role_selection
@@ -306,24 +312,30 @@ class ToolForge:
         checks: tuple[list[Example], list[Example]],
         prompt: str,
     ) -> tuple[Choice | None, str]:
-        """One attempt: write the candidates, try them all in one sandbox run against the
-        examples and probes (``checks``); the one chosen if any passed, and the prompt for
-        the next attempt."""
+        """One attempt: the greedy candidate first, tried against the examples and probes
+        (``checks``) in the sandbox; unless it passed them all, ``candidates - 1`` sampled
+        ones are written and all are tried together in one sandbox run. The one chosen if
+        any passed, and the prompt for the next attempt."""
         self._check_cancel(job)
         examples, probes = checks
         count, texts = self.config.candidates, [e.text for e in examples]
         shape = signature(job.name, examples)
-        writing = f"{author} writes {count} candidate(s) of {job.name} (attempt {number})"
-        self._progress(job, number, "writing", writing)
+        self._progress(job, number, "writing", f"{author} writes {job.name} (attempt {number})")
         started = time.perf_counter()
-        replies = [
-            self._write(job, author, selection, prompt, number, index) for index in range(count)
-        ]
-        parsed = [self._parse(job.name, reply, bool(examples)) for reply in replies]
-        job.tried += len(parsed)
-        runnable = [(i, c) for i, c in enumerate(parsed, 1) if isinstance(c, Candidate)]
-        runnable = [(i, self._mend(job, number, i, c)) for i, c in runnable]
-        if not runnable:
+        replies = [self._write(job, author, selection, prompt, number, 0)]
+        parsed = self._prepare(job, number, replies, bool(examples))
+        trial = self._try(job, number, sandbox, parsed, checks)
+        if count > 1 and (trial is None or trial.winner is None or trial.missed is not None):
+            more = f"{author} writes {count - 1} more candidate(s) of {job.name}"
+            self._progress(job, number, "writing", more)
+            extra = [
+                self._write(job, author, selection, prompt, number, i) for i in range(1, count)
+            ]
+            parsed += self._prepare(job, number, extra, bool(examples), first=2)
+            replies += extra
+            trial = self._try(job, number, sandbox, parsed, checks)
+        job.tried += len(replies)
+        if trial is None:
             problem = next(p for p in parsed if isinstance(p, CandidateRejected))
             job.attempts.append(
                 ToolAttempt(
@@ -335,14 +347,6 @@ class ToolForge:
                            str(problem))  # fmt: skip
             code = extract_code(replies[0]) or replies[0]
             return None, retry_prompt(job.name, job.description, texts, code, str(problem), shape)
-        self._check_cancel(job)
-        testing = f"{len(runnable)} candidate(s) x {len(examples)} example(s) in {sandbox}"
-        if probes:
-            testing += f", {len(probes)} proposed check(s) to choose among them"
-        self._progress(job, number, "testing", testing)
-        trial = trial_candidates(
-            self.executor, self.config.limits, sandbox, job.name, runnable, examples, probes
-        )
         job.attempts.append(
             ToolAttempt(
                 number=number, stage="test", passed=trial.winner is not None,
@@ -367,6 +371,39 @@ class ToolForge:
         self._progress(job, number, "passed", passed)
         choice = Choice(number, index, candidate, kept, outcome.probes_passed, missed)
         return choice, prompt
+
+    def _prepare(
+        self, job: ForgeJob, number: int, replies: list[str], examples: bool, first: int = 1
+    ) -> list[Candidate | CandidateRejected]:
+        """Each reply parsed (never run) and, when usable, its import slips mended."""
+        parsed = [self._parse(job.name, reply, examples) for reply in replies]
+        return [
+            self._mend(job, number, i, p) if isinstance(p, Candidate) else p
+            for i, p in enumerate(parsed, first)
+        ]
+
+    def _try(
+        self,
+        job: ForgeJob,
+        number: int,
+        sandbox: str,
+        parsed: list[Candidate | CandidateRejected],
+        checks: tuple[list[Example], list[Example]],
+    ) -> Trial | None:
+        """The usable candidates against the examples and probes, in one sandbox run; None
+        when none is usable."""
+        examples, probes = checks
+        runnable = [(i, c) for i, c in enumerate(parsed, 1) if isinstance(c, Candidate)]
+        if not runnable:
+            return None
+        self._check_cancel(job)
+        testing = f"{len(runnable)} candidate(s) x {len(examples)} example(s) in {sandbox}"
+        if probes:
+            testing += f", {len(probes)} proposed check(s) to choose among them"
+        self._progress(job, number, "testing", testing)
+        return trial_candidates(
+            self.executor, self.config.limits, sandbox, job.name, runnable, examples, probes
+        )
 
     def _check_cancel(self, job: ForgeJob) -> None:
         if job.cancel.is_set():

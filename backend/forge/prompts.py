@@ -7,9 +7,10 @@ FEEDBACK_LIMIT = 3000
 RULES = """\
 Rules:
 - Use only the Python standard library. No network, no input(), no files.
-- `{name}` takes JSON values (str, int, float, bool, list, dict or None) as arguments and
-  returns a JSON value. It must satisfy every example exactly.
-- Handle every case the description states, and empty inputs.
+- `{name}` takes plain Python values (str, int, float, bool, list, dict or None) as
+  arguments and returns one such value itself (never a JSON string of it). It must satisfy
+  every example exactly.
+- Handle every case the description states.
 - Import modules, not names from them (`import datetime`, then `datetime.date(...)`), so that
   no parameter hides an import.
 Reply with one ```python code block holding only the function (with any imports or helpers

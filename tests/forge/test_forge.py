@@ -162,9 +162,11 @@ def test_without_tests_of_its_own_a_candidate_right_on_the_examples_attaches(
     assert "test_exists" not in finished.tool.tests
 
 
-def test_best_of_n_tests_every_candidate_in_one_sandbox_run(
+def test_best_of_n_greedy_first_then_every_candidate_in_one_sandbox_run(
     tmp_path: Path, bubblewrap: SecureCodeExecutor
 ) -> None:
+    """The greedy candidate is tried alone first; it failed, so the sampled ones are written
+    and all three run together in ONE sandbox run."""
     w = build(tmp_path, bubblewrap, candidates=3)
     runs: list[str] = []
     real = w.forge.executor.run_python
@@ -173,11 +175,21 @@ def test_best_of_n_tests_every_candidate_in_one_sandbox_run(
         w.model.script(WRONG, RIGHT, WRONG)
         finished = forge(w)
         assert finished.outcome == "attached" and finished.tool is not None
-        assert len(runs) == 1 and len(finished.attempts) == 1
+        assert len(runs) == 2 and len(finished.attempts) == 1
+        assert runs[0].count("return a - b") == 1  # the greedy one alone
+        assert runs[1].count("return a - b") == 2 and runs[1].count("return a + b") == 1
         outcomes = finished.attempts[0].candidates
         assert [o.passed for o in outcomes] == [False, True, False]
         assert outcomes[0].got == "-1" and finished.tool.provenance.winner == (1, 2)
         assert finished.tool.provenance.candidates_tried == 3
+    finally:
+        w.close()
+    w = build(tmp_path / "settled", bubblewrap, candidates=3)
+    try:  # a greedy candidate that passes everything settles the attempt: nothing sampled
+        w.model.script(RIGHT, WRONG, WRONG)
+        finished = forge(w)
+        assert finished.tool is not None and finished.tool.provenance.candidates_tried == 1
+        assert len(w.model.prompts) == 1
     finally:
         w.close()
 
