@@ -202,6 +202,11 @@ class ForgeConfig(BaseModel):
     candidates: int = Field(
         default=3, ge=1, le=10, description="candidates sampled per attempt (best-of-n)"
     )
+    probes: bool = Field(
+        default=True,
+        description="beside given examples, the author proposes more checks that choose "
+        "among the candidates passing them (one short extra generation per forge)",
+    )
     temperature: float = Field(
         default=0.7, ge=0.0, le=2.0, description="sampling temperature of candidates 2..n"
     )

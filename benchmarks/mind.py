@@ -146,6 +146,7 @@ def forge_figures(
                 source=tool.source,
                 failed_hidden=outcome.failed_example,
                 got=outcome.got,
+                probes=tool.provenance.probes,
             )
         else:
             row.update(
@@ -155,6 +156,9 @@ def forge_figures(
                 hidden_total=len(hidden),
                 error=finished.error.message if finished.error else "",
                 feedback=[a.feedback for a in finished.attempts],
+                last_candidates=[c.source for c in finished.attempts[-1].candidates]
+                if finished.attempts
+                else [],
             )
         rows.append(row)
         log(

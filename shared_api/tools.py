@@ -35,6 +35,10 @@ class CandidateOutcome(BaseModel):
     #: The first example it failed, and what came out ("" when it passed or was refused).
     failed_example: str = ""
     got: str = ""
+    #: The author's proposed checks it agreed with, of how many (they only choose among
+    #: candidates that passed every given example; they never decide alone).
+    probes_passed: int = 0
+    probes_total: int = 0
     #: Its own tests that agreed with the examples (kept only for the winner).
     tests_kept: list[str] = []
     source: str = Field(default="", description="the candidate's code")
@@ -68,6 +72,9 @@ class Provenance(BaseModel):
     examples: list[str] = []
     #: ``given`` by the requester, or ``proposed`` by the author from the description.
     examples_source: Literal["given", "proposed", "none"] = "none"
+    #: Checks the author proposed beside the given examples, used only to choose among the
+    #: candidates that passed those.
+    probes: list[str] = []
     #: How many candidates were tried over all attempts, and which won (attempt, index).
     candidates_tried: int = 0
     winner: tuple[int, int] | None = None

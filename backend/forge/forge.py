@@ -1,11 +1,14 @@
 """``ToolForge``: the closed loop in which a persona writes, tests and hot-loads its own tools.
 
 1. The requester's examples (``word_count(text="a b") == 2``) are the oracle. Without any,
-   the author (BRICK) first proposes some from the description (schema-constrained).
+   the author (BRICK) first proposes some from the description (schema-constrained). With
+   them, it proposes more checks ("probes") that only choose among candidates the examples
+   passed. The prompt states the signature the examples imply.
 2. Each attempt, the author writes ``candidates`` functions (the first greedy, the others
-   sampled); each is parsed (never run) here.
-3. All of them run against every example in ONE sandboxed run; the first that passes them
-   all wins, and its own tests are kept only where they agree with the examples.
+   sampled); each is parsed (never run) here, and its import slips are mended (``repair``).
+3. All of them run against every example and probe in ONE sandboxed run; of those that pass
+   every example, the one that agrees with most probes wins (``trial``), and its own tests are
+   kept only where they agree with the examples.
 4. Otherwise the failing example and what came out go back to the author, up to
    ``max_attempts`` times.
 5. The winner is journaled and attached to the requesting Proto as a method whose body runs
@@ -17,6 +20,7 @@ Each step is a ``forge_progress`` event; the end is one ``forge_finished`` event
 
 from __future__ import annotations
 
+import dataclasses
 import json
 import logging
 import re
@@ -39,9 +43,24 @@ from backend.forge.program import (
     parse_candidate,
     parse_example,
     report,
+    signature,
 )
-from backend.forge.prompts import clip, examples_prompt, retry_prompt, task_prompt
-from backend.forge.trial import EXAMPLE_TOKENS, ProposedExamples, trial_candidates
+from backend.forge.prompts import (
+    clip,
+    examples_prompt,
+    probe_retry_prompt,
+    probes_prompt,
+    retry_prompt,
+    task_prompt,
+)
+from backend.forge.repair import repair
+from backend.forge.trial import (
+    EXAMPLE_TOKENS,
+    Choice,
+    ProposedExamples,
+    Trial,
+    trial_candidates,
+)
 from backend.llm import structured
 from backend.llm.base import ChatMessage, GenerationParams
 from backend.llm.roles import role_selection
@@ -91,6 +110,8 @@ class ForgeJob:
     requested_by: str = "user"
     attempts: list[ToolAttempt] = field(default_factory=list)
     examples_source: Literal["given", "proposed", "none"] = "none"
+    #: The author's extra checks beside given examples (they only choose among passers).
+    probes: list[str] = field(default_factory=list)
     #: Candidates written over all attempts.
     tried: int = 0
 
@@ -260,14 +281,26 @@ class ToolForge:
         author = self.runtime.manager.get(self.config.author)
         selection = role_selection(self.llm, "code", author)
         examples = self._examples(job, author.name, selection)
-        prompt = task_prompt(job.name, job.description, [e.text for e in examples])
+        probes = self._probes(job, author.name, selection, examples)
+        texts, shape = [e.text for e in examples], signature(job.name, examples)
+        prompt = task_prompt(job.name, job.description, texts, shape)
+        best: Choice | None = None
         for number in range(1, job.attempts_max + 1):
-            tool, prompt = self._attempt(
-                job, number, author.name, selection, sandbox.name, examples, prompt
+            choice, prompt = self._attempt(
+                job, number, author.name, selection, sandbox.name, (examples, probes), prompt
             )
-            if tool is not None:
-                return tool
-        return None
+            if choice is not None and (best is None or choice.probes_passed > best.probes_passed):
+                best = choice
+            if best is not None and (best.missed is None or number == job.attempts_max):
+                break
+            if choice is not None and choice.missed is not None:  # one more try at the probe
+                code = choice.candidate.source
+                prompt = probe_retry_prompt(job.name, job.description, texts, code, choice.missed,
+                                            shape)  # fmt: skip
+        if best is None:
+            return None
+        winner = (best.attempt, best.index)
+        return self._attach(job, author.name, selection, best.candidate, best.kept_tests, winner)
 
     def _attempt(
         self,
@@ -276,23 +309,33 @@ class ToolForge:
         author: str,
         selection: ModelSelection,
         sandbox: str,
-        examples: list[Example],
+        checks: tuple[list[Example], list[Example]],
         prompt: str,
-    ) -> tuple[Tool | None, str]:
-        """One attempt: write the candidates, try them all in one sandbox run; the tool if
-        one passed, and the prompt for the next attempt."""
+    ) -> tuple[Choice | None, str]:
+        """One attempt: the greedy candidate first, tried against the examples and probes
+        (``checks``) in the sandbox; unless it passed them all, ``candidates - 1`` sampled
+        ones are written and all are tried together in one sandbox run. The one chosen if
+        any passed, and the prompt for the next attempt."""
         self._check_cancel(job)
+        examples, probes = checks
         count, texts = self.config.candidates, [e.text for e in examples]
-        writing = f"{author} writes {count} candidate(s) of {job.name} (attempt {number})"
-        self._progress(job, number, "writing", writing)
+        shape = signature(job.name, examples)
+        self._progress(job, number, "writing", f"{author} writes {job.name} (attempt {number})")
         started = time.perf_counter()
-        replies = [
-            self._write(job, author, selection, prompt, number, index) for index in range(count)
-        ]
-        parsed = [self._parse(job.name, reply, bool(examples)) for reply in replies]
-        job.tried += len(parsed)
-        runnable = [(i, c) for i, c in enumerate(parsed, 1) if isinstance(c, Candidate)]
-        if not runnable:
+        replies = [self._write(job, author, selection, prompt, number, 0)]
+        parsed = self._prepare(job, number, replies, bool(examples))
+        trial = self._try(job, number, sandbox, parsed, checks)
+        if count > 1 and (trial is None or trial.winner is None or trial.missed is not None):
+            more = f"{author} writes {count - 1} more candidate(s) of {job.name}"
+            self._progress(job, number, "writing", more)
+            extra = [
+                self._write(job, author, selection, prompt, number, i) for i in range(1, count)
+            ]
+            parsed += self._prepare(job, number, extra, bool(examples), first=2)
+            replies += extra
+            trial = self._try(job, number, sandbox, parsed, checks)
+        job.tried += len(replies)
+        if trial is None:
             problem = next(p for p in parsed if isinstance(p, CandidateRejected))
             job.attempts.append(
                 ToolAttempt(
@@ -303,13 +346,7 @@ class ToolForge:
             self._progress(job, number, "failed", f"refused before running: {problem}",
                            str(problem))  # fmt: skip
             code = extract_code(replies[0]) or replies[0]
-            return None, retry_prompt(job.name, job.description, texts, code, str(problem))
-        self._check_cancel(job)
-        testing = f"{len(runnable)} candidate(s) x {len(examples)} example(s) in {sandbox}"
-        self._progress(job, number, "testing", testing)
-        trial = trial_candidates(
-            self.executor, self.config.limits, sandbox, job.name, runnable, examples
-        )
+            return None, retry_prompt(job.name, job.description, texts, code, str(problem), shape)
         job.attempts.append(
             ToolAttempt(
                 number=number, stage="test", passed=trial.winner is not None,
@@ -321,12 +358,52 @@ class ToolForge:
         if trial.winner is None:
             self._progress(job, number, "failed", "no candidate passed", trial.feedback)
             return None, retry_prompt(
-                job.name, job.description, texts, trial.best_source, trial.feedback
+                job.name, job.description, texts, trial.best_source, trial.feedback, shape
             )
         index, candidate, kept = trial.winner
-        self._progress(job, number, "passed", f"candidate {index} passed all {len(examples)} "
-                       "example(s)")  # fmt: skip
-        return self._attach(job, author, selection, candidate, kept, (number, index)), prompt
+        outcome = next(o for o in trial.outcomes if o.index == index)
+        passed = f"candidate {index} passed all {len(examples)} example(s)"
+        if probes:
+            passed += f" and {outcome.probes_passed} of {len(probes)} proposed check(s)"
+        missed = trial.missed
+        if missed is not None and number < job.attempts_max:
+            passed += f"; it missed `{missed[0]}` (got {missed[1]}): one more attempt at that"
+        self._progress(job, number, "passed", passed)
+        choice = Choice(number, index, candidate, kept, outcome.probes_passed, missed)
+        return choice, prompt
+
+    def _prepare(
+        self, job: ForgeJob, number: int, replies: list[str], examples: bool, first: int = 1
+    ) -> list[Candidate | CandidateRejected]:
+        """Each reply parsed (never run) and, when usable, its import slips mended."""
+        parsed = [self._parse(job.name, reply, examples) for reply in replies]
+        return [
+            self._mend(job, number, i, p) if isinstance(p, Candidate) else p
+            for i, p in enumerate(parsed, first)
+        ]
+
+    def _try(
+        self,
+        job: ForgeJob,
+        number: int,
+        sandbox: str,
+        parsed: list[Candidate | CandidateRejected],
+        checks: tuple[list[Example], list[Example]],
+    ) -> Trial | None:
+        """The usable candidates against the examples and probes, in one sandbox run; None
+        when none is usable."""
+        examples, probes = checks
+        runnable = [(i, c) for i, c in enumerate(parsed, 1) if isinstance(c, Candidate)]
+        if not runnable:
+            return None
+        self._check_cancel(job)
+        testing = f"{len(runnable)} candidate(s) x {len(examples)} example(s) in {sandbox}"
+        if probes:
+            testing += f", {len(probes)} proposed check(s) to choose among them"
+        self._progress(job, number, "testing", testing)
+        return trial_candidates(
+            self.executor, self.config.limits, sandbox, job.name, runnable, examples, probes
+        )
 
     def _check_cancel(self, job: ForgeJob) -> None:
         if job.cancel.is_set():
@@ -370,6 +447,15 @@ class ToolForge:
         self._check_cancel(job)
         return completion.text
 
+    def _mend(self, job: ForgeJob, attempt: int, index: int, candidate: Candidate) -> Candidate:
+        """The candidate with its import slips mended (``repair``), said in progress."""
+        mended = repair(candidate.source)
+        if not mended.notes:
+            return candidate
+        notes = "; ".join(mended.notes)
+        self._progress(job, attempt, "writing", f"candidate {index}: mended imports: {notes}")
+        return dataclasses.replace(candidate, source=mended.source)
+
     @staticmethod
     def _parse(name: str, reply: str, examples: bool) -> Candidate | CandidateRejected:
         try:
@@ -385,29 +471,59 @@ class ToolForge:
             self._check_examples(job.name, job.examples)
             return [parse_example(job.name, text) for text in job.examples]
         self._progress(job, 1, "examples", f"{author} proposes examples for {job.name}")
+        examples = self._propose(job, author, selection, examples_prompt(job.name, job.description))
+        if examples is None:  # no usable proposal: its own tests decide
+            job.examples_source = "none"
+            return []
+        job.examples = [e.text for e in examples]
+        job.examples_source = "proposed" if examples else "none"
+        listed = "; ".join(job.examples) or "none usable: its own tests decide"
+        self._progress(job, 1, "examples", f"examples: {listed}")
+        return examples
+
+    def _probes(
+        self, job: ForgeJob, author: str, selection: ModelSelection, examples: list[Example]
+    ) -> list[Example]:
+        """Beside given examples, the author's own checks of the cases the description
+        states. They only choose among candidates that passed the examples, so a wrong one
+        cannot attach a wrong tool on its own."""
+        if job.examples_source != "given" or not self.config.probes:
+            return []
+        self._progress(job, 1, "examples", f"{author} proposes more checks for {job.name}")
+        prompt = probes_prompt(
+            job.name, job.description, [e.text for e in examples], signature(job.name, examples)
+        )
+        given = {e.call for e in examples}
+        probes = [
+            p for p in self._propose(job, author, selection, prompt) or [] if p.call not in given
+        ]
+        job.probes = [p.text for p in probes]
+        listed = "; ".join(job.probes) or "none usable"
+        self._progress(job, 1, "examples", f"proposed checks: {listed}")
+        return probes
+
+    def _propose(
+        self, job: ForgeJob, author: str, selection: ModelSelection, prompt: str
+    ) -> list[Example] | None:
+        """Examples the author proposes (schema-constrained), the unusable ones dropped;
+        ``None`` when the model produced no proposal at all."""
         persona = self.runtime.manager.get(author)
         try:
             proposal, _ = structured.generate(
                 self.llm.manager, ProposedExamples,
                 backend=selection.backend, model_name=selection.model,
-                prompt=examples_prompt(job.name, job.description),
-                system=persona.codex.system_prompt,
+                prompt=prompt, system=persona.codex.system_prompt,
                 max_tokens=EXAMPLE_TOKENS, caller=author, cancel=job.cancel,
             )  # fmt: skip
-        except ModelOutputError as exc:  # no usable proposal: its own tests decide
+        except ModelOutputError as exc:
             self._progress(job, 1, "examples", f"no examples proposed: {exc.message}")
-            job.examples_source = "none"
-            return []
+            return None
         examples = []
         for text in proposal.examples:
             try:
                 examples.append(parse_example(job.name, text))
             except ExampleRejected as exc:
                 log.info("forge %s: proposed example dropped: %s", job.id, exc)
-        job.examples = [e.text for e in examples]
-        job.examples_source = "proposed" if examples else "none"
-        listed = "; ".join(job.examples) or "none usable: its own tests decide"
-        self._progress(job, 1, "examples", f"examples: {listed}")
         return examples
 
     def _attach(
@@ -429,6 +545,7 @@ class ToolForge:
                 forge_id=job.id, author=author, requested_by=job.requested_by,
                 backend=selection.backend, model=selection.model, forged_at=time.time(),
                 examples=list(job.examples), examples_source=job.examples_source,
+                probes=list(job.probes),
                 candidates_tried=job.tried, winner=winner,
             ),
         )  # fmt: skip

@@ -202,6 +202,43 @@ def parse_example(name: str, text: str) -> Example:
     return Example(text, ast.unparse(tree), None)
 
 
+_JSON_TYPES = ((bool, "bool"), (int, "int"), (float, "float"), (str, "str"), (list, "list"),
+               (dict, "dict"))  # fmt: skip
+
+
+def _json_type(node: ast.expr) -> str | None:
+    """The JSON type name of a literal (``None`` when it is not one)."""
+    try:
+        value = ast.literal_eval(node)
+    except (ValueError, TypeError, SyntaxError, MemoryError, RecursionError):
+        return None
+    if value is None:
+        return "None"
+    return next((label for kind, label in _JSON_TYPES if isinstance(value, kind)), None)
+
+
+def signature(name: str, examples: list[Example]) -> str:
+    """The ``def`` line the examples imply: their keyword names in order, each with the
+    type of its value, e.g. ``def add_days(date: str, n: int):`` (no result type: an example
+    does not show every type a result may have, e.g. ``None``).
+    ``""`` when no example calls ``name`` with keywords only. A model told this line uses the
+    examples' parameter names instead of guessing its own."""
+    for example in examples:
+        call = ast.parse(example.call, mode="eval").body
+        if not (isinstance(call, ast.Call) and isinstance(call.func, ast.Name)):
+            continue
+        if call.func.id != name or call.args or not call.keywords:
+            continue
+        if any(k.arg is None for k in call.keywords):
+            continue
+        params = []
+        for keyword in call.keywords:
+            kind = _json_type(keyword.value)
+            params.append(f"{keyword.arg}: {kind}" if kind and kind != "None" else str(keyword.arg))
+        return f"def {name}({', '.join(params)}):"
+    return ""
+
+
 def select_tests(tests: str, names: list[str]) -> str:
     """Only the test functions named ``names`` out of ``tests`` (a candidate's own tests that
     agreed with the examples)."""

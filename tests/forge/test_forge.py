@@ -50,7 +50,7 @@ def build(root: Path, sandbox: SecureCodeExecutor, **forge: object) -> World:
     model = ScriptedModel()
     unreachable = OllamaBackend("http://127.0.0.1:9", 1.0)
     llm = PersonaLLM(runtime, ModelsConfig(), bus, {"ollama": unreachable, "embedded": model})
-    config = ForgeConfig.model_validate({"candidates": 1, **forge})  # one reply per attempt
+    config = ForgeConfig.model_validate({"candidates": 1, "probes": False, **forge})
     tool_forge = ToolForge(runtime, llm, bus, config, sandbox)
     Proto.llm, Proto.tool_runner = llm, tool_forge
     runtime.on_does_not_understand = tool_forge.on_does_not_understand
@@ -162,9 +162,11 @@ def test_without_tests_of_its_own_a_candidate_right_on_the_examples_attaches(
     assert "test_exists" not in finished.tool.tests
 
 
-def test_best_of_n_tests_every_candidate_in_one_sandbox_run(
+def test_best_of_n_greedy_first_then_every_candidate_in_one_sandbox_run(
     tmp_path: Path, bubblewrap: SecureCodeExecutor
 ) -> None:
+    """The greedy candidate is tried alone first; it failed, so the sampled ones are written
+    and all three run together in ONE sandbox run."""
     w = build(tmp_path, bubblewrap, candidates=3)
     runs: list[str] = []
     real = w.forge.executor.run_python
@@ -173,11 +175,21 @@ def test_best_of_n_tests_every_candidate_in_one_sandbox_run(
         w.model.script(WRONG, RIGHT, WRONG)
         finished = forge(w)
         assert finished.outcome == "attached" and finished.tool is not None
-        assert len(runs) == 1 and len(finished.attempts) == 1
+        assert len(runs) == 2 and len(finished.attempts) == 1
+        assert runs[0].count("return a - b") == 1  # the greedy one alone
+        assert runs[1].count("return a - b") == 2 and runs[1].count("return a + b") == 1
         outcomes = finished.attempts[0].candidates
         assert [o.passed for o in outcomes] == [False, True, False]
         assert outcomes[0].got == "-1" and finished.tool.provenance.winner == (1, 2)
         assert finished.tool.provenance.candidates_tried == 3
+    finally:
+        w.close()
+    w = build(tmp_path / "settled", bubblewrap, candidates=3)
+    try:  # a greedy candidate that passes everything settles the attempt: nothing sampled
+        w.model.script(RIGHT, WRONG, WRONG)
+        finished = forge(w)
+        assert finished.tool is not None and finished.tool.provenance.candidates_tried == 1
+        assert len(w.model.prompts) == 1
     finally:
         w.close()
 
@@ -194,6 +206,90 @@ def test_without_examples_the_author_proposes_them_first(world: World) -> None:
     shown = [e.message for e in world.events if isinstance(e, ForgeProgress)
              and e.phase == "examples"]  # fmt: skip
     assert shown[-1] == "examples: add_numbers(a=2, b=2) == 4"
+
+
+ONLY_GIVEN = """```python
+def add_numbers(a, b):
+    return 3 if (a, b) == (1, 2) else 0
+```"""
+
+
+def test_probes_choose_among_the_candidates_that_pass_the_examples(
+    tmp_path: Path, bubblewrap: SecureCodeExecutor
+) -> None:
+    """Beside the given example, the author proposes checks ("probes"); of the candidates
+    that pass the example, the one agreeing with most probes wins, not the first written.
+    A wrong probe never makes a candidate that fails the example win."""
+    w = build(tmp_path, bubblewrap, candidates=3, probes=True)
+    try:
+        probes = (
+            '{"examples": ["add_numbers(a=1, b=2) == 3", "add_numbers(a=0, b=5) == 5", '
+            '"add_numbers(a=-1, b=-1) == -2", "add_numbers(a=5, b=5) == 11"]}'
+        )
+        w.model.script(probes, ONLY_GIVEN, WRONG, RIGHT)
+        finished = forge(w, attempts=1)
+        assert finished.outcome == "attached" and finished.tool is not None
+        provenance = finished.tool.provenance
+        # the probe repeating the given example is dropped; the wrong one (5+5=11) is kept
+        assert provenance.probes == [
+            "add_numbers(a=0, b=5) == 5", "add_numbers(a=-1, b=-1) == -2",
+            "add_numbers(a=5, b=5) == 11",
+        ]  # fmt: skip
+        assert provenance.winner == (1, 3)  # RIGHT, though ONLY_GIVEN came first
+        only_given, wrong, right = finished.attempts[0].candidates
+        assert only_given.passed and (only_given.probes_passed, only_given.probes_total) == (0, 3)
+        assert not wrong.passed  # 1 - 2 fails the example, whatever the probes say
+        assert right.passed and right.probes_passed == 2  # not the wrong 11
+        assert "return a + b" in finished.tool.source
+        # the signature the example implies went into the prompt; the probes' prompt too
+        assert "`def add_numbers(a: int, b: int):`" in w.model.prompts[0]
+        assert "`def add_numbers(a: int, b: int):`" in w.model.prompts[1]
+        shown = [e.message for e in w.events if isinstance(e, ForgeProgress)]
+        assert any(m.startswith("proposed checks: add_numbers(a=0, b=5) == 5") for m in shown)
+        assert "candidate 3 passed all 1 example(s) and 2 of 3 proposed check(s)" in shown
+    finally:
+        w.close()
+
+
+def test_a_missed_probe_buys_one_more_attempt_and_the_best_is_attached(
+    tmp_path: Path, bubblewrap: SecureCodeExecutor
+) -> None:
+    probe = '{"examples": ["add_numbers(a=0, b=5) == 5"]}'
+    w = build(tmp_path / "better", bubblewrap, probes=True)
+    try:  # attempt 2 fixes what the probe found: it is attached
+        w.model.script(probe, ONLY_GIVEN, RIGHT)
+        finished = forge(w, attempts=3)
+        assert finished.tool is not None and finished.tool.provenance.winner == (2, 1)
+        assert len(finished.attempts) == 2 and "return a + b" in finished.tool.source
+        retry = w.model.prompts[2]
+        assert "for the check `add_numbers(a=0, b=5) == 5` it gave: 0" in retry
+        assert "return 3 if (a, b) == (1, 2) else 0" in retry
+        shown = [e.message for e in w.events if isinstance(e, ForgeProgress)]
+        assert any("missed `add_numbers(a=0, b=5) == 5` (got 0): one more attempt" in m
+                   for m in shown)  # fmt: skip
+    finally:
+        w.close()
+    w = build(tmp_path / "worse", bubblewrap, probes=True)
+    try:  # attempt 2 is worse (fails the example): attempt 1's candidate is attached
+        w.model.script(probe, ONLY_GIVEN, WRONG)
+        finished = forge(w, attempts=2)
+        assert finished.tool is not None and finished.tool.provenance.winner == (1, 1)
+        assert "return 3 if" in finished.tool.source
+    finally:
+        w.close()
+
+
+def test_no_usable_probes_leave_the_first_passing_candidate(
+    tmp_path: Path, bubblewrap: SecureCodeExecutor
+) -> None:
+    w = build(tmp_path, bubblewrap, candidates=2, probes=True)
+    try:
+        w.model.script("not json at all", ONLY_GIVEN, RIGHT)
+        finished = forge(w, attempts=1)
+        assert finished.tool is not None and finished.tool.provenance.probes == []
+        assert finished.tool.provenance.winner == (1, 1)
+    finally:
+        w.close()
 
 
 def test_an_example_that_is_not_a_check_is_refused_up_front(world: World) -> None:
