@@ -91,6 +91,13 @@ class ApprovalMorph(ClosableBehavior, DraggableBehavior, BoxLayout):
             font_size="12sp",
         )
         self.add_widget(self.note)
+        self._add_buttons()
+        self.status = Label(markup=True, size_hint_y=None, height=22, font_size="12sp")
+        self.add_widget(self.status)
+        self._redraw()
+        self._init_close_box()
+
+    def _add_buttons(self) -> None:
         row = BoxLayout(size_hint_y=None, height=34, spacing=6)
         self.approve_button = Button(text="Approve", background_color=(0.35, 0.7, 0.4, 1))
         self.reject_button = Button(text="Reject", background_color=(0.8, 0.35, 0.35, 1))
@@ -99,10 +106,6 @@ class ApprovalMorph(ClosableBehavior, DraggableBehavior, BoxLayout):
         row.add_widget(self.approve_button)
         row.add_widget(self.reject_button)
         self.add_widget(row)
-        self.status = Label(markup=True, size_hint_y=None, height=22, font_size="12sp")
-        self.add_widget(self.status)
-        self._redraw()
-        self._init_close_box()
 
     def _redraw(self, *_: Any) -> None:
         self._bg.pos, self._bg.size = self.pos, self.size

@@ -124,6 +124,42 @@ class PersonaMorph(DraggableBehavior, Widget):
             self._fill = RoundedRectangle(radius=[12])
             self._edge_colour = Color(0.42, 0.46, 0.52, 1)
             self._edge = Line(width=1)
+        self._build_widgets(model)
+        # Re-rendering label textures is the costly part of a frame, and streamed tokens and
+        # status changes arrive many times a second for many morphs at once. So a morph
+        # refreshes its text at most TEXT_HZ times a second, with its own random phase, which
+        # spreads the work of a burst of events for many morphs over several frames.
+        # The conversation (a word-wrapped label) is the dearest, so it refreshes least often.
+        phase = 1 + random.random()  # noqa: S311 - jitter, not security
+        self._header_soon = Clock.create_trigger(
+            lambda _dt: _Renders.ask(self, "header"), phase / STATUS_HZ
+        )
+        self._talk_soon = Clock.create_trigger(
+            lambda _dt: _Renders.ask(self, "talk"), phase / TALK_HZ
+        )
+        #: False while the World has taken the morph off the screen (``set_shown``): events
+        #: then only mark what is stale, and ``set_shown(True)`` catches up.
+        self.shown = True
+        self._stale: set[str] = set()
+        self.bind(pos=self._moved, size=self._moved)
+        model.bind(
+            name=lambda *_: self._refresh("header", self._render_header),
+            role=lambda *_: self._refresh("header", self._render_header),
+            model=lambda *_: self._refresh("header", self._header_soon),
+            status=lambda *_: self._refresh("header", self._header_soon),
+            conversation=lambda *_: self._refresh("talk", self._talk_soon),
+            dissonance=lambda *_: self._refresh("fill", self._render_fill),
+            busy=self._on_busy,
+        )
+        if self.zoom != 1:
+            self.on_zoom(self, self.zoom)
+        self._layout()
+        self._render_header()
+        self._render_talk()
+        self._render_fill()
+
+    def _build_widgets(self, model: PersonaModel) -> None:
+        """The header, the scrolling conversation, the text field and the copy button."""
         # Name, role, status and model: one markup label, so one texture per morph.
         self._header = Label(markup=True, halign="left", valign="top", font_size="15sp")
         self._talk = Label(
@@ -160,38 +196,6 @@ class PersonaMorph(DraggableBehavior, Widget):
         self.copy_button.bind(on_release=lambda _b: self.copy_answer())
         for widget in (self._header, self._scroll, self.input, self.copy_button):
             self.add_widget(widget)
-        # Re-rendering label textures is the costly part of a frame, and streamed tokens and
-        # status changes arrive many times a second for many morphs at once. So a morph
-        # refreshes its text at most TEXT_HZ times a second, with its own random phase, which
-        # spreads the work of a burst of events for many morphs over several frames.
-        # The conversation (a word-wrapped label) is the dearest, so it refreshes least often.
-        phase = 1 + random.random()  # noqa: S311 - jitter, not security
-        self._header_soon = Clock.create_trigger(
-            lambda _dt: _Renders.ask(self, "header"), phase / STATUS_HZ
-        )
-        self._talk_soon = Clock.create_trigger(
-            lambda _dt: _Renders.ask(self, "talk"), phase / TALK_HZ
-        )
-        #: False while the World has taken the morph off the screen (``set_shown``): events
-        #: then only mark what is stale, and ``set_shown(True)`` catches up.
-        self.shown = True
-        self._stale: set[str] = set()
-        self.bind(pos=self._moved, size=self._moved)
-        model.bind(
-            name=lambda *_: self._refresh("header", self._render_header),
-            role=lambda *_: self._refresh("header", self._render_header),
-            model=lambda *_: self._refresh("header", self._header_soon),
-            status=lambda *_: self._refresh("header", self._header_soon),
-            conversation=lambda *_: self._refresh("talk", self._talk_soon),
-            dissonance=lambda *_: self._refresh("fill", self._render_fill),
-            busy=self._on_busy,
-        )
-        if self.zoom != 1:
-            self.on_zoom(self, self.zoom)
-        self._layout()
-        self._render_header()
-        self._render_talk()
-        self._render_fill()
 
     # -- off-screen -------------------------------------------------------------------------
     def _refresh(self, part: str, render: Any) -> None:

@@ -360,17 +360,23 @@ class ToolForge:
             return None, retry_prompt(
                 job.name, job.description, texts, trial.best_source, trial.feedback, shape
             )
+        return self._chosen(job, number, trial, len(examples), len(probes)), prompt
+
+    def _chosen(
+        self, job: ForgeJob, number: int, trial: Trial, examples: int, probes: int
+    ) -> Choice:
+        """The attempt's winner (``trial.winner`` is set), said in progress."""
+        assert trial.winner is not None
         index, candidate, kept = trial.winner
         outcome = next(o for o in trial.outcomes if o.index == index)
-        passed = f"candidate {index} passed all {len(examples)} example(s)"
+        passed = f"candidate {index} passed all {examples} example(s)"
         if probes:
-            passed += f" and {outcome.probes_passed} of {len(probes)} proposed check(s)"
+            passed += f" and {outcome.probes_passed} of {probes} proposed check(s)"
         missed = trial.missed
         if missed is not None and number < job.attempts_max:
             passed += f"; it missed `{missed[0]}` (got {missed[1]}): one more attempt at that"
         self._progress(job, number, "passed", passed)
-        choice = Choice(number, index, candidate, kept, outcome.probes_passed, missed)
-        return choice, prompt
+        return Choice(number, index, candidate, kept, outcome.probes_passed, missed)
 
     def _prepare(
         self, job: ForgeJob, number: int, replies: list[str], examples: bool, first: int = 1

@@ -94,18 +94,7 @@ def parse_candidate(name: str, reply: str, *, require_tests: bool = True) -> Can
             f"There are no tests. Write at least two functions named test_..., each calling "
             f"`{name}` and asserting on its result, e.g. `assert {name}(...) == ...`.",
         )
-    for test in tests:
-        if not _asserts_on_call(test, name):
-            if not require_tests:  # its own tests are optional: one that tests nothing goes
-                test_parts[tests.index(test)] = ""
-                continue
-            raise CandidateRejected(
-                "check",
-                f"`{test.name}` does not assert on a result of `{name}`. Each test must call "
-                f"`{name}` and check what it returns, e.g. `assert {name}(...) == ...`.",
-            )
-    kept = [t for t, part in zip(tests, test_parts, strict=True) if part]
-    test_parts = [part for part in test_parts if part]
+    kept, test_parts = _own_tests(name, tests, test_parts, require_tests)
     params = [a.arg for a in function.args.posonlyargs + function.args.args]
     params += [a.arg for a in function.args.kwonlyargs]
     return Candidate(
@@ -114,6 +103,25 @@ def parse_candidate(name: str, reply: str, *, require_tests: bool = True) -> Can
         test_names=[t.name for t in kept],
         params=params,
     )
+
+
+def _own_tests(
+    name: str, tests: list[ast.FunctionDef], parts: list[str], required: bool
+) -> tuple[list[ast.FunctionDef], list[str]]:
+    """The candidate's own tests that assert on a call of ``name``, and their sources. One
+    that asserts nothing is dropped when they are optional, refused when ``required``."""
+    for position, test in enumerate(tests):
+        if not _asserts_on_call(test, name):
+            if not required:  # its own tests are optional: one that tests nothing goes
+                parts[position] = ""
+                continue
+            raise CandidateRejected(
+                "check",
+                f"`{test.name}` does not assert on a result of `{name}`. Each test must call "
+                f"`{name}` and check what it returns, e.g. `assert {name}(...) == ...`.",
+            )
+    kept = [t for t, part in zip(tests, parts, strict=True) if part]
+    return kept, [part for part in parts if part]
 
 
 def _first_line(node: ast.stmt) -> int:

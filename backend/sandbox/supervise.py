@@ -216,26 +216,7 @@ class Spawned:
             duration = time.monotonic() - started
         if usage is None:  # ended by its END line: still running its exit, reaped by abort
             self._exit_by = min(time.monotonic() + EXIT_GRACE_S, watcher.deadline)
-            return Outcome(
-                returncode=watcher.reported if watcher.reported is not None else -1,
-                stdout=bytes(watcher.out[0]),
-                stderr=bytes(watcher.out[1]),
-                truncated=(watcher.truncated[0], watcher.truncated[1]),
-                killed_reason=None,
-                duration_s=duration,
-                rusage_cpu_s=0.0,
-                cpu_s=probe() if probe is not None else None,
-            )
-        return Outcome(
-            returncode=proc.returncode,
-            stdout=bytes(watcher.out[0]),
-            stderr=bytes(watcher.out[1]),
-            truncated=(watcher.truncated[0], watcher.truncated[1]),
-            killed_reason=watcher.reason,
-            duration_s=duration,
-            rusage_cpu_s=usage.ru_utime + usage.ru_stime,
-            cpu_s=probe() if probe is not None else None,
-        )
+        return _outcome(watcher, proc.returncode, usage, duration, probe)
 
     def abort(self, kill: Killer | None = None) -> None:
         """Stop it without running anything (a warm sandbox that is not needed), or stop
@@ -492,4 +473,27 @@ def to_result(
         duration_s=round(outcome.duration_s, 4),
         cpu_s=round(cpu, 4) if cpu_known else None,
         limits=limits,
+    )
+
+
+def _outcome(
+    watcher: _Watcher,
+    returncode: int | None,
+    usage: resource.struct_rusage | None,
+    duration: float,
+    probe: CpuProbe | None,
+) -> Outcome:
+    """The run's outcome; ``usage`` None: it ended by its END line (its status the one
+    reported, its exit still under way, so no rusage and no kill reason)."""
+    ended = usage is None
+    reported = watcher.reported if watcher.reported is not None else -1
+    return Outcome(
+        returncode=reported if ended or returncode is None else returncode,
+        stdout=bytes(watcher.out[0]),
+        stderr=bytes(watcher.out[1]),
+        truncated=(watcher.truncated[0], watcher.truncated[1]),
+        killed_reason=None if ended else watcher.reason,
+        duration_s=duration,
+        rusage_cpu_s=0.0 if usage is None else usage.ru_utime + usage.ru_stime,
+        cpu_s=probe() if probe is not None else None,
     )

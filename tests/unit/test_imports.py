@@ -205,3 +205,31 @@ def test_the_checker_sees_cycles_and_crossings(
     }
     assert Import("backend.b", "ui.c", 2, False) in edges
     assert Import("backend.d", "backend.e", 3, True) in edges
+
+
+#: The house's screen: no function in these packages is longer (issue 17's "done when").
+SCREEN_LINES = 60
+
+
+def long_functions(source: str) -> list[tuple[str, int]]:
+    """(name, lines) of each function in ``source`` longer than a screen."""
+    return [
+        (node.name, node.end_lineno - node.lineno + 1)
+        for node in ast.walk(ast.parse(source))
+        if isinstance(node, ast.FunctionDef | ast.AsyncFunctionDef)
+        and node.end_lineno is not None
+        and node.end_lineno - node.lineno + 1 > SCREEN_LINES
+    ]
+
+
+def test_no_function_is_longer_than_a_screen() -> None:
+    found = [
+        f"{path.relative_to(ROOT)}: {name} ({lines} lines)"
+        for package in ("backend", "ui", "morphs")
+        for path in sorted((ROOT / package).rglob("*.py"))
+        for name, lines in long_functions(path.read_text(encoding="utf-8"))
+    ]
+    assert found == [], "split these (a function fits on one screen): " + "; ".join(found)
+    body = "".join(f"    x{i} = {i}\n" for i in range(SCREEN_LINES))
+    assert long_functions(f"def f():\n{body}") == [("f", SCREEN_LINES + 1)]  # the check bites
+    assert long_functions(f"def f():\n{body[: body.rindex('    x')]}") == []
