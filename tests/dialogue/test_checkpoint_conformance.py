@@ -96,7 +96,7 @@ def test_time_travel_and_forks(systems: Callable[..., System]) -> None:
     assert steps[-1].checkpoint_id == forked and steps[-1].record["node"] == "edit"
     # the history's batched read (one query on PostgreSQL) gives what reads one by one give,
     # in the order asked, across both branches, a missing id left out
-    store = service.engine().store
+    store = service.worker.engine().store
     config = {"configurable": {"thread_id": did, "checkpoint_ns": ""}}
     every = [t.config["configurable"]["checkpoint_id"] for t in store.saver.list(config)]
     asked = [*every[::2], "1f0-no-such-checkpoint", *every[1::2]]
