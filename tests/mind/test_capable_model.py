@@ -46,7 +46,9 @@ def test_forges_two_tools_from_examples_right_on_unseen_inputs(
             assert finished.outcome == "attached", [a.feedback for a in finished.attempts]
             tool = finished.tool
             assert tool is not None and tool.provenance.examples == [example]
-            assert tool.provenance.winner is not None and tool.provenance.candidates_tried >= 3
+            # greedy first: the sampled candidates are written only when the greedy one misses
+            assert tool.provenance.winner is not None and tool.provenance.candidates_tried >= 1
+            assert tool.provenance.probes, "the author proposed checks of its own"
             print(f"{name} (attempt, candidate) {tool.provenance.winner}:\n{tool.source}")
             for args, expected in unseen:  # attached and callable, in the sandbox
                 reply = runtime.invoke("ROBIN", name, args)
