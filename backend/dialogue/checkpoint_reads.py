@@ -6,9 +6,9 @@ from __future__ import annotations
 
 from typing import TYPE_CHECKING, Protocol, runtime_checkable
 
-from langgraph.checkpoint.base import CheckpointTuple
+if TYPE_CHECKING:  # LangGraph is imported when the dialogue graph opens, not at start-up
+    from langgraph.checkpoint.base import CheckpointTuple
 
-if TYPE_CHECKING:
     from backend.dialogue.checkpoint_base import CheckpointStore
 
 

@@ -13,13 +13,15 @@ import threading
 import time
 from collections.abc import Iterator
 from contextlib import contextmanager
-from typing import Any
-
-import httpx
-import ollama
+from functools import cached_property
+from typing import TYPE_CHECKING, Any
 
 from backend.llm.base import ChatMessage, Completion, GenerationParams, ModelInfo, OnToken
 from shared_api.errors import ModelFailedError, ModelMissingError, ModelUnreachableError
+
+if TYPE_CHECKING:
+    import httpx
+    import ollama
 
 log = logging.getLogger(__name__)
 
@@ -31,9 +33,22 @@ class OllamaBackend:
 
     def __init__(self, host: str = "", timeout: float = 300.0) -> None:
         self.host = host or os.environ.get("OLLAMA_HOST") or DEFAULT_HOST
-        self._client = ollama.Client(host=self.host, timeout=timeout)
-        self._probe = ollama.Client(host=self.host, timeout=2.0)
+        self.timeout = timeout
         self._sizes: dict[str, int] = {}
+
+    # The client library (and httpx under it) is imported on first use: most homes run the
+    # embedded model, and the import is a tenth of the backend's start-up.
+    @cached_property
+    def _client(self) -> ollama.Client:
+        import ollama
+
+        return ollama.Client(host=self.host, timeout=self.timeout)
+
+    @cached_property
+    def _probe(self) -> ollama.Client:
+        import ollama
+
+        return ollama.Client(host=self.host, timeout=2.0)
 
     # -- discovery --------------------------------------------------------------------------
     def _unreachable(self) -> ModelUnreachableError:
@@ -55,7 +70,7 @@ class OllamaBackend:
         """Installed models (``/api/tags``), each with its size."""
         try:
             listed = self._probe.list()
-        except (ConnectionError, httpx.HTTPError):
+        except (ConnectionError, _http_error()):
             raise self._unreachable() from None
         models = []
         for m in listed.models:
@@ -78,11 +93,11 @@ class OllamaBackend:
         size = self._sizes.get(model) or self._sizes.get(f"{model}:latest", 0)
         try:
             shown = self._probe.show(model)
-        except ollama.ResponseError as exc:
+        except _response_error() as exc:
             if exc.status_code == 404:
                 raise self._missing(model) from None
             raise ModelFailedError(f"Ollama could not describe {model}: {exc}") from None
-        except (ConnectionError, httpx.HTTPError):
+        except (ConnectionError, _http_error()):
             raise self._unreachable() from None
         params = (shown.modelinfo or {}).get("general.parameter_count")
         if not size and isinstance(params, int):
@@ -92,7 +107,7 @@ class OllamaBackend:
     def resident(self) -> list[str]:
         try:
             return [m.model or "" for m in self._probe.ps().models]
-        except (ConnectionError, httpx.HTTPError):
+        except (ConnectionError, _http_error()):
             raise self._unreachable() from None
 
     # -- residency --------------------------------------------------------------------------
@@ -184,11 +199,11 @@ class OllamaBackend:
         """Ollama's and the connection's failures as typed errors that say what to do."""
         try:
             yield
-        except ollama.ResponseError as exc:
+        except _response_error() as exc:
             if exc.status_code == 404:
                 raise self._missing(model) from None
             raise ModelFailedError(f"Ollama failed on {model}: {exc}") from None
-        except (ConnectionError, httpx.HTTPError):
+        except (ConnectionError, _http_error()):
             raise self._unreachable() from None
 
     def _score_choices(
@@ -262,3 +277,17 @@ def _completion(
         ttft_ms=ttft_ms,
         generation_ms=generation_ms,
     )
+
+
+def _http_error() -> type[httpx.HTTPError]:
+    """httpx's base error; evaluated only while an exception is handled, by then the client
+    (and so httpx) is imported."""
+    import httpx
+
+    return httpx.HTTPError
+
+
+def _response_error() -> type[ollama.ResponseError]:
+    import ollama
+
+    return ollama.ResponseError

@@ -28,7 +28,6 @@ from backend.llm.degenerate import generate_without_loops
 from backend.llm.embedded import EmbeddedBackend
 from backend.llm.manager import GIB, ModelManager
 from backend.llm.ollama_backend import OllamaBackend
-from backend.llm.openai_backend import build_backends
 from backend.llm.roles import ROLES, ModelRole, choose, default_model
 from backend.memory.service import MemoryService
 from backend.protos import Proto
@@ -72,7 +71,7 @@ class PersonaLLM:
                     n_ctx=config.n_ctx,
                     prompt_cache_mb=config.prompt_cache_mb,
                 ),
-                **build_backends(config.openai),
+                **_openai_backends(config.openai),
             }
         self.manager = ModelManager(
             backends,
@@ -435,3 +434,13 @@ def _timings(c: Completion) -> dict[str, float]:
         "generation_ms": round(c.generation_ms, 3),
         "tokens_per_s": round(c.tokens_per_s, 3),
     }
+
+
+def _openai_backends(declared: dict[str, endpoints.OpenAIEndpoint]) -> dict[str, ModelBackend]:
+    """The OpenAI-compatible endpoints' backends; the ``openai`` client (half a second to
+    import) is loaded only when config.toml declares an endpoint."""
+    if not declared:
+        return {}
+    from backend.llm.openai_backend import build_backends
+
+    return build_backends(declared)
