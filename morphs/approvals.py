@@ -14,10 +14,10 @@ from kivy.uix.boxlayout import BoxLayout
 from kivy.uix.button import Button
 from kivy.uix.label import Label
 from kivy.uix.scrollview import ScrollView
-from kivy.uix.textinput import TextInput
 from kivy.utils import escape_markup
 
 from morphs.behaviors import DraggableBehavior
+from morphs.field import Field
 from morphs.panel import ClosableBehavior
 from shared_api.commands import DecideAmendment
 from shared_api.dialogue import ApprovalInfo
@@ -83,7 +83,7 @@ class ApprovalMorph(ClosableBehavior, DraggableBehavior, BoxLayout):
         scroll = ScrollView(do_scroll_x=False)
         scroll.add_widget(self.diff)
         self.add_widget(scroll)
-        self.note = TextInput(
+        self.note = Field(
             hint_text="a note (optional)",
             multiline=False,
             size_hint_y=None,

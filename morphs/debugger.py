@@ -22,11 +22,11 @@ from kivy.uix.gridlayout import GridLayout
 from kivy.uix.label import Label
 from kivy.uix.popup import Popup
 from kivy.uix.scrollview import ScrollView
-from kivy.uix.textinput import TextInput
 from kivy.uix.togglebutton import ToggleButton
 from kivy.utils import escape_markup
 
 from morphs.behaviors import DraggableBehavior
+from morphs.field import Field
 from morphs.graph_view import GraphView
 from morphs.menu import themed_button, themed_popup
 from morphs.panel import ClosableBehavior
@@ -247,7 +247,7 @@ class DebuggerMorph(ClosableBehavior, DraggableBehavior, BoxLayout):
                 height=20,
             )
         )
-        self.editor = TextInput(font_size="11sp", font_name="RobotoMono-Regular")
+        self.editor = Field(font_size="11sp", font_name="RobotoMono-Regular")
         side.add_widget(self.editor)
         side.add_widget(_button("Apply edit (fork)", self.apply_edit, size_hint_y=None, height=ROW))
         return side
@@ -421,8 +421,8 @@ class DebuggerMorph(ClosableBehavior, DraggableBehavior, BoxLayout):
 def ask_goal(on_start: Callable[[str, int], Any], rounds: int = 4) -> Popup:
     """The world menu's "Start a dialogue": a goal and a number of rounds."""
     box = BoxLayout(orientation="vertical", spacing=6, padding=6)
-    goal = TextInput(hint_text="the goal BRICK and ROBIN argue", multiline=True)
-    count = TextInput(
+    goal = Field(hint_text="the goal BRICK and ROBIN argue", multiline=True)
+    count = Field(
         text=str(rounds), multiline=False, size_hint_y=None, height=32, input_filter="int"
     )
     box.add_widget(goal)

@@ -21,6 +21,7 @@ from kivy.uix.scrollview import ScrollView
 from kivy.uix.textinput import TextInput
 
 from morphs.behaviors import DraggableBehavior
+from morphs.field import Field
 from morphs.inspector_tools import ToolsSection, describe_reply
 from morphs.panel import ClosableBehavior
 from shared_api.commands import DefineMethod, SetState
@@ -219,14 +220,14 @@ class InspectorMorph(ClosableBehavior, ToolsSection, DraggableBehavior, BoxLayou
         key = "state:" + (path or "+new")
         row = BoxLayout(size_hint_y=None, height=ROW, spacing=4)
         if new:
-            where = TextInput(
+            where = Field(
                 hint_text="new.path", multiline=False, size_hint_x=0.4, font_size="12sp"
             )
             self.inputs[key + ":path"] = where
             row.add_widget(where)
         else:
             row.add_widget(_label(f"[color=b8c2cc]{path}[/color]", size_hint_x=0.4))
-        field = TextInput(
+        field = Field(
             text="" if new else json.dumps(value),
             multiline=False,
             font_size="12sp",
@@ -246,7 +247,7 @@ class InspectorMorph(ClosableBehavior, ToolsSection, DraggableBehavior, BoxLayou
         key = "method:" + (name or "+new")
         head = BoxLayout(size_hint_y=None, height=ROW, spacing=4)
         if new:
-            field = TextInput(hint_text="method name", multiline=False, font_size="12sp")
+            field = Field(hint_text="method name", multiline=False, font_size="12sp")
             self.inputs[key + ":name"] = field
             head.add_widget(field)
         else:
@@ -255,7 +256,7 @@ class InspectorMorph(ClosableBehavior, ToolsSection, DraggableBehavior, BoxLayou
         button.bind(on_release=lambda _b: self.define_method(key, name or None))
         head.add_widget(button)
         self._body.add_widget(head)
-        editor = TextInput(
+        editor = Field(
             text=source,
             multiline=True,
             size_hint_y=None,

@@ -15,6 +15,7 @@ from kivy.uix.button import Button
 from kivy.uix.label import Label
 from kivy.uix.textinput import TextInput
 
+from morphs.field import Field
 from shared_api.commands import ForgeTool, Invoke, RemoveTool
 from shared_api.errors import ErrorReply
 from shared_api.replies import (
@@ -105,7 +106,7 @@ class ToolsSection:
         self._body.add_widget(
             self._label(f"[color=b8c2cc]{tool.description}\n{attempts_line(tool)}[/color]")
         )
-        code = TextInput(
+        code = Field(
             text=f"{tool.source}\n# tests it passed\n{tool.tests}",
             readonly=True,
             multiline=True,
@@ -121,8 +122,8 @@ class ToolsSection:
     def _entry_row(self, key: str, hints: tuple[str, str], button: str, width: int) -> None:
         """A name field, a value field and a button that acts on ``key``."""
         row = BoxLayout(size_hint_y=None, height=ROW, spacing=4)
-        name = TextInput(hint_text=hints[0], multiline=False, size_hint_x=0.35, font_size="12sp")
-        value = TextInput(hint_text=hints[1], multiline=False, font_size="12sp")
+        name = Field(hint_text=hints[0], multiline=False, size_hint_x=0.35, font_size="12sp")
+        value = Field(hint_text=hints[1], multiline=False, font_size="12sp")
         self.inputs[key + ":name"], self.inputs[key] = name, value
         act = self.call_message if key == "call" else self.forge_tool
         press = Button(text=button, size_hint_x=None, width=width, font_size="12sp")

@@ -18,10 +18,10 @@ from kivy.uix.button import Button
 from kivy.uix.gridlayout import GridLayout
 from kivy.uix.label import Label
 from kivy.uix.scrollview import ScrollView
-from kivy.uix.textinput import TextInput
 from kivy.utils import escape_markup
 
 from morphs.behaviors import DraggableBehavior
+from morphs.field import Field
 from morphs.panel import ClosableBehavior
 from shared_api.commands import (
     Cancel,
@@ -146,7 +146,7 @@ class LearningMorph(ClosableBehavior, DraggableBehavior, BoxLayout):
         self.bind(pos=self._redraw, size=self._redraw)
         head = BoxLayout(size_hint_y=None, height=ROW, spacing=4)
         head.add_widget(_label("[b]Learning[/b]", height=ROW))
-        self.persona_box = TextInput(
+        self.persona_box = Field(
             text=persona, multiline=False, font_size="12sp", size_hint_x=None, width=110
         )
         self.persona_box.bind(on_text_validate=lambda i: self.show_persona(i.text.strip()))
@@ -172,10 +172,10 @@ class LearningMorph(ClosableBehavior, DraggableBehavior, BoxLayout):
         self.rows.bind(minimum_height=self.rows.setter("height"))
         scroll = ScrollView(do_scroll_x=False)
         scroll.add_widget(self.rows)
-        self.prompt_box = TextInput(
+        self.prompt_box = Field(
             hint_text="prompt (user)", font_size="12sp", size_hint_y=None, height=2 * ROW
         )
-        self.reply_box = TextInput(
+        self.reply_box = Field(
             hint_text="ideal answer (assistant)", font_size="12sp", size_hint_y=None, height=2 * ROW
         )
         edit = BoxLayout(size_hint_y=None, height=ROW, spacing=4)

@@ -18,10 +18,10 @@ from kivy.uix.button import Button
 from kivy.uix.gridlayout import GridLayout
 from kivy.uix.label import Label
 from kivy.uix.scrollview import ScrollView
-from kivy.uix.textinput import TextInput
 from kivy.utils import escape_markup
 
 from morphs.behaviors import DraggableBehavior
+from morphs.field import Field
 from morphs.panel import ClosableBehavior
 from shared_api.commands import MemoryStats, SearchMemory
 from shared_api.replies import MemoryHit, MemoryHits, MemoryStatsReply
@@ -135,13 +135,13 @@ class MemoryMorph(ClosableBehavior, DraggableBehavior, BoxLayout):
         self.title = _label("[b]Memory[/b]", height=26)
         self.stats = _label("[color=8899aa]...[/color]", height=22)
         bar = BoxLayout(size_hint_y=None, height=ROW, spacing=4)
-        self.search_box = TextInput(
+        self.search_box = Field(
             hint_text="search everything the personas read and said",
             multiline=False,
             font_size="12sp",
         )
         self.search_box.bind(on_text_validate=lambda _i: self.search())
-        self.persona_box = TextInput(
+        self.persona_box = Field(
             hint_text="persona", multiline=False, font_size="12sp", size_hint_x=None, width=80
         )
         self.persona_box.bind(on_text_validate=lambda _i: self.search())

@@ -21,11 +21,11 @@ from kivy.properties import NumericProperty, ObjectProperty
 from kivy.uix.button import Button
 from kivy.uix.label import Label
 from kivy.uix.scrollview import ScrollView
-from kivy.uix.textinput import TextInput
 from kivy.uix.widget import Widget
 from kivy.utils import escape_markup
 
-from morphs.behaviors import ZOOM_KEYS, DraggableBehavior
+from morphs.behaviors import DraggableBehavior
+from morphs.field import Field
 from ui.store import PersonaModel
 
 CALM = (0.16, 0.20, 0.27)
@@ -64,16 +64,13 @@ def last_answer(conversation: str, name: str) -> str:
     return answer.strip()
 
 
-class AskInput(TextInput):
+class AskInput(Field):
     """The question field: Enter sends, Shift+Enter is a new line, Esc cancels."""
 
     __events__ = ("on_send", "on_escape")
 
     def keyboard_on_key_down(self, window: Any, keycode: Any, text: Any, modifiers: Any) -> bool:
         key = keycode[1] if isinstance(keycode, tuple | list) else keycode
-        code = keycode[0] if isinstance(keycode, tuple | list) else None
-        if "ctrl" in modifiers and code in ZOOM_KEYS:
-            return False  # the workbench's zoom keys
         if key in ("enter", "numpadenter") and "shift" not in modifiers:
             question = str(getattr(self, "text", "")).strip()
             if question:
@@ -84,13 +81,6 @@ class AskInput(TextInput):
             self.dispatch("on_escape")
             return True
         return bool(super().keyboard_on_key_down(window, keycode, text, modifiers))
-
-    def keyboard_on_textinput(self, keyboard: Any, text: str) -> None:
-        from kivy.core.window import Window
-
-        if "ctrl" in Window.modifiers:
-            return  # Ctrl+- and the like are the workbench's keys: they type nothing here
-        super().keyboard_on_textinput(keyboard, text)
 
     def on_send(self, text: str) -> None:
         pass

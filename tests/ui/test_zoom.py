@@ -107,3 +107,32 @@ def test_app_keys_zoom_and_the_layout_keeps_the_zoom(window: Any, tmp_path: Path
     assert app.world.zoom == 1.0 and brick.width == pytest.approx(380)
     assert app._on_key(Window, 61, 0, "=", ["ctrl"])  # Ctrl+=
     assert app.world.zoom == pytest.approx(ZOOM_STEP)
+
+
+def test_every_panel_field_lets_the_zoom_keys_through(window: Any, tmp_path: Path) -> None:
+    """A focused Inspector or Memory field gets the keys first (Kivy calls the focused
+    keyboard first): Ctrl+- must reach the workbench and type nothing into the field."""
+    from kivy.uix.textinput import TextInput
+
+    from morphs.field import Field
+
+    app, _ = an_app(window, tmp_path)
+    app.store.persona("BRICK", "the logician")
+    inspector, memory = app.open_inspector("BRICK", (420, 20)), app.open_memory((100, 400))
+    frames(2)
+    fields = [w for panel in (inspector, memory) for w in panel.walk() if isinstance(w, TextInput)]
+    assert len(fields) >= 3 and all(isinstance(f, Field) for f in fields), fields
+    for field in fields:
+        field.focus, field.text = True, ""
+        if field.keyboard_on_key_down(Window, (45, "-"), None, ["ctrl"]):
+            raise AssertionError(f"{field!r} kept Ctrl+-")
+        Window._modifiers = ["ctrl"]
+        try:
+            field.keyboard_on_textinput(None, "-")  # SDL still sends the "-" as text
+        finally:
+            Window._modifiers = []
+        frames(1)
+        assert field.text == "", field  # typed nothing
+        field.focus = False
+    assert app._on_key(Window, 45, 0, "-", ["ctrl"])  # and the workbench zooms
+    assert app.world.zoom == pytest.approx(1 / ZOOM_STEP)
