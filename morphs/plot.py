@@ -18,6 +18,7 @@ from typing import Any, NamedTuple
 
 from kivy.clock import Clock
 from kivy.graphics import Color, Line, RoundedRectangle
+from kivy.metrics import sp
 from kivy.properties import BooleanProperty, ListProperty, NumericProperty, ObjectProperty
 from kivy.uix.label import Label
 from kivy.uix.relativelayout import RelativeLayout
@@ -54,6 +55,8 @@ AXES_BG = "#1b2230"
 EDGE = "#3a4658"
 TITLE_H = 30
 PAD = 8
+#: The figure's dots per inch at zoom 1; the zoom scales it, and so the plot's text and lines.
+DPI = 100
 RADIUS = 12
 NO_DATA = "no data yet"
 
@@ -141,7 +144,7 @@ class PlotMorph(ClosableBehavior, DraggableBehavior, RelativeLayout):
             size_hint=(None, None),
         )
         self.add_widget(self._title)
-        self._figure = Figure(facecolor=_hex(CALM), dpi=100)
+        self._figure = Figure(facecolor=_hex(CALM), dpi=DPI)
         self._panels: dict[str, _Panel] = {}
         self.metrics = list(metrics)
         self._build_axes()
@@ -163,12 +166,14 @@ class PlotMorph(ClosableBehavior, DraggableBehavior, RelativeLayout):
     # -- layout -----------------------------------------------------------------------------
     def _layout(self, *_: Any) -> bool:
         """Place the children; True when the plot was resized (and so re-rendered)."""
-        w, h = self.width, self.height
+        w, h, z = self.width, self.height, float(self.zoom)
+        pad, title_h = PAD * z, TITLE_H * z
         self._fill.pos, self._fill.size = (0, 0), (w, h)
         self._edge.rounded_rectangle = (0, 0, w, h, RADIUS)
-        self._title.pos, self._title.size = (PAD + 2, h - TITLE_H - 2), (w - 2 * PAD, TITLE_H)
-        self._title.text_size = self._title.size
-        size = (max(1, w - 2 * PAD), max(1, h - TITLE_H - 2 * PAD))
+        self._title.pos = (pad + 2, h - title_h - 2)
+        self._title.size = self._title.text_size = (w - 2 * pad, title_h)
+        self._plot.pos = (pad, pad)
+        size = (max(1, w - 2 * pad), max(1, h - title_h - 2 * pad))
         if tuple(self._plot.size) == size:
             return False
         self._plot.size = size  # the garden canvas re-renders the figure on resize
@@ -235,7 +240,8 @@ class PlotMorph(ClosableBehavior, DraggableBehavior, RelativeLayout):
             panel.show(series)
             calls = max(calls, len(series))
         detail = f"last {calls} calls" if calls else "waiting for the first model call"
-        self._title.text = f"[b]Metrics[/b]  [size=11sp][color=b8c2cc]{detail}[/color][/size]"
+        small = round(sp(11) * float(self.zoom))
+        self._title.text = f"[b]Metrics[/b]  [size={small}][color=b8c2cc]{detail}[/color][/size]"
 
     def on_parent(self, _instance: Any, parent: Any) -> None:
         # The redraw timer runs only while the morph is on a canvas.
@@ -244,6 +250,16 @@ class PlotMorph(ClosableBehavior, DraggableBehavior, RelativeLayout):
         elif parent is None and self._timer is not None:
             self._timer.cancel()
             self._timer = None
+
+    def on_zoom(self, _instance: Any, zoom: float) -> None:
+        """The title, the figure's text and its lines scale with the World's zoom (the World
+        scales the size): the figure keeps its inches and gains dots per inch."""
+        self._title.font_size = sp(14) * zoom
+        self._figure.set_dpi(DPI * zoom)
+        if not self._layout():  # a new size re-renders the figure at the new dpi...
+            w, h = self._plot.size  # ...else it keeps its pixels, in fewer inches
+            self._figure.set_size_inches(w / (DPI * zoom), h / (DPI * zoom), forward=False)
+        self._mark_dirty()  # the title's markup, and the figure at the next tick
 
     def _maybe_redraw(self, _dt: float) -> None:
         if self.dirty and self.get_root_window() is not None:

@@ -136,3 +136,40 @@ def test_every_panel_field_lets_the_zoom_keys_through(window: Any, tmp_path: Pat
         field.focus = False
     assert app._on_key(Window, 45, 0, "-", ["ctrl"])  # and the workbench zooms
     assert app.world.zoom == pytest.approx(1 / ZOOM_STEP)
+
+
+def test_a_plot_s_text_and_lines_scale_with_the_zoom(window: Any) -> None:
+    from morphs.plot import DPI, PlotMorph
+
+    store = WorkbenchStore()
+    store.metrics = {"tokens_per_s": [10.0, 12.0, 11.0], "ttft_ms": [200.0, 180.0, 190.0]}
+    world = World(size_hint=(None, None), size=window.size)
+    plot = PlotMorph(store, pos=(100, 100))
+    world.add_widget(plot)
+    window.add_widget(world)
+    frames(2)
+    plot.redraw()
+
+    def text_heights() -> tuple[float, float]:
+        renderer = plot._figure.canvas.get_renderer()
+        tick = plot._figure.axes[0].yaxis.get_ticklabels()[0]
+        return tick.get_window_extent(renderer).height, plot._title.texture_size[1]
+
+    tick, title = text_heights()
+    world.zoom_in()
+    frames(3)
+    plot.redraw()
+    assert plot.zoom == pytest.approx(ZOOM_STEP) and plot._figure.dpi == pytest.approx(
+        DPI * ZOOM_STEP
+    )
+    assert tuple(plot.size) == pytest.approx((360 * ZOOM_STEP, 300 * ZOOM_STEP))
+    zoomed_tick, zoomed_title = text_heights()
+    assert zoomed_tick > tick * 1.15 and zoomed_title > title * 1.15  # the text grew with it
+    # the figure fills the plot at the new dpi: its inches times dpi are the widget's pixels
+    w, h = plot._plot.size
+    assert plot._figure.get_size_inches() * plot._figure.dpi == pytest.approx((w, h), abs=1)
+    screenshot("ui-plot-zoomed-in")
+    world.zoom_to(1.0)
+    frames(3)
+    plot.redraw()
+    assert text_heights()[0] == pytest.approx(tick, rel=0.05)
