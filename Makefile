@@ -56,6 +56,7 @@ run: $(VENV)/.synced $(if $(filter 1,$(REMOTE)),,models)
 
 lint: $(VENV)/.synced
 	$(VENV)/bin/ruff check .
+	$(VENV)/bin/ruff format --check .
 
 typecheck: $(VENV)/.synced
 	$(VENV)/bin/mypy

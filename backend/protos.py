@@ -215,8 +215,7 @@ class Proto:
         unknown = sorted(set(args) - set(tool.params))
         if unknown:
             raise InvalidValueError(
-                f"Bad arguments for {self.name}.{tool.signature}: unexpected "
-                f"{', '.join(unknown)}.",
+                f"Bad arguments for {self.name}.{tool.signature}: unexpected {', '.join(unknown)}.",
                 method=tool.name,
             )
         return Proto.tool_runner.call(self.name, tool, args).result

@@ -93,8 +93,7 @@ class TwoLabelPersonaMorph(PersonaMorph):
         if hasattr(self, "_meta"):
             colour = STATUS_COLOURS.get(m.status, "ffffff")
             self._meta.text = (
-                f"[color={colour}]{m.status}[/color]  [color=8899aa]{m.model or 'model: ?'}"
-                "[/color]"
+                f"[color={colour}]{m.status}[/color]  [color=8899aa]{m.model or 'model: ?'}[/color]"
             )
 
 

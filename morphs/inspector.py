@@ -220,9 +220,7 @@ class InspectorMorph(ClosableBehavior, ToolsSection, DraggableBehavior, BoxLayou
         key = "state:" + (path or "+new")
         row = BoxLayout(size_hint_y=None, height=ROW, spacing=4)
         if new:
-            where = Field(
-                hint_text="new.path", multiline=False, size_hint_x=0.4, font_size="12sp"
-            )
+            where = Field(hint_text="new.path", multiline=False, size_hint_x=0.4, font_size="12sp")
             self.inputs[key + ":path"] = where
             row.add_widget(where)
         else:

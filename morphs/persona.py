@@ -160,9 +160,7 @@ class PersonaMorph(DraggableBehavior, Widget):
             size_hint_y=None,
         )
         self._talk.bind(texture_size=self._talk_height)
-        self._scroll = ScrollView(
-            do_scroll_x=False, bar_width=6, scroll_type=["bars"], scroll_y=0
-        )
+        self._scroll = ScrollView(do_scroll_x=False, bar_width=6, scroll_type=["bars"], scroll_y=0)
         self._scroll.add_widget(self._talk)
         self.input = AskInput(
             hint_text=f"ask {model.name}  (Enter sends, Shift+Enter: new line, Esc: cancel)",

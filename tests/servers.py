@@ -109,15 +109,38 @@ def start_postgres(
         as_user = ["runuser", "-u", "postgres", "--"]
     port = free_port()
     subprocess.run(
-        [*as_user, str(PG_BIN / "initdb"), "-D", str(data), "-U", "postgres", "-A", "trust",
-         "--no-sync", "-E", "UTF8"],
+        [
+            *as_user,
+            str(PG_BIN / "initdb"),
+            "-D",
+            str(data),
+            "-U",
+            "postgres",
+            "-A",
+            "trust",
+            "--no-sync",
+            "-E",
+            "UTF8",
+        ],
         check=True,
         capture_output=True,
     )
-    options = f"-c listen_addresses=127.0.0.1 -p {port} -k {data} -c fsync={'on' if fsync else 'off'}"
+    options = (
+        f"-c listen_addresses=127.0.0.1 -p {port} -k {data} -c fsync={'on' if fsync else 'off'}"
+    )
     subprocess.run(
-        [*as_user, str(PG_BIN / "pg_ctl"), "-D", str(data), "-l", str(data / "log"), "-w",
-         "-o", options, "start"],
+        [
+            *as_user,
+            str(PG_BIN / "pg_ctl"),
+            "-D",
+            str(data),
+            "-l",
+            str(data / "log"),
+            "-w",
+            "-o",
+            options,
+            "start",
+        ],
         check=True,
         capture_output=True,
     )
@@ -342,9 +365,7 @@ def start_llama_server(directory: Path, key: str = LLAMA_KEY) -> LlamaServer:
     env = {**os.environ, "OMP_WAIT_POLICY": "PASSIVE"}
     root = Path(__file__).resolve().parent.parent
     with open(log, "wb") as out:
-        proc = subprocess.Popen(
-            command, stdout=out, stderr=subprocess.STDOUT, env=env, cwd=root
-        )
+        proc = subprocess.Popen(command, stdout=out, stderr=subprocess.STDOUT, env=env, cwd=root)
     base = f"http://127.0.0.1:{port}"
 
     def healthy() -> bool:

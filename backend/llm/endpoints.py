@@ -82,4 +82,3 @@ def parse_reference(reference: str, endpoints: dict[str, OpenAIEndpoint]) -> tup
 
 def is_reference(reference: str) -> bool:
     return reference.startswith(PREFIX)
-

@@ -48,9 +48,7 @@ class Scenario:
         """How often ``persona`` was asked for its turn of round ``round_`` (a dialogue
         resumed from its checkpoint never asks a checkpointed turn again)."""
         with self.lock:
-            return sum(
-                1 for p, text in self.calls if p == persona and f"Round {round_} of" in text
-            )
+            return sum(1 for p, text in self.calls if p == persona and f"Round {round_} of" in text)
 
     def reply(self, persona: str, prompt: str) -> str:
         with self.lock:

@@ -150,7 +150,10 @@ class _Handler(BaseHTTPRequestHandler):
                     time.sleep(st.token_delay_s)
                     chunk = {
                         "model": model,
-                        "message": {"role": "assistant", "content": w if script is not None else w + " "},
+                        "message": {
+                            "role": "assistant",
+                            "content": w if script is not None else w + " ",
+                        },
                         "done": False,
                     }
                     self.wfile.write((json.dumps(chunk) + "\n").encode())
@@ -159,7 +162,9 @@ class _Handler(BaseHTTPRequestHandler):
                 self.wfile.write((json.dumps(final) + "\n").encode())
             else:
                 final = self._final(model, words, load_ns, limit)
-                final["message"]["content"] = "".join(words) if script is not None else " ".join(words)
+                final["message"]["content"] = (
+                    "".join(words) if script is not None else " ".join(words)
+                )
                 if body.get("logprobs"):
                     final["logprobs"] = self._logprobs(body)
                 self._json(200, final)

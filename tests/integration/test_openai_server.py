@@ -47,7 +47,11 @@ def key(monkeypatch: pytest.MonkeyPatch, llama_server: LlamaServer) -> str:
 def ask(manager: ModelManager, model: str = "smollm2", **kwargs: object) -> object:
     params = GenerationParams(max_tokens=int(kwargs.pop("max_tokens", 12)))  # type: ignore[call-overload]
     return manager.generate(
-        backend="openai:local", model=model, messages=QUESTION, params=params, **kwargs  # type: ignore[arg-type]
+        backend="openai:local",
+        model=model,
+        messages=QUESTION,
+        params=params,
+        **kwargs,  # type: ignore[arg-type]
     )
 
 

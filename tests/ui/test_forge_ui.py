@@ -130,6 +130,9 @@ def test_long_operations_show_in_the_store_until_done() -> None:
     store = WorkbenchStore()
     store.apply(Progress(op="forge", op_id="f1", fraction=0.34, message="add: [1/3] writing"))
     store.apply(Progress(op="image_save", op_id="s1", fraction=0.5, message="serialize"))
-    assert store.progress == {"f1": "forge 34% add: [1/3] writing", "s1": "image save 50% serialize"}
+    assert store.progress == {
+        "f1": "forge 34% add: [1/3] writing",
+        "s1": "image save 50% serialize",
+    }
     store.apply(Progress(op="forge", op_id="f1", fraction=1.0, message="attached", done=True))
     assert list(store.progress) == ["s1"]

@@ -48,7 +48,10 @@ def test_by_default_every_role_uses_the_capable_model(cache: Path) -> None:
             "default",
         )
         assert ref is not None and ref.path == cache / QWEN_CODER_1_5B.file
-        assert chosen.reason.startswith(f"{role}: ") and "the default model (built in)" in chosen.reason
+        assert (
+            chosen.reason.startswith(f"{role}: ")
+            and "the default model (built in)" in chosen.reason
+        )
         assert f"Ollama unreachable at {HOST}" in chosen.reason
 
 
