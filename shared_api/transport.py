@@ -18,6 +18,7 @@ dropped and counted.
 
 from __future__ import annotations
 
+import contextlib
 import logging
 import os
 import shutil
@@ -387,6 +388,10 @@ class ServerSockets:
         if self.auth is not None:
             self.auth.stop()
         self.context.term()
+        for endpoint in (self.request_endpoint, self.event_endpoint):
+            if endpoint.startswith("ipc://"):  # libzmq unlinks them late or, at exit, never
+                with contextlib.suppress(FileNotFoundError):
+                    os.unlink(endpoint.removeprefix("ipc://"))
 
 
 #: How often a CURVE client waiting for a reply looks at its handshake's outcome.

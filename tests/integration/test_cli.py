@@ -112,3 +112,15 @@ def test_unusable_document_paths_are_typed_one_line_errors(
         reply = json.loads(done.stdout)
         assert reply["code"] == "document_rejected" and reason in reply["message"], reply
         assert "\n" not in reply["message"] and reply["traceback"] is None
+
+
+def test_a_stopped_backend_leaves_no_socket_files(tmp_path: Path) -> None:
+    home = tmp_path / "home"
+    backend = BackendProcess(home)
+    backend.start()
+    try:
+        run = home / "run"
+        assert {p.name for p in run.glob("*.sock")} == {"requests.sock", "events.sock"}
+    finally:
+        assert backend.stop() == 0
+    assert list(run.glob("*.sock")) == [], "a graceful stop unlinks its ipc sockets"
