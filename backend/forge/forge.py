@@ -46,6 +46,7 @@ from backend.forge.program import (
     signature,
 )
 from backend.forge.prompts import (
+    anew_prompt,
     clip,
     examples_prompt,
     probe_retry_prompt,
@@ -326,11 +327,11 @@ class ToolForge:
         parsed = self._prepare(job, number, replies, bool(examples))
         trial = self._try(job, number, sandbox, parsed, checks)
         if count > 1 and (trial is None or trial.winner is None or trial.missed is not None):
-            more = f"{author} writes {count - 1} more candidate(s) of {job.name}"
-            self._progress(job, number, "writing", more)
-            extra = [
-                self._write(job, author, selection, prompt, number, i) for i in range(1, count)
-            ]
+            failed = trial.feedback if trial is not None and trial.winner is None else ""
+            fresh = anew_prompt(
+                job.name, job.description, texts, shape, failed or _last_failure(job)
+            )
+            extra = self._sampled(job, number, author, selection, fresh)
             parsed += self._prepare(job, number, extra, bool(examples), first=2)
             replies += extra
             trial = self._try(job, number, sandbox, parsed, checks)
@@ -414,6 +415,15 @@ class ToolForge:
     def _check_cancel(self, job: ForgeJob) -> None:
         if job.cancel.is_set():
             raise CancelledError(f"The forge of {job.name} was cancelled.")
+
+    def _sampled(
+        self, job: ForgeJob, number: int, author: str, selection: ModelSelection, prompt: str
+    ) -> list[str]:
+        """The attempt's ``candidates - 1`` sampled candidates, written from ``prompt``."""
+        count = self.config.candidates
+        more = f"{author} writes {count - 1} more candidate(s) of {job.name}"
+        self._progress(job, number, "writing", more)
+        return [self._write(job, author, selection, prompt, number, i) for i in range(1, count)]
 
     def _write(
         self,
@@ -636,3 +646,9 @@ class ToolForge:
             for event in self._forges.values():
                 event.set()
         self._pool.shutdown(wait=True, cancel_futures=True)
+
+
+def _last_failure(job: ForgeJob) -> str:
+    """What the last attempt failed on ("" when none failed, or it passed the examples)."""
+    last = job.attempts[-1] if job.attempts else None
+    return last.feedback if last is not None and not last.passed else ""

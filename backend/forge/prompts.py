@@ -72,6 +72,21 @@ def retry_prompt(
     )
 
 
+def anew_prompt(
+    name: str, description: str, examples: list[str], signature: str, failure: str
+) -> str:
+    """For the sampled candidates: the task without the previous code. Shown its own code, a
+    small model copies it: all candidates of a retry came out the same (measured), so they
+    write from the description, told only what went wrong before."""
+    prompt = task_prompt(name, description, examples, signature)
+    if failure:
+        prompt += (
+            f"\n\nAn earlier version failed:\n{clip(failure, 600)}\n"
+            "Write the function anew from the description; do not repeat that mistake."
+        )
+    return prompt
+
+
 def probe_retry_prompt(
     name: str,
     description: str,

@@ -182,6 +182,11 @@ def test_best_of_n_greedy_first_then_every_candidate_in_one_sandbox_run(
         assert [o.passed for o in outcomes] == [False, True, False]
         assert outcomes[0].got == "-1" and finished.tool.provenance.winner == (1, 2)
         assert finished.tool.provenance.candidates_tried == 3
+        # the sampled ones write anew: told what the greedy one got wrong, not shown its code
+        # (shown it, a small model copied it into every sample)
+        for sampled in w.model.prompts[1:3]:
+            assert "An earlier version failed" in sampled and "it returned -1" in sampled
+            assert "return a - b" not in sampled
     finally:
         w.close()
     w = build(tmp_path / "settled", bubblewrap, candidates=3)
