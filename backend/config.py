@@ -202,6 +202,14 @@ class ForgeConfig(BaseModel):
     candidates: int = Field(
         default=3, ge=1, le=10, description="candidates sampled per attempt (best-of-n)"
     )
+    retry_candidates: int = Field(
+        default=5,
+        ge=0,
+        le=10,
+        description="candidates per attempt after one in which none passed, or the one that "
+        "passed missed a proposed check (the greedy one has failed: more samples); 0: as many "
+        "as `candidates`",
+    )
     probes: bool = Field(
         default=True,
         description="beside given examples, the author proposes more checks that choose "

@@ -204,8 +204,11 @@ class PersonaMorph(DraggableBehavior, Widget):
             return
         self.shown = shown
         if not shown:
+            _Pulse.leave(self)
             self.glow = 0.0
             return
+        if self.model.busy:
+            _Pulse.join(self)
         stale, self._stale = self._stale, set()
         if "layout" in stale:
             self._layout()
@@ -294,7 +297,7 @@ class PersonaMorph(DraggableBehavior, Widget):
         self._fill_colour.rgb = dissonance_colour(self.model.dissonance)
 
     def _on_busy(self, _model: Any, busy: bool) -> None:
-        if busy:
+        if busy and self.shown:  # hidden, it joins when shown again (``set_shown``)
             _Pulse.join(self)
         else:
             _Pulse.leave(self)

@@ -63,8 +63,10 @@ class World(Widget):
         #: Persona morphs whose canvas is out of the draw tree (off-screen).
         self._hidden: set[PersonaMorph] = set()
         self._view = (0.0, 0.0, 0.0, 0.0)
+        #: Taken off its parent: nothing of it drawn or updated (``_park``).
+        self._parked = False
         self._cull_all_soon = Clock.create_trigger(lambda _dt: self.cull_all(), -1)
-        self.bind(pos=self._view_changed, size=self._view_changed, parent=self._view_changed)
+        self.bind(pos=self._view_changed, size=self._view_changed, parent=self._parent_changed)
         self.bind(cull_offscreen=self._view_changed)
         Window.bind(size=self._view_changed)
 
@@ -140,6 +142,21 @@ class World(Widget):
     def _view_changed(self, *_: Any) -> None:
         self._cull_all_soon()
 
+    def _parent_changed(self, *_: Any) -> None:
+        self._parked = self.parent is None
+        if self._parked:
+            self._park()
+        else:
+            self._cull_all_soon()
+
+    def _park(self) -> None:
+        """Taken off the window: none of its persona morphs is drawn or updated (no glow, no
+        text refresh) until it is back. A removed World otherwise lived on until a full garbage
+        collection, its morphs still pulsing at every tick (measured: 142 of them, making the
+        next frames slower)."""
+        for morph in self.persona_morphs():
+            self._cull_one(morph)
+
     def visible_area(self) -> tuple[float, float, float, float]:
         """(left, bottom, right, top) of the window, in the morphs' coordinates."""
         left, bottom = self.to_widget(0, 0)
@@ -160,11 +177,14 @@ class World(Widget):
             return
         left, bottom, right, top = self._view
         margin = 8  # the glow
-        shown = not self.cull_offscreen or (
-            morph.x - margin < right
-            and morph.right + margin > left
-            and morph.y - margin < top
-            and morph.top + margin > bottom
+        shown = not self._parked and (
+            not self.cull_offscreen
+            or (
+                morph.x - margin < right
+                and morph.right + margin > left
+                and morph.y - margin < top
+                and morph.top + margin > bottom
+            )
         )
         if shown and morph in self._hidden:
             self._hidden.discard(morph)

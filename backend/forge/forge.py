@@ -115,6 +115,8 @@ class ForgeJob:
     probes: list[str] = field(default_factory=list)
     #: Candidates written over all attempts.
     tried: int = 0
+    #: The last attempt's winner missed this proposed check: (the check, what came out).
+    missed: tuple[str, str] | None = None
 
 
 class ToolForge:
@@ -294,6 +296,7 @@ class ToolForge:
                 best = choice
             if best is not None and (best.missed is None or number == job.attempts_max):
                 break
+            job.missed = choice.missed if choice is not None else None
             if choice is not None and choice.missed is not None:  # one more try at the probe
                 code = choice.candidate.source
                 prompt = probe_retry_prompt(job.name, job.description, texts, code, choice.missed,
@@ -319,7 +322,7 @@ class ToolForge:
         any passed, and the prompt for the next attempt."""
         self._check_cancel(job)
         examples, probes = checks
-        count, texts = self.config.candidates, [e.text for e in examples]
+        count, texts = self._count(number), [e.text for e in examples]
         shape = signature(job.name, examples)
         self._progress(job, number, "writing", f"{author} writes {job.name} (attempt {number})")
         started = time.perf_counter()
@@ -331,7 +334,7 @@ class ToolForge:
             fresh = anew_prompt(
                 job.name, job.description, texts, shape, failed or _last_failure(job)
             )
-            extra = self._sampled(job, number, author, selection, fresh)
+            extra = self._sampled(job, number, author, selection, fresh, count - 1)
             parsed += self._prepare(job, number, extra, bool(examples), first=2)
             replies += extra
             trial = self._try(job, number, sandbox, parsed, checks)
@@ -416,14 +419,27 @@ class ToolForge:
         if job.cancel.is_set():
             raise CancelledError(f"The forge of {job.name} was cancelled.")
 
+    def _count(self, number: int) -> int:
+        """Candidates in attempt ``number``: after the first, the greedy one has already
+        failed (or missed a check), so ``retry_candidates`` when set: more samples, more
+        chances that one of them gets the case right."""
+        if number == 1 or not self.config.retry_candidates:
+            return self.config.candidates
+        return self.config.retry_candidates
+
     def _sampled(
-        self, job: ForgeJob, number: int, author: str, selection: ModelSelection, prompt: str
+        self,
+        job: ForgeJob,
+        number: int,
+        author: str,
+        selection: ModelSelection,
+        prompt: str,
+        count: int,
     ) -> list[str]:
-        """The attempt's ``candidates - 1`` sampled candidates, written from ``prompt``."""
-        count = self.config.candidates
-        more = f"{author} writes {count - 1} more candidate(s) of {job.name}"
+        """The attempt's ``count`` sampled candidates, written from ``prompt``."""
+        more = f"{author} writes {count} more candidate(s) of {job.name}"
         self._progress(job, number, "writing", more)
-        return [self._write(job, author, selection, prompt, number, i) for i in range(1, count)]
+        return [self._write(job, author, selection, prompt, number, i) for i in range(1, count + 1)]
 
     def _write(
         self,
@@ -649,6 +665,15 @@ class ToolForge:
 
 
 def _last_failure(job: ForgeJob) -> str:
-    """What the last attempt failed on ("" when none failed, or it passed the examples)."""
+    """What the last attempt got wrong: the example it failed, or the proposed check its
+    winner missed ("" when there is none)."""
     last = job.attempts[-1] if job.attempts else None
-    return last.feedback if last is not None and not last.passed else ""
+    if last is not None and not last.passed:
+        return last.feedback
+    if job.missed is not None:
+        check, got = job.missed
+        return (
+            f"It passed the examples, but for the proposed check `{check}` it gave {got}. "
+            "That check may itself be wrong: follow the description."
+        )
+    return ""

@@ -24,7 +24,7 @@ ARTIFACTS = Path(__file__).resolve().parents[2] / "artifacts"
 def test_embedded_model_forges_a_working_tool(
     tmp_path: Path, bubblewrap: SecureCodeExecutor, capable_model: Path
 ) -> None:
-    config = ForgeConfig(max_attempts=2, max_tokens=160, candidates=1)
+    config = ForgeConfig(max_attempts=2, max_tokens=160, candidates=1, retry_candidates=0)
     with capable_forge(tmp_path, capable_model, bubblewrap, config) as (runtime, forge):
         finished = forge.forge(
             "BRICK", "add_numbers", "return the sum of a and b", ["add_numbers(a=2, b=3) == 5"],

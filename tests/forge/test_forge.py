@@ -50,7 +50,9 @@ def build(root: Path, sandbox: SecureCodeExecutor, **forge: object) -> World:
     model = ScriptedModel()
     unreachable = OllamaBackend("http://127.0.0.1:9", 1.0)
     llm = PersonaLLM(runtime, ModelsConfig(), bus, {"ollama": unreachable, "embedded": model})
-    config = ForgeConfig.model_validate({"candidates": 1, "probes": False, **forge})
+    config = ForgeConfig.model_validate(
+        {"candidates": 1, "retry_candidates": 0, "probes": False, **forge}
+    )
     tool_forge = ToolForge(runtime, llm, bus, config, sandbox)
     Proto.llm, Proto.tool_runner = llm, tool_forge
     runtime.on_does_not_understand = tool_forge.on_does_not_understand
@@ -199,6 +201,28 @@ def test_best_of_n_greedy_first_then_every_candidate_in_one_sandbox_run(
         w.close()
 
 
+def test_an_attempt_after_a_failed_one_samples_retry_candidates(
+    tmp_path: Path, bubblewrap: SecureCodeExecutor
+) -> None:
+    """The greedy candidate of attempt 1 and its samples all failed: attempt 2 writes
+    ``retry_candidates`` (greedy, from the retry prompt, and 3 sampled anew), all in one run."""
+    w = build(tmp_path, bubblewrap, candidates=2, retry_candidates=4)
+    try:
+        w.model.script(WRONG, WRONG, WRONG, WRONG, WRONG, RIGHT)
+        finished = forge(w)
+        assert finished.outcome == "attached" and finished.tool is not None
+        first, second = finished.attempts
+        assert len(first.candidates) == 2 and len(second.candidates) == 4
+        assert [o.passed for o in second.candidates] == [False, False, False, True]
+        assert finished.tool.provenance.winner == (2, 4)
+        assert finished.tool.provenance.candidates_tried == 6
+        assert "Your previous attempt was" in w.model.prompts[2]  # attempt 2's greedy one
+        for sampled in w.model.prompts[3:6]:
+            assert "An earlier version failed" in sampled and "return a - b" not in sampled
+    finally:
+        w.close()
+
+
 def test_without_examples_the_author_proposes_them_first(world: World) -> None:
     proposal = '{"examples": ["add_numbers(a=2, b=2) == 4", "not an example ("]}'
     world.model.script(proposal, WRONG, RIGHT)
@@ -280,6 +304,25 @@ def test_a_missed_probe_buys_one_more_attempt_and_the_best_is_attached(
         finished = forge(w, attempts=2)
         assert finished.tool is not None and finished.tool.provenance.winner == (1, 1)
         assert "return 3 if" in finished.tool.source
+    finally:
+        w.close()
+
+
+def test_after_a_missed_probe_the_samples_are_told_what_it_gave(
+    tmp_path: Path, bubblewrap: SecureCodeExecutor
+) -> None:
+    """Attempt 1's winner missed a probe; attempt 2's greedy one misses it too, so samples
+    are written anew: told the check and what came out, warned it may be wrong, no code."""
+    probe = '{"examples": ["add_numbers(a=0, b=5) == 5"]}'
+    w = build(tmp_path, bubblewrap, candidates=2, probes=True)
+    try:
+        w.model.script(probe, ONLY_GIVEN, ONLY_GIVEN, ONLY_GIVEN, RIGHT)
+        finished = forge(w, attempts=2)
+        assert finished.tool is not None and finished.tool.provenance.winner == (2, 2)
+        sampled = w.model.prompts[4]
+        assert "for the proposed check `add_numbers(a=0, b=5) == 5` it gave 0" in sampled
+        assert "may itself be wrong" in sampled and "return 3 if" not in sampled
+        assert "proposed check" not in w.model.prompts[2]  # attempt 1: nothing missed yet
     finally:
         w.close()
 

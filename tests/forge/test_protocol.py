@@ -55,7 +55,7 @@ def backend(home: Path, fake: FakeOllama, runtimes: dict[str, Runtime]) -> Itera
         require(runtimes["bubblewrap"])  # the backend needs one real sandbox
     home.mkdir(parents=True, exist_ok=True)
     (home / "config.toml").write_text(
-        f'[models]\nollama_host = "{fake.host}"\n\n[forge]\ncandidates = 1\nprobes = false\n'
+        f'[models]\nollama_host = "{fake.host}"\n\n[forge]\ncandidates = 1\nretry_candidates = 0\nprobes = false\n'
     )
     proc = BackendProcess(home)
     proc.start()

@@ -99,7 +99,9 @@ def test_forge_from_the_inspector_against_a_real_backend(window: Any, tmp_path: 
         # no examples given: BRICK first proposes them, then writes one candidate an attempt;
         # the wrong one fails the proposed example (2 - 3 returned -1)
         fake.script('{"examples": ["add_numbers(a=2, b=3) == 5"]}', WRONG, RIGHT)
-        app = start_app(window, tmp_path / "home", fake.host, "[forge]\ncandidates = 1\n")
+        app = start_app(
+            window, tmp_path / "home", fake.host, "[forge]\ncandidates = 1\nretry_candidates = 0\n"
+        )
         try:
             inspector = app.open_inspector("ROBIN", (420, 20))
             inspector.size = (520, 700)

@@ -226,3 +226,30 @@ def test_a_morph_off_screen_is_neither_drawn_nor_updated_and_catches_up(window: 
     assert near.shown and not far.shown
     world.remove_widget(far)  # removing a hidden morph is safe, and it is shown again
     assert far.parent is None and far.shown
+
+
+def test_a_world_taken_off_the_window_stops_its_morphs_until_it_is_back(window: Any) -> None:
+    """A removed World lives on until a full garbage collection (Kivy's TextInput keeps its
+    last instance): its morphs must not keep pulsing and refreshing meanwhile."""
+    from morphs.persona import _Pulse
+
+    store = WorkbenchStore()
+    world, morphs = world_with(window, store, "BRICK")
+    morph = morphs["BRICK"]
+    store.apply(PersonaStatus(proto="BRICK", status="streaming"))
+    settle(0.2)
+    assert morph in _Pulse.morphs and morph.glow > 0
+    window.remove_widget(world)
+    frames(2)
+    assert not morph.shown and morph not in _Pulse.morphs and morph.glow == 0
+    header = morph._header.text
+    store.apply(PersonaStatus(proto="BRICK", status="loading"))
+    settle(0.3)
+    assert morph._header.text == header and morph.glow == 0  # neither refreshed nor pulsing
+    window.add_widget(world)
+    frames(2)
+    assert morph.shown and morph.canvas in world.canvas.children
+    assert "loading" in morph._header.text  # caught up at once
+    settle(0.2)
+    assert morph in _Pulse.morphs and morph.glow > 0
+    window.remove_widget(world)
