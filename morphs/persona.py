@@ -89,6 +89,20 @@ class AskInput(Field):
         pass
 
 
+class TalkScroll(ScrollView):
+    """The conversation's scroll view, whose bar turns inactive at once.
+
+    Kivy's ScrollView fades its bar with an ``Animation`` half a second after every scroll,
+    move or resize. A World opened, zoomed or scrolled moves every morph at once, and each
+    morph's fade then updates its canvas on every frame for half a second: with 200 morphs,
+    most of those frames' Python time (measured). No fade, no per-frame work."""
+
+    def _bind_inactive_bar_color(self, *_: Any) -> None:
+        self.funbind("bar_color", self._change_bar_color)
+        self.fbind("bar_inactive_color", self._change_bar_color)
+        self._bar_color = self.bar_inactive_color
+
+
 class PersonaMorph(DraggableBehavior, Widget):
     model: PersonaModel = ObjectProperty(None, rebind=True)
     #: 0..1 glow strength, animated while ``model.busy``.
@@ -160,7 +174,7 @@ class PersonaMorph(DraggableBehavior, Widget):
             size_hint_y=None,
         )
         self._talk.bind(texture_size=self._talk_height)
-        self._scroll = ScrollView(do_scroll_x=False, bar_width=6, scroll_type=["bars"], scroll_y=0)
+        self._scroll = TalkScroll(do_scroll_x=False, bar_width=6, scroll_type=["bars"], scroll_y=0)
         self._scroll.add_widget(self._talk)
         self.input = AskInput(
             hint_text=f"ask {model.name}  (Enter sends, Shift+Enter: new line, Esc: cancel)",

@@ -253,3 +253,23 @@ def test_a_world_taken_off_the_window_stops_its_morphs_until_it_is_back(window: 
     settle(0.2)
     assert morph in _Pulse.morphs and morph.glow > 0
     window.remove_widget(world)
+
+
+def test_moving_the_morphs_starts_no_scroll_bar_animations(window: Any) -> None:
+    """Kivy fades a ScrollView's bar with an Animation after every move; a World zoomed or
+    opened with many morphs would animate every one of them for half a second."""
+    from kivy.animation import Animation
+
+    store = WorkbenchStore()
+    world, morphs = world_with(window, store, "BRICK", "ROBIN")
+    store.apply(
+        PersonaReply(request_id="r1", proto="BRICK", text="line\n" * 40, stop_reason="stop")
+    )
+    for morph in morphs.values():
+        morph.pos = (morph.x + 30, morph.y + 10)
+    settle(0.7)  # past Kivy's half-second delay before the fade
+    scrolls = {m._scroll.uid for m in morphs.values()}
+    assert not [a for a in Animation._instances if scrolls & set(a._widgets)]
+    for morph in morphs.values():  # the bar has turned inactive, at once
+        assert tuple(morph._scroll._bar_color) == tuple(morph._scroll.bar_inactive_color)
+    window.remove_widget(world)
