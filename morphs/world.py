@@ -63,7 +63,7 @@ class World(Widget):
         #: Persona morphs whose canvas is out of the draw tree (off-screen).
         self._hidden: set[PersonaMorph] = set()
         self._view = (0.0, 0.0, 0.0, 0.0)
-        #: Taken off its parent: nothing of it drawn or updated (``_park``).
+        #: Taken off its parent: nothing of it drawn or updated (``_parent_changed``).
         self._parked = False
         self._cull_all_soon = Clock.create_trigger(lambda _dt: self.cull_all(), -1)
         self.bind(pos=self._view_changed, size=self._view_changed, parent=self._parent_changed)
@@ -143,19 +143,15 @@ class World(Widget):
         self._cull_all_soon()
 
     def _parent_changed(self, *_: Any) -> None:
+        """Taken off its parent, the World parks: none of its persona morphs is drawn or
+        updated (no glow, no text refresh) until it is back. A removed World otherwise lived
+        on until a full garbage collection, its morphs still pulsing at every tick (measured:
+        142 of them, making the next frames slower)."""
         self._parked = self.parent is None
         if self._parked:
-            self._park()
+            self.cull_all()  # every morph hidden: ``_cull_one`` shows none while parked
         else:
             self._cull_all_soon()
-
-    def _park(self) -> None:
-        """Taken off the window: none of its persona morphs is drawn or updated (no glow, no
-        text refresh) until it is back. A removed World otherwise lived on until a full garbage
-        collection, its morphs still pulsing at every tick (measured: 142 of them, making the
-        next frames slower)."""
-        for morph in self.persona_morphs():
-            self._cull_one(morph)
 
     def visible_area(self) -> tuple[float, float, float, float]:
         """(left, bottom, right, top) of the window, in the morphs' coordinates."""

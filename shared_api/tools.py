@@ -35,6 +35,9 @@ class CandidateOutcome(BaseModel):
     #: The first example it failed, and what came out ("" when it passed or was refused).
     failed_example: str = ""
     got: str = ""
+    #: Where what came out first departs from the expected value, e.g. "character 0:
+    #: expected 'h', got 'H'" ("" when not told apart further).
+    differs: str = ""
     #: The author's proposed checks it agreed with, of how many (they only choose among
     #: candidates that passed every given example; they never decide alone).
     probes_passed: int = 0

@@ -348,6 +348,32 @@ def shown(value):
     text = repr(value)
     return text if len(text) <= 300 else text[:300] + "..."
 
+def number(value):
+    return isinstance(value, (int, float)) and not isinstance(value, bool)
+
+def differ(got, want):
+    # where the result first departs from the expected value, in words
+    if type(got) is not type(want) and not (number(got) and number(want)):
+        return "expected type " + type(want).__name__ + ", got " + type(got).__name__
+    if isinstance(want, (str, list, tuple)):
+        for i, (a, b) in enumerate(zip(got, want)):
+            if not same(a, b):
+                where = "character" if isinstance(want, str) else "item"
+                return where + " " + str(i) + ": expected " + shown(b) + ", got " + shown(a)
+        if len(got) != len(want):
+            return "expected length " + str(len(want)) + ", got " + str(len(got))
+    if isinstance(want, dict):
+        missing = [k for k in want if k not in got]
+        extra = [k for k in got if k not in want]
+        if missing or extra:
+            return "; ".join(([("keys missing: " + shown(missing))] if missing else [])
+                             + ([("keys not expected: " + shown(extra))] if extra else []))
+        for key in want:
+            if not same(got[key], want[key]):
+                return ("at key " + shown(key) + ": expected " + shown(want[key]) + ", got "
+                        + shown(got[key]))
+    return ""
+
 def check(space, example):
     call, expected, text = example
     try:
@@ -355,7 +381,9 @@ def check(space, example):
         if expected is None:
             return {"example": text, "ok": bool(got), "got": shown(got)}
         want = eval(expected, {"__builtins__": __builtins__})
-        return {"example": text, "ok": same(got, want), "got": shown(got)}
+        if same(got, want):
+            return {"example": text, "ok": True, "got": shown(got)}
+        return {"example": text, "ok": False, "got": shown(got), "why": differ(got, want)}
     except BaseException as exc:
         return {"example": text, "ok": False, "got": "raised " + trace(exc).strip()[-600:]}
 

@@ -125,6 +125,33 @@ def test_a_failing_example_is_named_with_what_came_out(bubblewrap: SecureCodeExe
     assert t.outcomes[0].tests_kept == []  # both of its own tests fail too
 
 
+def test_the_feedback_says_where_the_result_departs_from_the_example(
+    bubblewrap: SecureCodeExecutor,
+) -> None:
+    """A small model reads 'HelloWorld' for 'helloWorld' as right; it is told where."""
+    camel = [parse_example("camel", "camel(name='hello_world') == 'helloWorld'")]
+    pascal = "def camel(name):\n    return ''.join(w.capitalize() for w in name.split('_'))\n"
+    t = trial(bubblewrap, "camel", [pascal], camel)
+    assert t.outcomes[0].got == "'HelloWorld'"
+    assert t.outcomes[0].differs == "character 0: expected 'h', got 'H'"
+    assert "it returned 'HelloWorld' (character 0: expected 'h', got 'H')" in t.feedback
+    cases = [
+        ("f() == {'x': ['a', 'c'], 'y': ['b']}", "{'y': ['b'], 'x': ['c', 'a']}",
+         "at key 'x': expected ['a', 'c'], got ['c', 'a']"),
+        ("f() == {'flag': ''}", "{'other': ''}", "keys missing: ['flag']; keys not expected: "
+         "['other']"),
+        ("f() == ['a', 'b']", "['a']", "expected length 2, got 1"),
+        ("f() == ['say \"hi\"', '2']", "['say', '2']", "item 0: expected 'say \"hi\"', got "
+         "'say'"),
+        ("f() == '3'", "3", "expected type str, got int"),
+        ("f() == 4", "5", ""),  # two numbers: what came out says it all
+    ]  # fmt: skip
+    for example, returned, differs in cases:
+        t = trial(bubblewrap, "f", [f"def f():\n    return {returned}\n"],
+                  [parse_example("f", example)])  # fmt: skip
+        assert t.winner is None and t.outcomes[0].differs == differs, example
+
+
 def test_own_tests_that_disagree_with_the_examples_are_dropped(
     bubblewrap: SecureCodeExecutor,
 ) -> None:
