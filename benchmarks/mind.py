@@ -128,6 +128,7 @@ def forge_figures(
             "outcome": finished.outcome,
             "attempts": len(finished.attempts),
             "seconds": round(elapsed, 1),
+            "feedback": [a.feedback for a in finished.attempts],  # what each attempt was told
         }
         if finished.tool is not None:
             tool = finished.tool
@@ -155,7 +156,6 @@ def forge_figures(
                 hidden_passed=0,
                 hidden_total=len(hidden),
                 error=finished.error.message if finished.error else "",
-                feedback=[a.feedback for a in finished.attempts],
                 last_candidates=[c.source for c in finished.attempts[-1].candidates]
                 if finished.attempts
                 else [],

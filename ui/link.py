@@ -104,8 +104,10 @@ class _Mailbox:
                 Clock.schedule_once(self._drain, 0.001)
 
 
-#: Longest a frame spends running delivered calls (events, replies).
-FRAME_BUDGET_S = 0.003
+#: Longest a frame spends running delivered calls (events, replies). 200 streaming morphs'
+#: 600-event bursts then take 2-3 frames. Measured (``ui_frames``) against 3 ms: the frame's
+#: Python p95 1.2 ms lower, the event-to-UI latency the same (p50 10 ms, p95 17 ms).
+FRAME_BUDGET_S = 0.002
 _MAILBOX = _Mailbox()
 
 
