@@ -145,6 +145,9 @@ def test_the_feedback_says_where_the_result_departs_from_the_example(
          "'say'"),
         ("f() == '3'", "3", "expected type str, got int"),
         ("f() == 4", "5", ""),  # two numbers: what came out says it all
+        ("f() == [1, 2]", "(1, 3)", "item 1: expected 2, got 3"),  # a tuple is a list here
+        ("f() == 'a' * 50_000", "'a' * 50_001", "expected length 50000, got 50001"),
+        ("f() == 'a' * 50_000 + 'b'", "'a' * 50_001", ""),  # looked at: the first 10,000
     ]  # fmt: skip
     for example, returned, differs in cases:
         t = trial(bubblewrap, "f", [f"def f():\n    return {returned}\n"],
