@@ -148,7 +148,11 @@ def _outcome(
     gots = [str(c.get("got", "")) for c in probed]
     probes_passed = sum(1 for c in probed if c.get("ok"))
     missed = next(
-        ((str(c.get("example", "")), _came_out(c)) for c in probed if not c.get("ok")),
+        (
+            (str(c.get("example", "")), _came_out(str(c.get("got", "")), str(c.get("why") or "")))
+            for c in probed
+            if not c.get("ok")
+        ),
         None,
     )
     tests = [t for t in row.get("tests", []) if isinstance(t, dict)]
@@ -181,18 +185,17 @@ def _outcome(
         index=index, passed=passed, examples_passed=len(ok), examples_total=len(examples),
         failed_example=str(failed.get("example", "")) if failed and not passed else "",
         got=clip(str(failed.get("got", "")), 1500) if failed and not passed else "",
-        differs=str(failed.get("why", "") or "") if failed and not passed else "",
+        differs=str(failed.get("why") or "") if failed and not passed else "",
         probes_passed=probes_passed, probes_total=probes,
         tests_kept=passed_tests, source=candidate.source,
     ), gots, missed  # fmt: skip
 
 
-def _came_out(check: dict[str, Any]) -> str:
+def _came_out(got: str, differs: str) -> str:
     """What came out of a failed check, with where it departs from the expected value (a
     small model reads 'HelloWorld' for 'helloWorld' as right: told "character 0: expected
     'h', got 'H'", it sees the case)."""
-    got, why = str(check.get("got", "")), str(check.get("why", "") or "")
-    return f"{got} ({why})" if why else got
+    return f"{got} ({differs})" if differs else got
 
 
 def _feedback(best: CandidateOutcome) -> str:
@@ -201,8 +204,7 @@ def _feedback(best: CandidateOutcome) -> str:
     if best.failed_example == "(all)":
         return f"The test run failed: {best.got}"
     got = best.got if best.got.startswith("raised") else f"it returned {best.got}"
-    if best.differs:
-        got += f" ({best.differs})"
+    got = _came_out(got, best.differs)
     return (
         f"It got {best.examples_passed} of {best.examples_total} example(s) right. "
         f"It failed the example `{best.failed_example}`: {got}."

@@ -262,9 +262,9 @@ def test_moving_the_morphs_starts_no_scroll_bar_animations(window: Any) -> None:
 
     store = WorkbenchStore()
     world, morphs = world_with(window, store, "BRICK", "ROBIN")
-    store.apply(
-        PersonaReply(request_id="r1", proto="BRICK", text="line\n" * 40, stop_reason="stop")
-    )
+    store.apply(Token(request_id="r1", proto="BRICK", index=0, text="line\n" * 40))
+    settle(1.2)  # rendered (at most 2 Hz) and scrolled: the bar is drawn
+    assert morphs["BRICK"]._talk.height > morphs["BRICK"]._scroll.height
     for morph in morphs.values():
         morph.pos = (morph.x + 30, morph.y + 10)
     settle(0.7)  # past Kivy's half-second delay before the fade
